@@ -1,0 +1,50 @@
+// moeflow/io/record.hpp
+// An in-memory tree of groups, datasets and attributes: what a moeflow result file holds.
+// Runs build a Group; WriteFileAtomically turns it into an HDF5 file. No HDF5 type appears
+// in this header (the HDF5 code lives in src/io/).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace moeflow::io {
+
+using AttributeValue = std::variant<std::string, double, std::int64_t, std::vector<double>>;
+using Attributes = std::map<std::string, AttributeValue>;
+
+struct Dataset {
+  std::string name;
+  std::vector<std::size_t> shape;  // row-major extents; empty for a scalar
+  std::vector<double> data;        // product(shape) values (one for a scalar)
+  Attributes attributes;
+};
+
+struct Group {
+  std::string name;  // empty for the root
+  Attributes attributes;
+  std::vector<Dataset> datasets;
+  std::vector<Group> groups;
+
+  // The child group called `child`, added if absent.
+  Group& Subgroup(const std::string& child);
+  // The dataset or group at a '/'-separated path relative to this group, or nullptr.
+  const Dataset* FindDataset(const std::string& path) const;
+  const Group* FindGroup(const std::string& path) const;
+};
+
+// Writes `root` as an HDF5 file at `path`: first to a temporary file in the same folder,
+// then renamed over `path`, so a failure or a crash never leaves a partial file at `path`
+// and never touches an existing one. Datasets of rank >= 1 are chunked along their first
+// axis and deflate-compressed. Throws moeflow::Error on failure (the temporary is removed).
+void WriteFileAtomically(const std::string& path, const Group& root);
+
+// Reads a whole HDF5 file (groups, float/integer datasets, string and numeric attributes).
+Group ReadFile(const std::string& path);
+
+// A readable summary of a file: attributes, datasets with shapes, events.
+std::string Describe(const Group& root);
+
+}  // namespace moeflow::io

@@ -1,0 +1,64 @@
+// moeflow: population gradient flow and SGD of two-layer networks and mixtures of experts.
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "cli/commands.hpp"
+#include "moeflow/error.hpp"
+#include "moeflow/version.hpp"
+
+namespace moeflow::cli {
+
+const std::vector<Command>& AllCommands() {
+  static const std::vector<Command> commands = {
+  };
+  return commands;
+}
+
+namespace {
+
+void PrintUsage(std::ostream& os) {
+  os << "moeflow " << Version() << ": population gradient flow (ODE over order parameters) and\n"
+     << "finite-d SGD of teacher-student two-layer networks and mixtures of experts.\n\n"
+     << "Usage: moeflow COMMAND [options]     (moeflow COMMAND --help for its options)\n\n"
+     << "Commands:\n";
+  for (const Command& c : AllCommands()) {
+    os << "  " << c.name << std::string(10 - std::strlen(c.name), ' ') << c.summary << "\n";
+  }
+  os << "\nExit status: 0 success, 1 error, 2 bad input, 3 run ended abnormally "
+        "(diverged, NaN, step-size underflow), 130 interrupted.\n";
+}
+
+}  // namespace
+}  // namespace moeflow::cli
+
+int main(int argc, char** argv) {
+  using namespace moeflow::cli;
+  if (argc < 2) {
+    PrintUsage(std::cerr);
+    return kExitInputError;
+  }
+  const std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    PrintUsage(std::cout);
+    return kExitOk;
+  }
+  if (name == "--version") {
+    std::cout << "moeflow " << moeflow::Version() << "\n";
+    return kExitOk;
+  }
+  for (const Command& c : AllCommands()) {
+    if (name != c.name) continue;
+    try {
+      return c.run(Args(argv + 2, argv + argc));
+    } catch (const moeflow::InputError& e) {
+      std::cerr << "moeflow " << name << ": error: " << e.what() << "\n";
+      return kExitInputError;
+    } catch (const std::exception& e) {
+      std::cerr << "moeflow " << name << ": error: " << e.what() << "\n";
+      return kExitError;
+    }
+  }
+  std::cerr << "moeflow: unknown command '" << name << "' (see moeflow --help)\n";
+  return kExitInputError;
+}

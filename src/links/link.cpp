@@ -1,0 +1,149 @@
+// Link registry: parses "name" / "name(arg, ...)" and dispatches to a factory by name.
+#include "moeflow/links/link.hpp"
+
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "moeflow/error.hpp"
+#include "moeflow/links/polynomial.hpp"
+
+namespace moeflow {
+namespace {
+
+constexpr int kMaxHermiteIndex = 60;  // h(k), he(k): k <= 60 (the engine's maximum order)
+
+[[noreturn]] void ThrowBadLink(std::string_view spec, const std::string& rule) {
+  throw InputError("link '" + std::string(spec) + "': " + rule);
+}
+
+struct ParsedSpec {
+  std::string name;
+  std::vector<double> args;
+};
+
+std::string Trim(std::string_view s) {
+  std::size_t b = 0, e = s.size();
+  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
+  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
+  return std::string(s.substr(b, e - b));
+}
+
+ParsedSpec Parse(std::string_view spec) {
+  ParsedSpec p;
+  const std::string s = Trim(spec);
+  const std::size_t open = s.find('(');
+  p.name = Trim(s.substr(0, open));
+  if (p.name.empty()) ThrowBadLink(spec, "empty link name");
+  if (open == std::string::npos) return p;
+  if (s.back() != ')') ThrowBadLink(spec, "expected ')' at the end of the argument list");
+  const std::string inner = s.substr(open + 1, s.size() - open - 2);
+  if (Trim(inner).empty()) return p;
+  std::stringstream list(inner);
+  std::string item;
+  while (std::getline(list, item, ',')) {
+    const std::string t = Trim(item);
+    char* end = nullptr;
+    const double v = std::strtod(t.c_str(), &end);
+    if (t.empty() || end != t.c_str() + t.size() || !std::isfinite(v)) {
+      ThrowBadLink(spec, "argument '" + t + "' is not a finite number");
+    }
+    p.args.push_back(v);
+  }
+  return p;
+}
+
+std::string FormatNumber(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+int HermiteIndex(std::string_view spec, const ParsedSpec& p) {
+  if (p.args.size() != 1) ThrowBadLink(spec, "takes exactly one argument k, e.g. " + p.name + "(3)");
+  const double k = p.args[0];
+  if (k != std::floor(k) || k < 0 || k > kMaxHermiteIndex) {
+    ThrowBadLink(spec, "k must be an integer in [0, " + std::to_string(kMaxHermiteIndex) + "]");
+  }
+  return static_cast<int>(k);
+}
+
+void ExpectNoArguments(std::string_view spec, const ParsedSpec& p) {
+  if (!p.args.empty()) ThrowBadLink(spec, "takes no arguments");
+}
+
+using Factory = std::function<LinkPtr(std::string_view, const ParsedSpec&)>;
+
+struct Entry {
+  std::string pattern;
+  std::string description;
+  Factory make;
+};
+
+const std::map<std::string, Entry>& Registry() {
+  static const std::map<std::string, Entry> registry = {
+      {"identity",
+       {"identity", "f(z) = z",
+        [](std::string_view spec, const ParsedSpec& p) -> LinkPtr {
+          ExpectNoArguments(spec, p);
+          return std::make_shared<HermitePolynomialLink>(std::vector<double>{0.0, 1.0},
+                                                         "identity");
+        }}},
+      {"h",
+       {"h(k)", "normalised Hermite polynomial h_k = He_k/sqrt(k!), k <= 60",
+        [](std::string_view spec, const ParsedSpec& p) -> LinkPtr {
+          const int k = HermiteIndex(spec, p);
+          std::vector<double> c(static_cast<std::size_t>(k) + 1, 0.0);
+          c[k] = 1.0;
+          return std::make_shared<HermitePolynomialLink>(c, "h(" + std::to_string(k) + ")");
+        }}},
+      {"he",
+       {"he(k)", "probabilists' Hermite polynomial He_k = sqrt(k!) h_k, k <= 60",
+        [](std::string_view spec, const ParsedSpec& p) -> LinkPtr {
+          const int k = HermiteIndex(spec, p);
+          std::vector<double> c(static_cast<std::size_t>(k) + 1, 0.0);
+          c[k] = std::exp(0.5 * std::lgamma(k + 1.0));
+          return std::make_shared<HermitePolynomialLink>(c, "he(" + std::to_string(k) + ")");
+        }}},
+      {"hermite",
+       {"hermite(c0, c1, ...)", "polynomial sum_k c_k h_k from normalised Hermite coefficients",
+        [](std::string_view spec, const ParsedSpec& p) -> LinkPtr {
+          if (p.args.empty()) ThrowBadLink(spec, "needs at least one coefficient c0");
+          if (p.args.size() > kMaxHermiteIndex + 1) {
+            ThrowBadLink(spec, "at most " + std::to_string(kMaxHermiteIndex + 1) + " coefficients");
+          }
+          std::string canonical = "hermite(";
+          for (std::size_t i = 0; i < p.args.size(); ++i) {
+            canonical += (i ? ", " : "") + FormatNumber(p.args[i]);
+          }
+          return std::make_shared<HermitePolynomialLink>(p.args, canonical + ")");
+        }}},
+  };
+  return registry;
+}
+
+}  // namespace
+
+LinkPtr MakeLink(std::string_view spec) {
+  const ParsedSpec p = Parse(spec);
+  const auto& registry = Registry();
+  const auto it = registry.find(p.name);
+  if (it == registry.end()) {
+    std::string known;
+    for (const auto& [name, entry] : registry) known += (known.empty() ? "" : ", ") + entry.pattern;
+    ThrowBadLink(spec, "unknown link name '" + p.name + "' (known: " + known + ")");
+  }
+  return it->second.make(spec, p);
+}
+
+std::vector<std::string> KnownLinks() {
+  std::vector<std::string> lines;
+  for (const auto& [name, entry] : Registry()) lines.push_back(entry.pattern + ": " + entry.description);
+  return lines;
+}
+
+}  // namespace moeflow

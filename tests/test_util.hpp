@@ -1,0 +1,21 @@
+// Shared helpers for the tests: paths and a named relative-error comparison.
+#pragma once
+
+#include <string>
+
+namespace moeflow::testing {
+
+// |actual - expected| / max(|expected|, tiny): the one relative-error formula of the tests.
+double RelativeError(double actual, double expected);
+
+std::string ModelPath(const std::string& file);  // models/<file>
+std::string DataPath(const std::string& file);   // data/<file>
+std::string CliPath();                           // the built moeflow executable
+
+// A fresh empty temporary folder, removed at exit.
+std::string TempDir();
+
+// Runs a shell command; returns its exit status and stores stdout+stderr in *output.
+int RunCommand(const std::string& command, std::string* output);
+
+}  // namespace moeflow::testing
