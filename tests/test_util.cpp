@@ -21,6 +21,7 @@ double RelativeError(double actual, double expected) {
 std::string ModelPath(const std::string& file) { return std::string(MOEFLOW_MODELS_DIR) + "/" + file; }
 std::string DataPath(const std::string& file) { return std::string(MOEFLOW_DATA_DIR) + "/" + file; }
 std::string CliPath() { return MOEFLOW_CLI_PATH; }
+std::string Python() { return MOEFLOW_PYTHON; }
 
 namespace {
 struct TempDirs {

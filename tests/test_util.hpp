@@ -11,6 +11,7 @@ double RelativeError(double actual, double expected);
 std::string ModelPath(const std::string& file);  // models/<file>
 std::string DataPath(const std::string& file);   // data/<file>
 std::string CliPath();                           // the built moeflow executable
+std::string Python();                            // the python3 that has h5py (Debian's)
 
 // A fresh empty temporary folder, removed at exit.
 std::string TempDir();

@@ -24,4 +24,7 @@ inline constexpr int kExitInterrupted = 130;
 
 const std::vector<Command>& AllCommands();
 
+int RunFlowCommand(const Args& args);
+int RunInspectCommand(const Args& args);
+
 }  // namespace moeflow::cli

@@ -11,6 +11,8 @@ namespace moeflow::cli {
 
 const std::vector<Command>& AllCommands() {
   static const std::vector<Command> commands = {
+      {"flow", "integrate a model's population gradient flow (ODE over order parameters)", RunFlowCommand},
+      {"inspect", "print a readable summary of a moeflow HDF5 file", RunInspectCommand},
   };
   return commands;
 }

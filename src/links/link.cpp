@@ -9,6 +9,8 @@
 #include <sstream>
 
 #include "moeflow/error.hpp"
+#include "moeflow/links/functions.hpp"
+#include "moeflow/links/hermite.hpp"
 #include "moeflow/links/polynomial.hpp"
 
 namespace moeflow {
@@ -84,8 +86,72 @@ struct Entry {
   Factory make;
 };
 
+double Sigmoid(double z) { return z >= 0 ? 1 / (1 + std::exp(-z)) : std::exp(z) / (1 + std::exp(z)); }
+double NormalCdf(double z) { return 0.5 * std::erfc(-z / std::sqrt(2.0)); }
+double NormalPdf(double z) { return std::exp(-0.5 * z * z) / std::sqrt(2 * M_PI); }
+
+// An entry for a link without parameters given by its value and derivative.
+Entry Function(const std::string& name, const std::string& description, double (*value)(double),
+               double (*derivative)(double), std::vector<double> kinks = {}) {
+  return {name, description, [=](std::string_view spec, const ParsedSpec& p) -> LinkPtr {
+            ExpectNoArguments(spec, p);
+            return std::make_shared<FunctionLink>(name, value, derivative, kinks);
+          }};
+}
+
 const std::map<std::string, Entry>& Registry() {
   static const std::map<std::string, Entry> registry = {
+      {"relu", Function("relu", "max(0, z)", [](double z) { return z > 0 ? z : 0.0; },
+                        [](double z) { return z > 0 ? 1.0 : 0.0; }, {0.0})},
+      {"abs", Function("abs", "|z|", [](double z) { return std::abs(z); },
+                       [](double z) { return z > 0 ? 1.0 : (z < 0 ? -1.0 : 0.0); }, {0.0})},
+      {"sign", Function("sign", "-1, 0, 1 (derivative 0 away from 0)",
+                        [](double z) { return z > 0 ? 1.0 : (z < 0 ? -1.0 : 0.0); },
+                        [](double) { return 0.0; }, {0.0})},
+      {"step", Function("step", "1 for z > 0, else 0", [](double z) { return z > 0 ? 1.0 : 0.0; },
+                        [](double) { return 0.0; }, {0.0})},
+      {"erf", Function("erf", "erf(z)", [](double z) { return std::erf(z); },
+                       [](double z) { return 2 / std::sqrt(M_PI) * std::exp(-z * z); })},
+      {"erf_sqrt2", Function("erf_sqrt2", "erf(z/sqrt(2)), Saad & Solla's g",
+                             [](double z) { return std::erf(z / std::sqrt(2.0)); },
+                             [](double z) { return std::sqrt(2 / M_PI) * std::exp(-0.5 * z * z); })},
+      {"tanh", Function("tanh", "tanh(z)", [](double z) { return std::tanh(z); },
+                        [](double z) { return 1 - std::tanh(z) * std::tanh(z); })},
+      {"sigmoid", Function("sigmoid", "1/(1 + exp(-z))", Sigmoid,
+                           [](double z) { return Sigmoid(z) * (1 - Sigmoid(z)); })},
+      {"softplus", Function("softplus", "log(1 + exp(z))",
+                            [](double z) { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); },
+                            Sigmoid)},
+      {"gelu", Function("gelu", "z Phi(z) (exact, with the normal CDF)", [](double z) { return z * NormalCdf(z); },
+                        [](double z) { return NormalCdf(z) + z * NormalPdf(z); })},
+      {"silu", Function("silu", "z sigmoid(z)", [](double z) { return z * Sigmoid(z); },
+                        [](double z) { return Sigmoid(z) * (1 + z * (1 - Sigmoid(z))); })},
+      {"leaky_relu",
+       {"leaky_relu(alpha)", "z for z > 0, alpha z otherwise",
+        [](std::string_view spec, const ParsedSpec& p) -> LinkPtr {
+          if (p.args.size() != 1) ThrowBadLink(spec, "takes exactly one argument alpha, e.g. leaky_relu(0.1)");
+          const double alpha = p.args[0];
+          return std::make_shared<FunctionLink>(
+              "leaky_relu(" + FormatNumber(alpha) + ")", [alpha](double z) { return z > 0 ? z : alpha * z; },
+              [alpha](double z) { return z > 0 ? 1.0 : alpha; }, std::vector<double>{0.0});
+        }}},
+      {"square",
+       {"square", "z^2 = sqrt(2) h_2 + h_0",
+        [](std::string_view spec, const ParsedSpec& p) -> LinkPtr {
+          ExpectNoArguments(spec, p);
+          return std::make_shared<HermitePolynomialLink>(MonomialToHermite({0, 0, 1}), "square");
+        }}},
+      {"poly",
+       {"poly(a0, a1, ...)", "polynomial sum_n a_n z^n in the monomial basis",
+        [](std::string_view spec, const ParsedSpec& p) -> LinkPtr {
+          if (p.args.empty()) ThrowBadLink(spec, "needs at least one coefficient a0");
+          if (p.args.size() > kMaxHermiteIndex + 1) {
+            ThrowBadLink(spec, "at most " + std::to_string(kMaxHermiteIndex + 1) + " coefficients");
+          }
+          std::string canonical = "poly(";
+          for (std::size_t i = 0; i < p.args.size(); ++i) canonical += (i ? ", " : "") + FormatNumber(p.args[i]);
+          return std::make_shared<HermitePolynomialLink>(MonomialToHermite(p.args), canonical + ")");
+        }}},
       {"identity",
        {"identity", "f(z) = z",
         [](std::string_view spec, const ParsedSpec& p) -> LinkPtr {

@@ -24,8 +24,12 @@ class Link {
   // The degree if the link is a polynomial, -1 otherwise.
   virtual int PolynomialDegree() const { return -1; }
 
-  // Normalised Hermite coefficients c_0..c_K of f (exact for polynomials).
-  virtual std::vector<double> HermiteCoefficients(int max_order) const = 0;
+  // Points where f or f' is not smooth (relu: {0}); quadratures split there.
+  virtual std::vector<double> Kinks() const { return {}; }
+
+  // Normalised Hermite coefficients c_0..c_K of f (exact for polynomials; otherwise by the
+  // quadrature of links/hermite.hpp, accurate to about 1e-13 absolute).
+  virtual std::vector<double> HermiteCoefficients(int max_order) const;
 };
 
 using LinkPtr = std::shared_ptr<const Link>;

@@ -1,0 +1,61 @@
+// moeflow/integrate/events.hpp
+// Phase events (theory.md §4): the first time an observable crosses a threshold, e.g.
+// "escape: m >= 0.5". An event names an observable expression:
+//   name          a scalar observable (or the only element of a 1 x 1 one)
+//   name[i]       element i of a vector observable (0-based)
+//   name[i,j]     element (i, j) of a matrix observable
+//   max(name), min(name), maxabs(name)   a reduction over all elements
+#pragma once
+
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "moeflow/integrate/flow_system.hpp"
+
+namespace moeflow {
+
+enum class Comparison { kGreaterEqual, kGreater, kLessEqual, kLess };
+
+const char* ToString(Comparison comparison);
+// Accepts ">=", ">", "<=", "<". Returns false for anything else.
+bool FromString(const std::string& text, Comparison* comparison);
+
+struct EventSpec {
+  std::string name;
+  std::string observable;  // an expression as above
+  Comparison comparison = Comparison::kGreaterEqual;
+  double threshold = 0.0;
+  bool stop = false;  // stop the run when the event happens
+};
+
+// An observable expression resolved against a system's observables.
+class ObservableSelector {
+ public:
+  enum class Reduction { kElement, kMax, kMin, kMaxAbs };
+
+  // Throws InputError naming `key` if the expression is malformed or names an unknown
+  // observable or an index out of range.
+  ObservableSelector(const std::string& expression, const std::vector<ObservableInfo>& observables,
+                     const std::string& key);
+
+  // The selected value from the concatenated observable values.
+  double Evaluate(const Eigen::VectorXd& values) const;
+
+ private:
+  Reduction reduction_ = Reduction::kElement;
+  int offset_ = 0;  // first value of the observable (kElement: of the element)
+  int count_ = 1;   // number of values reduced over
+};
+
+struct EventRecord {
+  EventSpec spec;
+  bool occurred = false;
+  double time = std::numeric_limits<double>::quiet_NaN();
+  double value = std::numeric_limits<double>::quiet_NaN();  // the observable at `time`
+};
+
+// True if `value` satisfies the event's comparison with its threshold.
+bool EventConditionHolds(const EventSpec& spec, double value);
+
+}  // namespace moeflow

@@ -1,0 +1,31 @@
+// moeflow/io/flow_output.hpp
+// The result of a flow run as a self-describing file (schema in README.md, "Output files"):
+//   /                 attributes: kind, model (resolved text), model_source, model_file,
+//                     overrides, command, version, created, d, seed, integrator options,
+//                     termination, message, t_final, accepted_steps, drift_evaluations, wall_seconds
+//   /trajectory/time  (T)
+//   /trajectory/<obs> (T), (T x n) or (T x rows x cols)
+//   /events/<name>    scalar: the event time (NaN if it did not happen); attributes value,
+//                     occurred, observable, op, threshold, stop
+// and a readable report of the same run.
+#pragma once
+
+#include <string>
+
+#include "moeflow/integrate/integrator.hpp"
+#include "moeflow/io/model_file.hpp"
+#include "moeflow/io/record.hpp"
+#include "moeflow/models/model_builder.hpp"
+
+namespace moeflow::io {
+
+Group TrajectoryGroup(const Trajectory& trajectory);
+Group EventsGroup(const std::vector<EventRecord>& events);
+
+Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSummary& summary,
+                     const Trajectory& trajectory, const std::string& command_line);
+
+// A few lines for the terminal: outcome, steps, events, final risk.
+std::string FlowReport(const FlowSetup& setup, const RunSummary& summary, const Trajectory& trajectory);
+
+}  // namespace moeflow::io

@@ -1,0 +1,130 @@
+// moeflow flow MODEL [-o OUT] [--set KEY=VALUE ...]: integrate a model's population gradient flow.
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/program_options.hpp>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "cli/commands.hpp"
+#include "moeflow/error.hpp"
+#include "moeflow/integrate/integrator.hpp"
+#include "moeflow/io/flow_output.hpp"
+#include "moeflow/io/model_file.hpp"
+#include "moeflow/links/link.hpp"
+#include "moeflow/models/model_builder.hpp"
+
+namespace moeflow::cli {
+namespace {
+
+namespace po = boost::program_options;
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void OnInterrupt(int) { g_interrupted.store(true); }
+
+std::string CommandLine(const Args& args) {
+  std::string line = "moeflow flow";
+  for (const std::string& a : args) line += " " + a;
+  return line;
+}
+
+std::string DefaultOutput(const std::string& model_path) {
+  return std::filesystem::path(model_path).stem().string() + ".h5";
+}
+
+po::options_description Options() {
+  po::options_description opts("Options");
+  opts.add_options()
+      ("help,h", "show this help")
+      ("output,o", po::value<std::string>(), "HDF5 file to write (default: <model name>.h5 in the current folder)")
+      ("set,s", po::value<std::vector<std::string>>()->composing(),
+       "override a model key, e.g. --set d=1e6 --set integrate.stepper=fehlberg78 (repeatable)")
+      ("quiet,q", "print nothing but errors");
+  return opts;
+}
+
+void PrintHelp() {
+  std::cout << "Usage: moeflow flow MODEL [-o OUT] [--set KEY=VALUE ...]\n\n"
+               "Integrates the population gradient flow of MODEL (an INI model file, see models/)\n"
+               "as an ODE over the Gram matrix of the model's vectors, with an adaptive Boost.Odeint\n"
+               "stepper, locates the model's events, writes the trajectory to an HDF5 file (written\n"
+               "atomically: a failed run leaves no file and never touches an existing one) and prints\n"
+               "a summary.\n\n"
+            << Options() << "\n"
+            << "Integration keys ([integrate] section): stepper (";
+  for (const std::string& s : StepperNames()) std::cout << s << (s == StepperNames().back() ? "" : ", ");
+  std::cout << "),\n  abs_tol, rel_tol, t_end, dt_initial, dt_min, max_steps, divergence.\n"
+               "Output keys ([output]): grid (log|linear), points, t_first, every_step.\n"
+               "Events ([event.NAME]): observable, op (>=, >, <=, <), threshold, stop.\n\n"
+               "Links (student.link, teacher.link):\n";
+  for (const std::string& l : KnownLinks()) std::cout << "  " << l << "\n";
+  std::cout << "\nExit status: 0 done, 1 error, 2 bad input, 3 the run ended abnormally (diverged,\n"
+               "NaN, step-size underflow, max_steps; the file is still written), 130 interrupted.\n";
+}
+
+int RunFlow(const Args& args) {
+  po::options_description visible = Options();
+  po::options_description all;
+  all.add(visible).add_options()("model", po::value<std::string>());
+  po::positional_options_description positional;
+  positional.add("model", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(std::string(e.what()) + " (see moeflow flow --help)");
+  }
+  if (vm.count("help")) {
+    PrintHelp();
+    return kExitOk;
+  }
+  if (!vm.count("model")) throw InputError("missing MODEL: moeflow flow MODEL [-o OUT] (see --help)");
+  const std::string model_path = vm["model"].as<std::string>();
+  const std::string output = vm.count("output") ? vm["output"].as<std::string>() : DefaultOutput(model_path);
+  const bool quiet = vm.count("quiet") > 0;
+
+  io::ModelFile model = io::ModelFile::Load(model_path);
+  if (vm.count("set")) {
+    for (const std::string& assignment : vm["set"].as<std::vector<std::string>>()) model.Set(assignment);
+  }
+  const FlowSetup setup = BuildFlow(model);
+
+  std::signal(SIGINT, OnInterrupt);
+  std::signal(SIGTERM, OnInterrupt);
+  IntegrationControl control;
+  control.interrupt = &g_interrupted;
+  const bool show_progress = !quiet && isatty(STDERR_FILENO);
+  if (show_progress) {
+    control.progress = [](double t, double t_end) {
+      std::fprintf(stderr, "\r  t = %.4g of %.4g", t, t_end);
+      std::fflush(stderr);
+    };
+  }
+  Trajectory trajectory;
+  const RunSummary summary = Integrate(*setup.system, setup.initial_state, setup.options, setup.events,
+                                       &trajectory, control);
+  if (show_progress) std::fprintf(stderr, "\r%40s\r", "");
+  if (summary.termination == Termination::kInterrupted) {
+    std::cerr << "moeflow flow: interrupted at t = " << summary.t_final << "; nothing written\n";
+    return kExitInterrupted;
+  }
+  io::WriteFileAtomically(output, io::FlowResultFile(model, setup, summary, trajectory, CommandLine(args)));
+  if (!quiet) {
+    std::cout << "model:          " << model_path << "\n"
+              << io::FlowReport(setup, summary, trajectory) << "written:        " << output << "\n";
+  }
+  if (!summary.Ok()) {
+    std::cerr << "moeflow flow: the run ended abnormally: " << summary.message << "\n";
+    return kExitOutcome;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunFlowCommand(const Args& args) { return RunFlow(args); }
+
+}  // namespace moeflow::cli

@@ -1,0 +1,132 @@
+#include "moeflow/io/flow_output.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <iomanip>
+#include <sstream>
+
+#include "moeflow/version.hpp"
+
+namespace moeflow::io {
+namespace {
+
+std::string NowIso8601() {
+  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  std::ostringstream os;
+  os << std::put_time(&utc, "%Y-%m-%dT%H:%M:%SZ");
+  return os.str();
+}
+
+std::string Join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& s : items) out += (out.empty() ? "" : "\n") + s;
+  return out;
+}
+
+}  // namespace
+
+Group TrajectoryGroup(const Trajectory& trajectory) {
+  Group group;
+  group.name = "trajectory";
+  const std::size_t rows = trajectory.time.size();
+  group.datasets.push_back({"time", {rows}, trajectory.time, {{"description", std::string("time t (= η·steps for SGD)")}}});
+  const std::vector<int> offsets = ObservableOffsets(trajectory.observables);
+  for (std::size_t i = 0; i < trajectory.observables.size(); ++i) {
+    const ObservableInfo& o = trajectory.observables[i];
+    Dataset ds;
+    ds.name = o.name;
+    ds.shape = {rows};
+    ds.attributes = {{"description", o.description}};
+    if (o.is_matrix) {
+      ds.shape = {rows, static_cast<std::size_t>(o.rows), static_cast<std::size_t>(o.cols)};
+    } else if (o.size() > 1) {
+      ds.shape = {rows, static_cast<std::size_t>(o.size())};
+    }
+    ds.data.reserve(rows * o.size());
+    for (const Eigen::VectorXd& v : trajectory.values) {
+      for (int j = 0; j < o.size(); ++j) ds.data.push_back(v[offsets[i] + j]);
+    }
+    group.datasets.push_back(std::move(ds));
+  }
+  return group;
+}
+
+Group EventsGroup(const std::vector<EventRecord>& events) {
+  Group group;
+  group.name = "events";
+  for (const EventRecord& e : events) {
+    group.datasets.push_back({e.spec.name, {}, {e.time},
+                              {{"value", e.value},
+                               {"occurred", std::int64_t{e.occurred}},
+                               {"observable", e.spec.observable},
+                               {"op", std::string(ToString(e.spec.comparison))},
+                               {"threshold", e.spec.threshold},
+                               {"stop", std::int64_t{e.spec.stop}}}});
+  }
+  return group;
+}
+
+Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSummary& summary,
+                     const Trajectory& trajectory, const std::string& command_line) {
+  Group root;
+  const IntegratorOptions& o = setup.options;
+  root.attributes = {
+      {"kind", std::string("flow")},
+      {"model", model.ResolvedText()},
+      {"model_source", model.SourceText()},
+      {"model_file", model.Origin()},
+      {"overrides", Join(model.Overrides())},
+      {"command", command_line},
+      {"version", std::string(Version())},
+      {"created", NowIso8601()},
+      {"d", static_cast<std::int64_t>(setup.d)},
+      {"seed", static_cast<std::int64_t>(setup.seed)},
+      {"stepper", std::string(ToString(o.stepper))},
+      {"abs_tol", o.abs_tol},
+      {"rel_tol", o.rel_tol},
+      {"t_end", o.t_end},
+      {"termination", std::string(ToString(summary.termination))},
+      {"message", summary.message},
+      {"t_final", summary.t_final},
+      {"accepted_steps", static_cast<std::int64_t>(summary.accepted_steps)},
+      {"drift_evaluations", static_cast<std::int64_t>(summary.drift_evaluations)},
+      {"wall_seconds", summary.wall_seconds},
+  };
+  root.groups.push_back(TrajectoryGroup(trajectory));
+  root.groups.push_back(EventsGroup(summary.events));
+  return root;
+}
+
+std::string FlowReport(const FlowSetup& setup, const RunSummary& summary, const Trajectory& trajectory) {
+  std::ostringstream os;
+  os << std::setprecision(10);
+  os << "outcome:        " << ToString(summary.termination) << " (" << summary.message << ")\n"
+     << "d:              " << setup.d << "\n"
+     << "stepper:        " << ToString(setup.options.stepper) << "  abs_tol " << setup.options.abs_tol
+     << "  rel_tol " << setup.options.rel_tol << "\n"
+     << "accepted steps: " << summary.accepted_steps << "  (drift evaluations " << summary.drift_evaluations
+     << ", " << std::setprecision(3) << summary.wall_seconds * 1e3 << " ms)\n" << std::setprecision(10);
+  for (const EventRecord& e : summary.events) {
+    os << "event " << e.spec.name << ": ";
+    if (e.occurred) {
+      os << "t = " << e.time << "  (" << e.spec.observable << " = " << e.value << ")\n";
+    } else {
+      os << "did not happen (" << e.spec.observable << " " << ToString(e.spec.comparison) << " "
+         << e.spec.threshold << ")\n";
+    }
+  }
+  if (!trajectory.time.empty()) {
+    const std::vector<int> offsets = ObservableOffsets(trajectory.observables);
+    for (std::size_t i = 0; i < trajectory.observables.size(); ++i) {
+      if (trajectory.observables[i].name != "risk") continue;
+      os << "risk:           " << trajectory.values.front()[offsets[i]] << " at t = 0 -> "
+         << trajectory.values.back()[offsets[i]] << " at t = " << trajectory.time.back() << "\n";
+    }
+  }
+  return os.str();
+}
+
+}  // namespace moeflow::io

@@ -1,0 +1,303 @@
+// Model files: INI text parsed by Boost.Program_options, typed and validated access.
+#include "moeflow/io/model_file.hpp"
+
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "moeflow/error.hpp"
+
+namespace moeflow::io {
+namespace po = boost::program_options;
+
+namespace {
+
+std::string Trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  const auto e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+std::string Join(const std::vector<std::string>& items, const std::string& sep) {
+  std::string out;
+  for (std::size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i];
+  return out;
+}
+
+std::vector<std::string> SplitList(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item = Trim(item);
+    if (!item.empty()) items.push_back(item);
+  }
+  return items;
+}
+
+std::string FormatDouble(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+}  // namespace
+
+std::optional<double> ParseNumber(const std::string& text) {
+  const std::string t = Trim(text);
+  if (t.empty()) return std::nullopt;
+  char* end = nullptr;
+  const double v = std::strtod(t.c_str(), &end);
+  if (end != t.c_str() + t.size() || !std::isfinite(v)) return std::nullopt;
+  return v;
+}
+
+ModelFile ModelFile::Load(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError("model file '" + path + "': cannot be opened (missing or unreadable)");
+  std::stringstream text;
+  text << in.rdbuf();
+  return Parse(text.str(), path);
+}
+
+ModelFile ModelFile::Parse(const std::string& text, const std::string& origin) {
+  ModelFile file;
+  file.origin_ = origin;
+  file.source_text_ = text;
+  std::istringstream in(text);
+  po::parsed_options parsed(nullptr);
+  try {
+    parsed = po::parse_config_file(in, po::options_description(), /*allow_unregistered=*/true);
+  } catch (const po::error& e) {
+    throw InputError("model file '" + origin + "': " + e.what());
+  }
+  for (const po::option& opt : parsed.options) {
+    const std::string value = opt.value.empty() ? "" : Trim(opt.value.front());
+    if (file.Find(opt.string_key) != nullptr) {
+      throw InputError("model file '" + origin + "': key '" + opt.string_key +
+                       "' is given twice (each key may appear once)");
+    }
+    file.entries_.push_back({opt.string_key, value});
+  }
+  return file;
+}
+
+void ModelFile::Set(const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  const std::string key = Trim(assignment.substr(0, eq));
+  if (eq == std::string::npos || key.empty()) {
+    throw InputError("--set '" + assignment + "': expected KEY=VALUE, e.g. --set d=1e6");
+  }
+  const std::string value = Trim(assignment.substr(eq + 1));
+  overrides_.push_back(key + "=" + value);
+  for (Entry& e : entries_) {
+    if (e.key == key) {
+      e.value = value;
+      return;
+    }
+  }
+  entries_.push_back({key, value});
+}
+
+const ModelFile::Entry* ModelFile::Find(const std::string& key) const {
+  for (const Entry& e : entries_) {
+    if (e.key == key) return &e;
+  }
+  return nullptr;
+}
+
+bool ModelFile::Has(const std::string& key) const { return Find(key) != nullptr; }
+
+std::vector<std::string> ModelFile::SubsectionNames(const std::string& prefix) const {
+  std::vector<std::string> names;
+  const std::string head = prefix + ".";
+  for (const Entry& e : entries_) {
+    if (e.key.rfind(head, 0) != 0) continue;
+    const std::string rest = e.key.substr(head.size());
+    const auto dot = rest.find('.');
+    if (dot == std::string::npos || dot == 0) continue;
+    const std::string name = rest.substr(0, dot);
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  }
+  return names;
+}
+
+void ModelFile::Record(const std::string& key, const std::string& value) const {
+  for (Entry& e : resolved_) {
+    if (e.key == key) {
+      e.value = value;
+      return;
+    }
+  }
+  resolved_.push_back({key, value});
+}
+
+void ModelFile::Fail(const std::string& key, const std::string& value, const std::string& rule) const {
+  ThrowBadValue(key, value, rule);
+}
+
+std::string ModelFile::Require(const std::string& key) const {
+  const Entry* e = Find(key);
+  if (e == nullptr) throw InputError("key '" + key + "' is required but missing in '" + origin_ + "'");
+  return e->value;
+}
+
+std::string ModelFile::GetString(const std::string& key, const std::string& fallback) const {
+  const Entry* e = Find(key);
+  const std::string value = e ? e->value : fallback;
+  Record(key, value);
+  return value;
+}
+
+std::string ModelFile::GetString(const std::string& key) const {
+  const std::string value = Require(key);
+  Record(key, value);
+  return value;
+}
+
+std::string ModelFile::GetChoice(const std::string& key, const std::string& fallback,
+                                 const std::vector<std::string>& choices) const {
+  const std::string value = GetString(key, fallback);
+  if (std::find(choices.begin(), choices.end(), value) == choices.end()) {
+    Fail(key, value, "is not one of: " + Join(choices, ", "));
+  }
+  return value;
+}
+
+double ModelFile::GetDouble(const std::string& key, double fallback) const {
+  const Entry* e = Find(key);
+  if (e == nullptr) {
+    Record(key, FormatDouble(fallback));
+    return fallback;
+  }
+  const auto v = ParseNumber(e->value);
+  if (!v) Fail(key, e->value, "is not a finite number");
+  Record(key, e->value);
+  return *v;
+}
+
+double ModelFile::GetDouble(const std::string& key) const {
+  const std::string text = Require(key);
+  const auto v = ParseNumber(text);
+  if (!v) Fail(key, text, "is not a finite number");
+  Record(key, text);
+  return *v;
+}
+
+double ModelFile::GetPositive(const std::string& key, double fallback) const {
+  const double v = GetDouble(key, fallback);
+  if (!(v > 0)) Fail(key, FormatDouble(v), "must be > 0");
+  return v;
+}
+
+double ModelFile::GetNonNegative(const std::string& key, double fallback) const {
+  const double v = GetDouble(key, fallback);
+  if (!(v >= 0)) Fail(key, FormatDouble(v), "must be >= 0");
+  return v;
+}
+
+long long ModelFile::GetInteger(const std::string& key, long long fallback, long long minimum) const {
+  if (!Has(key)) {
+    Record(key, std::to_string(fallback));
+    return fallback;
+  }
+  return GetInteger(key, minimum);
+}
+
+long long ModelFile::GetInteger(const std::string& key, long long minimum) const {
+  const std::string text = Require(key);
+  const auto v = ParseNumber(text);
+  const std::string rule = "must be an integer >= " + std::to_string(minimum);
+  if (!v) Fail(key, text, "is not a number; it " + rule);
+  if (*v != std::floor(*v) || *v < static_cast<double>(minimum) || std::abs(*v) > 9.0e15) {
+    Fail(key, text, rule);
+  }
+  Record(key, text);
+  return static_cast<long long>(*v);
+}
+
+bool ModelFile::GetBool(const std::string& key, bool fallback) const {
+  const std::string value = GetString(key, fallback ? "true" : "false");
+  if (value == "true" || value == "yes" || value == "1" || value == "on") return true;
+  if (value == "false" || value == "no" || value == "0" || value == "off") return false;
+  Fail(key, value, "is not a boolean (true/false, yes/no, 1/0, on/off)");
+}
+
+std::vector<double> ModelFile::GetDoubleList(const std::string& key,
+                                             const std::vector<double>& fallback) const {
+  const Entry* e = Find(key);
+  if (e == nullptr) {
+    std::vector<std::string> items;
+    for (double v : fallback) items.push_back(FormatDouble(v));
+    Record(key, Join(items, ", "));
+    return fallback;
+  }
+  std::vector<double> values;
+  for (const std::string& item : SplitList(e->value)) {
+    const auto v = ParseNumber(item);
+    if (!v) Fail(key, e->value, "must be a comma-separated list of finite numbers ('" + item + "' is not)");
+    values.push_back(*v);
+  }
+  Record(key, e->value);
+  return values;
+}
+
+std::vector<std::string> ModelFile::GetStringList(const std::string& key,
+                                                  const std::vector<std::string>& fallback) const {
+  const Entry* e = Find(key);
+  const std::vector<std::string> values = e ? SplitList(e->value) : fallback;
+  Record(key, Join(values, ", "));
+  return values;
+}
+
+LinkPtr ModelFile::GetLink(const std::string& key, const std::string& fallback) const {
+  const std::string spec = GetString(key, fallback);
+  try {
+    LinkPtr link = MakeLink(spec);
+    Record(key, link->Spec());
+    return link;
+  } catch (const InputError& e) {
+    Fail(key, spec, std::string("is not a valid link: ") + e.what());
+  }
+}
+
+void ModelFile::CheckAllKeysUsed() const {
+  for (const Entry& e : entries_) {
+    const bool used = std::any_of(resolved_.begin(), resolved_.end(),
+                                  [&](const Entry& r) { return r.key == e.key; });
+    if (used) continue;
+    std::vector<std::string> known;
+    for (const Entry& r : resolved_) known.push_back(r.key);
+    Fail(e.key, e.value,
+         "is not used by this model: unknown key (known keys: " + Join(known, ", ") + ")");
+  }
+}
+
+std::string ModelFile::ResolvedText() const {
+  // Top-level keys first, then one [section] per prefix in order of first appearance.
+  std::ostringstream out;
+  std::vector<std::string> sections;
+  std::map<std::string, std::vector<const Entry*>> by_section;
+  for (const Entry& e : resolved_) {
+    const auto dot = e.key.rfind('.');
+    const std::string section = dot == std::string::npos ? "" : e.key.substr(0, dot);
+    if (!by_section.count(section)) sections.push_back(section);
+    by_section[section].push_back(&e);
+  }
+  std::stable_partition(sections.begin(), sections.end(), [](const std::string& s) { return s.empty(); });
+  for (const std::string& section : sections) {
+    if (!section.empty()) out << "\n[" << section << "]\n";
+    for (const Entry* e : by_section[section]) {
+      out << e->key.substr(section.empty() ? 0 : section.size() + 1) << " = " << e->value << "\n";
+    }
+  }
+  return out.str();
+}
+
+}  // namespace moeflow::io

@@ -1,0 +1,194 @@
+#include "moeflow/links/hermite.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <sstream>
+
+#include "moeflow/error.hpp"
+#include "moeflow/links/polynomial.hpp"
+
+namespace moeflow {
+namespace {
+
+constexpr int kLegendrePoints = 20;
+constexpr double kPanelWidth = 0.25;  // in z, for scale a <= 1; divided by a above
+
+struct GaussLegendre {
+  std::array<double, kLegendrePoints> x{}, w{};
+};
+
+// Nodes and weights of the 20-point Gauss–Legendre rule on [-1, 1], by Newton's method.
+const GaussLegendre& Legendre() {
+  static const GaussLegendre rule = [] {
+    GaussLegendre r;
+    const int n = kLegendrePoints;
+    for (int i = 0; i < n; ++i) {
+      double x = std::cos(M_PI * (i + 0.75) / (n + 0.5));
+      double dp = 0;
+      for (int iter = 0; iter < 100; ++iter) {
+        double p0 = 1, p1 = x;
+        for (int k = 2; k <= n; ++k) {
+          const double p2 = ((2 * k - 1) * x * p1 - (k - 1) * p0) / k;
+          p0 = p1;
+          p1 = p2;
+        }
+        dp = n * (x * p1 - p0) / (x * x - 1);
+        const double dx = p1 / dp;
+        x -= dx;
+        if (std::abs(dx) < 1e-16) break;
+      }
+      r.x[i] = x;
+      r.w[i] = 2 / ((1 - x * x) * dp * dp);
+    }
+    return r;
+  }();
+  return rule;
+}
+
+// Half-width of the integration interval: beyond L, φ(z)·|h_K(z)|·(1 + |a z| + |b|) < 1e-18.
+double HalfWidth(int max_order, double scale, double shift) {
+  double L = 8.0;
+  auto log_tail = [&](double z) {
+    return -0.5 * z * z - 0.5 * std::log(2 * M_PI) + max_order * std::log(z) -
+           0.5 * std::lgamma(max_order + 1.0) + 2 * std::log(1 + scale * z + std::abs(shift));
+  };
+  while (log_tail(L) > std::log(1e-18)) L += 0.5;
+  return L;
+}
+
+void Validate(int max_order, double scale, double shift) {
+  if (max_order < 0 || max_order > kMaxHermiteOrder) {
+    ThrowBadValue("order", std::to_string(max_order),
+                  "must be an integer in [0, " + std::to_string(kMaxHermiteOrder) + "]");
+  }
+  if (!(scale > 0) || !std::isfinite(scale)) {
+    std::ostringstream v;
+    v << scale;
+    ThrowBadValue("scale", v.str(), "must be a finite number > 0");
+  }
+  if (!std::isfinite(shift)) ThrowBadValue("shift", "non-finite", "must be a finite number");
+}
+
+void Finish(HermiteExpansion* e) {
+  double sum = 0;
+  for (double c : e->coefficients) sum += c * c;
+  e->tail = e->second_moment - sum;
+  const double tolerance = kInformationExponentTolerance * std::max(1.0, std::sqrt(e->second_moment));
+  e->information_exponent = -1;
+  for (std::size_t k = 1; k < e->coefficients.size(); ++k) {
+    if (std::abs(e->coefficients[k]) > tolerance) {
+      e->information_exponent = static_cast<int>(k);
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<double> Link::HermiteCoefficients(int max_order) const {
+  return ExpandHermiteByQuadrature(*this, max_order).coefficients;
+}
+
+HermiteExpansion ExpandHermiteByQuadrature(const Link& f, int max_order, double scale, double shift) {
+  Validate(max_order, scale, shift);
+  const double L = HalfWidth(max_order, scale, shift);
+  const double width = kPanelWidth / std::max(1.0, scale);
+  std::vector<double> edges;
+  const int panels = static_cast<int>(std::ceil(2 * L / width));
+  for (int i = 0; i <= panels; ++i) edges.push_back(-L + 2 * L * i / panels);
+  for (double kink : f.Kinks()) {
+    const double z = (kink - shift) / scale;
+    if (z > -L && z < L) edges.push_back(z);
+  }
+  std::sort(edges.begin(), edges.end());
+
+  HermiteExpansion e;
+  e.coefficients.assign(static_cast<std::size_t>(max_order) + 1, 0.0);
+  const GaussLegendre& rule = Legendre();
+  std::vector<double> h(static_cast<std::size_t>(max_order) + 1);
+  std::vector<long double> acc(h.size(), 0.0L);
+  long double second = 0.0L;
+  for (std::size_t p = 0; p + 1 < edges.size(); ++p) {
+    const double lo = edges[p], hi = edges[p + 1];
+    if (hi - lo <= 0) continue;
+    const double mid = 0.5 * (lo + hi), half = 0.5 * (hi - lo);
+    for (int i = 0; i < kLegendrePoints; ++i) {
+      const double z = mid + half * rule.x[i];
+      const double fz = f.Value(scale * z + shift);
+      const double weight = half * rule.w[i] * std::exp(-0.5 * z * z) / std::sqrt(2 * M_PI);
+      h[0] = 1.0;
+      if (max_order >= 1) h[1] = z;
+      for (int k = 1; k < max_order; ++k) {
+        h[k + 1] = (z * h[k] - std::sqrt(static_cast<double>(k)) * h[k - 1]) / std::sqrt(k + 1.0);
+      }
+      const double wf = weight * fz;
+      for (int k = 0; k <= max_order; ++k) acc[k] += wf * h[k];
+      second += wf * fz;
+    }
+  }
+  for (std::size_t k = 0; k < acc.size(); ++k) e.coefficients[k] = static_cast<double>(acc[k]);
+  e.second_moment = static_cast<double>(second);
+  Finish(&e);
+  return e;
+}
+
+std::vector<double> ScaleShiftHermiteCoefficients(const std::vector<double>& c, double scale, double shift) {
+  if (scale == 1.0 && shift == 0.0) return c;  // the identity map, exactly
+  const int degree = static_cast<int>(c.size()) - 1;
+  auto log_factorial = [](int n) { return std::lgamma(n + 1.0); };
+  // To the He basis: α_n = c_n / √n!.
+  std::vector<double> scaled(c.size(), 0.0);  // He coefficients of p(a u), u = z + b/a
+  const double g = scale, g2m1 = scale * scale - 1;
+  for (int n = 0; n <= degree; ++n) {
+    if (c[n] == 0) continue;
+    const double alpha = c[n] * std::exp(-0.5 * log_factorial(n));
+    for (int j = 0; 2 * j <= n; ++j) {
+      if (j > 0 && g2m1 == 0) break;
+      const double t = std::exp(log_factorial(n) - log_factorial(j) - log_factorial(n - 2 * j) - j * std::log(2.0));
+      scaled[n - 2 * j] += alpha * t * std::pow(g, n - 2 * j) * std::pow(g2m1, j);
+    }
+  }
+  std::vector<double> shifted(c.size(), 0.0);  // He coefficients in z
+  const double s = shift / scale;
+  for (int m = 0; m <= degree; ++m) {
+    if (scaled[m] == 0) continue;
+    for (int r = 0; r <= m; ++r) {
+      const double binomial = std::exp(log_factorial(m) - log_factorial(r) - log_factorial(m - r));
+      shifted[r] += scaled[m] * binomial * std::pow(s, m - r);
+    }
+  }
+  for (int r = 0; r <= degree; ++r) shifted[r] *= std::exp(0.5 * log_factorial(r));
+  return shifted;
+}
+
+std::vector<double> MonomialToHermite(const std::vector<double>& monomial) {
+  // z^n = Σ_j n!/(j!(n−2j)! 2^j) He_(n−2j)(z), He_m = √m! h_m: the scaling formula at γ → ∞
+  // is not usable, so expand directly.
+  std::vector<double> c(monomial.size(), 0.0);
+  for (int n = 0; n < static_cast<int>(monomial.size()); ++n) {
+    if (monomial[n] == 0) continue;
+    for (int j = 0; 2 * j <= n; ++j) {
+      const int m = n - 2 * j;
+      c[m] += monomial[n] * std::exp(std::lgamma(n + 1.0) - std::lgamma(j + 1.0) - std::lgamma(m + 1.0) -
+                                     j * std::log(2.0) + 0.5 * std::lgamma(m + 1.0));
+    }
+  }
+  return c;
+}
+
+HermiteExpansion ExpandHermite(const Link& f, int max_order, double scale, double shift) {
+  Validate(max_order, scale, shift);
+  const int degree = f.PolynomialDegree();
+  if (degree < 0) return ExpandHermiteByQuadrature(f, max_order, scale, shift);
+  HermiteExpansion e;
+  const std::vector<double> c = ScaleShiftHermiteCoefficients(f.HermiteCoefficients(degree), scale, shift);
+  e.second_moment = 0;
+  for (double v : c) e.second_moment += v * v;  // exact: the expansion is finite
+  e.coefficients.assign(static_cast<std::size_t>(max_order) + 1, 0.0);
+  for (int k = 0; k <= std::min(degree, max_order); ++k) e.coefficients[k] = c[k];
+  Finish(&e);
+  return e;
+}
+
+}  // namespace moeflow

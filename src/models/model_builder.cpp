@@ -1,0 +1,163 @@
+#include "moeflow/models/model_builder.hpp"
+
+#include <Eigen/Eigenvalues>
+#include <cmath>
+#include <random>
+#include <sstream>
+
+#include "moeflow/error.hpp"
+#include "moeflow/models/two_layer.hpp"
+
+namespace moeflow {
+namespace {
+
+std::string Num(double v) {
+  std::ostringstream os;
+  os.precision(6);
+  os << v;
+  return os.str();
+}
+
+UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
+  UnitBlock units;
+  units.units = static_cast<int>(model.GetInteger(block + ".units", 1, 1));
+  units.link = model.GetLink(block + ".link", "h(3)");
+  units.weight = model.GetDouble(block + ".weight", 1.0);
+  return units;
+}
+
+// Q = (1 - q0) I + q0 11ᵀ, every student-teacher overlap m0.
+Eigen::MatrixXd UniformGram(int p, int k, double m0, double q0) {
+  Eigen::MatrixXd gram = Eigen::MatrixXd::Identity(p + k, p + k);
+  for (int i = 0; i < p; ++i) {
+    for (int j = 0; j < p; ++j) {
+      if (i != j) gram(i, j) = q0;
+    }
+    for (int l = 0; l < k; ++l) gram(i, p + l) = gram(p + l, i) = m0;
+  }
+  return gram;
+}
+
+Eigen::MatrixXd ReadInitialGram(const io::ModelFile& model, int p, int k, long long d, std::uint64_t seed) {
+  const std::string init = model.GetChoice("student.init", "uniform", {"uniform", "random"});
+  if (init == "random") {
+    if (d < p + k) {
+      ThrowBadValue("d", std::to_string(d), "must be >= students + teachers = " + std::to_string(p + k) +
+                                                " for student.init = random");
+    }
+    return SampleInitialGram(p, k, d, seed);
+  }
+  const std::string m0_text = model.GetString("student.m0", "auto");
+  double m0 = 1.0 / std::sqrt(static_cast<double>(d));
+  if (m0_text != "auto") {
+    const auto v = io::ParseNumber(m0_text);
+    if (!v || std::abs(*v) > 1) ThrowBadValue("student.m0", m0_text, "must be 'auto' (d^(-1/2)) or a number in [-1, 1]");
+    m0 = *v;
+  }
+  const double q0 = model.GetDouble("student.q0", 0.0);
+  if (std::abs(q0) > 1) ThrowBadValue("student.q0", Num(q0), "must be in [-1, 1]");
+  const Eigen::MatrixXd gram = UniformGram(p, k, m0, q0);
+  const double smallest =
+      Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
+  if (smallest < -1e-12) {
+    throw InputError("keys 'student.m0' = " + Num(m0) + " and 'student.q0' = " + Num(q0) +
+                     " with " + std::to_string(p) + " students and " + std::to_string(k) +
+                     " teachers give an initial Gram matrix that is not positive semi-definite "
+                     "(smallest eigenvalue " + Num(smallest) + "): no vectors have these overlaps");
+  }
+  return gram;
+}
+
+IntegratorOptions ReadIntegratorOptions(const io::ModelFile& model) {
+  IntegratorOptions o;
+  const std::string stepper = model.GetString("integrate.stepper", ToString(o.stepper));
+  if (!FromString(stepper, &o.stepper)) {
+    std::string names;
+    for (const std::string& n : StepperNames()) names += (names.empty() ? "" : ", ") + n;
+    ThrowBadValue("integrate.stepper", stepper, "is not a known stepper (known: " + names + ")");
+  }
+  o.abs_tol = model.GetNonNegative("integrate.abs_tol", o.abs_tol);
+  o.rel_tol = model.GetNonNegative("integrate.rel_tol", o.rel_tol);
+  o.t_end = model.GetPositive("integrate.t_end", o.t_end);
+  o.dt_initial = model.GetPositive("integrate.dt_initial", o.dt_initial);
+  o.dt_min = model.GetPositive("integrate.dt_min", o.dt_min);
+  o.max_steps = model.GetInteger("integrate.max_steps", o.max_steps, 1);
+  o.divergence_threshold = model.GetPositive("integrate.divergence", o.divergence_threshold);
+  const std::string grid = model.GetChoice("output.grid", "log", {"log", "linear"});
+  const int points = static_cast<int>(model.GetInteger("output.points", 200, 1));
+  const double t_first = grid == "log" ? model.GetPositive("output.t_first", 1e-3) : 0.0;
+  o.output_times = MakeTimeGrid(grid, points, t_first, o.t_end);
+  o.output_every_step = model.GetBool("output.every_step", false);
+  o.Validate();
+  return o;
+}
+
+std::vector<EventSpec> ReadEvents(const io::ModelFile& model) {
+  std::vector<EventSpec> events;
+  for (const std::string& name : model.SubsectionNames("event")) {
+    const std::string prefix = "event." + name + ".";
+    EventSpec e;
+    e.name = name;
+    e.observable = model.GetString(prefix + "observable");
+    const std::string op = model.GetString(prefix + "op", ">=");
+    if (!FromString(op, &e.comparison)) ThrowBadValue(prefix + "op", op, "is not one of: >=, >, <=, <");
+    e.threshold = model.GetDouble(prefix + "threshold");
+    e.stop = model.GetBool(prefix + "stop", false);
+    events.push_back(e);
+  }
+  return events;
+}
+
+}  // namespace
+
+Eigen::MatrixXd SampleInitialGram(int p, int k, long long d, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  Eigen::MatrixXd along(p, k);  // coordinates on the teacher directions
+  for (int i = 0; i < p; ++i) {
+    for (int l = 0; l < k; ++l) along(i, l) = normal(rng) * scale;
+  }
+  Eigen::MatrixXd bartlett = Eigen::MatrixXd::Zero(p, p);  // A with A Aᵀ ~ Wishart(d - k, I)
+  for (int i = 0; i < p; ++i) {
+    std::chi_squared_distribution<double> chi2(static_cast<double>(d - k - i));
+    bartlett(i, i) = std::sqrt(chi2(rng));
+    for (int j = 0; j < i; ++j) bartlett(i, j) = normal(rng);
+  }
+  Eigen::MatrixXd gram = Eigen::MatrixXd::Identity(p + k, p + k);
+  gram.topLeftCorner(p, p) = along * along.transpose() + bartlett * bartlett.transpose() * (scale * scale);
+  gram.topRightCorner(p, k) = along;
+  gram.bottomLeftCorner(k, p) = along.transpose();
+  const Eigen::VectorXd norms = gram.diagonal().head(p).cwiseSqrt();
+  for (int i = 0; i < p; ++i) {
+    gram.row(i) /= norms[i];
+    gram.col(i) /= norms[i];
+  }
+  return gram;
+}
+
+FlowSetup BuildFlow(const io::ModelFile& model) {
+  FlowSetup setup;
+  setup.d = model.GetInteger("d", 1);
+  setup.seed = static_cast<std::uint64_t>(model.GetInteger("seed", 1, 0));
+  TwoLayerSpec spec;
+  spec.teacher = ReadUnits(model, "teacher");
+  spec.noise_variance = model.GetNonNegative("teacher.noise", 0.0);
+  spec.student = ReadUnits(model, "student");
+  model.GetChoice("student.vectors", "spherical", {"spherical"});
+  spec.learning_rate = model.GetNonNegative("student.lr", 1.0);
+  setup.initial_gram = ReadInitialGram(model, spec.student.units, spec.teacher.units, setup.d, setup.seed);
+  auto flow = std::make_unique<TwoLayerFlow>(spec);
+  setup.initial_state = flow->Pack(setup.initial_gram);
+  setup.system = std::move(flow);
+  setup.options = ReadIntegratorOptions(model);
+  setup.events = ReadEvents(model);
+  // Resolve every event's observable now, so a bad one fails before anything runs.
+  for (const EventSpec& e : setup.events) {
+    ObservableSelector(e.observable, setup.system->Observables(), "event." + e.name + ".observable");
+  }
+  model.CheckAllKeysUsed();
+  return setup;
+}
+
+}  // namespace moeflow

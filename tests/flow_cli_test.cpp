@@ -1,0 +1,126 @@
+// End to end through the moeflow executable: `moeflow flow` writes a file that Python's h5py
+// reads; bad input exits non-zero with a message and leaves no file, and never touches an
+// existing one.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "test_util.hpp"
+
+namespace moeflow {
+namespace {
+
+using testing::CliPath;
+using testing::ModelPath;
+using testing::RunCommand;
+using testing::TempDir;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::size_t FilesIn(const std::string& dir) {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++n;
+  return n;
+}
+
+TEST(FlowCli, WritesAFileThatH5pyReads) {
+  const std::string out = TempDir() + "/he3.h5";
+  std::string output;
+  ASSERT_EQ(RunCommand(CliPath() + " flow " + ModelPath("single_index_he3.ini") + " --set d=1e6 -o " + out, &output), 0)
+      << output;
+  EXPECT_NE(output.find("event escape: t = "), std::string::npos) << output;
+  EXPECT_NE(output.find("accepted steps:"), std::string::npos) << output;
+  // h5py: the datasets, the event and the self-describing attributes.
+  const std::string script =
+      "import h5py, numpy as np, math\n"
+      "f = h5py.File('" + out + "', 'r')\n"
+      "t = f['trajectory/time'][:]; m = f['trajectory/m'][:]; r = f['trajectory/risk'][:]\n"
+      "assert t.shape == m.shape == r.shape and t[0] == 0 and np.all(np.diff(t) > 0)\n"
+      "assert abs(m[0] - 1e-3) < 1e-15, m[0]\n"
+      "assert abs(m[-1] - 0.5) < 1e-9, m[-1]\n"
+      "assert np.all(np.diff(r) < 0)\n"
+      "assert f['trajectory/Q'].shape == (len(t), 1, 1)\n"
+      "T = f['events/escape'][()]\n"
+      "exact = (-1/1.5 + math.atanh(0.5)/3) - (-1/3e-3 + math.atanh(1e-3)/3)\n"
+      "assert abs(T - exact) < 1e-8 * exact, (T, exact)\n"
+      "assert f['events/escape'].attrs['occurred'] == 1\n"
+      "a = f.attrs\n"
+      "assert isinstance(a['model'], str) and 'd = 1e6' in a['model'], a['model']\n"
+      "assert a['version'] and 'moeflow flow' in a['command'] and a['d'] == 1000000\n"
+      "assert a['termination'] == 'stopped_on_event' and a['seed'] == 1\n"
+      "print('h5py ok', len(t), T)\n";
+  const std::string script_path = TempDir() + "/check.py";
+  std::ofstream(script_path) << script;
+  ASSERT_EQ(RunCommand(moeflow::testing::Python() + " " + script_path, &output), 0) << output;
+  EXPECT_NE(output.find("h5py ok"), std::string::npos) << output;
+}
+
+struct BadCase {
+  std::string args;
+  std::string message;  // a part the error message must contain
+};
+
+TEST(FlowCli, BadInputExitsNonZeroLeavesNoFileAndKeepsAnExistingOne) {
+  const std::string dir = TempDir();
+  const std::string model = ModelPath("single_index_he3.ini");
+  const std::vector<BadCase> cases = {
+      {"/no/such/model.ini", "'/no/such/model.ini': cannot be opened"},
+      {model + " --set bogus.key=1", "key 'bogus.key': value '1' is not used by this model"},
+      {model + " --set d=0", "key 'd': value '0' must be an integer >= 1"},
+      {model + " --set d=-3", "key 'd': value '-3' must be an integer >= 1"},
+      {model + " --set student.link=nolink", "key 'student.link': value 'nolink' is not a valid link"},
+      {model + " --set integrate.stepper=euler", "key 'integrate.stepper': value 'euler' is not a known stepper"},
+      {model + " --set integrate.t_end=1x", "key 'integrate.t_end': value '1x' is not a finite number"},
+      {model + " --no-such-option", "unrecognised option"},
+  };
+  for (const BadCase& c : cases) {
+    const std::string fresh = dir + "/fresh.h5";
+    std::string output;
+    EXPECT_EQ(RunCommand(CliPath() + " flow " + c.args + " -o " + fresh, &output), 2) << c.args << "\n" << output;
+    EXPECT_NE(output.find(c.message), std::string::npos) << c.args << "\n" << output;
+    EXPECT_FALSE(std::filesystem::exists(fresh)) << c.args;
+  }
+  EXPECT_EQ(FilesIn(dir), 0u);
+
+  // An existing file stays byte-identical when a later run fails.
+  const std::string existing = dir + "/existing.h5";
+  std::string output;
+  ASSERT_EQ(RunCommand(CliPath() + " flow " + model + " -o " + existing, &output), 0) << output;
+  const std::string before = ReadAll(existing);
+  EXPECT_EQ(RunCommand(CliPath() + " flow " + model + " --set d=0 -o " + existing, &output), 2);
+  EXPECT_EQ(ReadAll(existing), before);
+  EXPECT_EQ(FilesIn(dir), 1u);  // no temporary left behind
+}
+
+TEST(FlowCli, HelpDocumentsEveryOption) {
+  std::string output;
+  ASSERT_EQ(RunCommand(CliPath() + " flow --help", &output), 0);
+  for (const char* part : {"--output", "--set", "--quiet", "dopri5", "bulirsch_stoer", "[event.NAME]", "relu"}) {
+    EXPECT_NE(output.find(part), std::string::npos) << part;
+  }
+  ASSERT_EQ(RunCommand(CliPath() + " --help", &output), 0);
+  EXPECT_NE(output.find("flow"), std::string::npos);
+  EXPECT_EQ(RunCommand(CliPath() + " nosuchcommand", &output), 2);
+}
+
+TEST(FlowCli, AnAbnormalEndingIsAnOutcomeWithNumbersAndTheFileIsWritten) {
+  const std::string out = TempDir() + "/div.h5";
+  std::string output;
+  // A divergence threshold below the initial overlaps' scale forces the outcome.
+  EXPECT_EQ(RunCommand(CliPath() + " flow " + ModelPath("single_index_he3.ini") +
+                           " --set integrate.divergence=0.5 --set event.escape.stop=false -o " + out, &output),
+            3)
+      << output;
+  EXPECT_NE(output.find("diverged: max |x| = "), std::string::npos) << output;
+  EXPECT_TRUE(std::filesystem::exists(out));
+}
+
+}  // namespace
+}  // namespace moeflow

@@ -1,0 +1,135 @@
+// HDF5 result files: exact round trip of every dataset rank and attribute kind, atomic
+// replacement, and failures that leave an existing file untouched.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "moeflow/error.hpp"
+#include "moeflow/io/record.hpp"
+#include "test_util.hpp"
+
+namespace moeflow::io {
+namespace {
+
+using moeflow::testing::CliPath;
+using moeflow::testing::RunCommand;
+using moeflow::testing::TempDir;
+
+Group SampleTree() {
+  Group root;
+  root.attributes = {{"text", std::string("line one\nline two ü")},
+                     {"number", 2.5},
+                     {"count", std::int64_t{-7}},
+                     {"list", std::vector<double>{1, 2, 3}}};
+  root.datasets.push_back({"scalar", {}, {3.25}, {{"description", std::string("a scalar")}}});
+  Group& a = root.Subgroup("a");
+  a.datasets.push_back({"vector", {3}, {1, 2, 3}, {}});
+  a.datasets.push_back({"matrix", {2, 3}, {1, 2, 3, 4, 5, 6}, {}});
+  a.datasets.push_back({"cube", {2, 1, 2}, {-1, 0.5, 1e-300, 1e300}, {}});
+  a.datasets.push_back({"empty", {0}, {}, {}});
+  a.Subgroup("deeper").attributes["flag"] = std::int64_t{1};
+  return root;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(Hdf5File, RoundTripIsExact) {
+  const std::string path = TempDir() + "/tree.h5";
+  const Group written = SampleTree();
+  WriteFileAtomically(path, written);
+  const Group read = ReadFile(path);
+  EXPECT_EQ(read.attributes, written.attributes);
+  for (const char* name : {"scalar", "a/vector", "a/matrix", "a/cube", "a/empty"}) {
+    const Dataset* w = written.FindDataset(name);
+    const Dataset* r = read.FindDataset(name);
+    ASSERT_NE(r, nullptr) << name;
+    EXPECT_EQ(r->shape, w->shape) << name;
+    EXPECT_EQ(r->data, w->data) << name;
+    EXPECT_EQ(r->attributes, w->attributes) << name;
+  }
+  ASSERT_NE(read.FindGroup("a/deeper"), nullptr);
+  EXPECT_EQ(read.FindGroup("a/deeper")->attributes.at("flag"), AttributeValue(std::int64_t{1}));
+}
+
+TEST(Hdf5File, H5pyReadsStringsAsStrAndShapesAsWritten) {
+  const std::string path = TempDir() + "/tree.h5";
+  WriteFileAtomically(path, SampleTree());
+  std::string output;
+  const std::string script =
+      "import h5py; f = h5py.File('" + path + "', 'r'); a = f.attrs\n"
+      "assert isinstance(a['text'], str) and a['text'] == 'line one\\nline two \\u00fc', repr(a['text'])\n"
+      "assert a['count'] == -7 and a['number'] == 2.5 and list(a['list']) == [1, 2, 3]\n"
+      "assert f['a/cube'].shape == (2, 1, 2) and f['a/empty'].shape == (0,) and f['scalar'][()] == 3.25\n"
+      "assert f['a/matrix'][1, 2] == 6 and f['a/matrix'].compression == 'gzip'\n"
+      "print('ok')";
+  const std::string script_path = TempDir() + "/check.py";
+  std::ofstream(script_path) << script;
+  ASSERT_EQ(RunCommand(moeflow::testing::Python() + " " + script_path, &output), 0) << output;
+}
+
+TEST(Hdf5File, WritingReplacesAnExistingFileWhole) {
+  const std::string dir = TempDir();
+  const std::string path = dir + "/out.h5";
+  WriteFileAtomically(path, SampleTree());
+  Group other;
+  other.datasets.push_back({"only", {1}, {42}, {}});
+  WriteFileAtomically(path, other);
+  const Group read = ReadFile(path);
+  EXPECT_EQ(read.datasets.size(), 1u);
+  EXPECT_TRUE(read.groups.empty());
+}
+
+TEST(Hdf5File, AFailedWriteLeavesTheExistingFileAndNoTemporary) {
+  const std::string dir = TempDir();
+  const std::string path = dir + "/out.h5";
+  WriteFileAtomically(path, SampleTree());
+  const std::string before = ReadAll(path);
+  Group bad = SampleTree();
+  bad.Subgroup("a").datasets.push_back({"broken", {2, 2}, {1, 2, 3}, {}});  // 3 values for 4 places
+  EXPECT_THROW(WriteFileAtomically(path, bad), Error);
+  Group repeated;
+  repeated.datasets.push_back({"x", {1}, {1}, {}});
+  repeated.datasets.push_back({"x", {1}, {2}, {}});
+  EXPECT_THROW(WriteFileAtomically(path, repeated), Error);
+  EXPECT_THROW(WriteFileAtomically(dir + "/no/such/folder/out.h5", SampleTree()), Error);
+  EXPECT_EQ(ReadAll(path), before);
+  std::size_t files = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++files;
+  EXPECT_EQ(files, 1u);
+}
+
+TEST(Hdf5File, ReadingAMissingOrForeignFileNamesIt) {
+  const std::string dir = TempDir();
+  try {
+    ReadFile(dir + "/missing.h5");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing.h5"), std::string::npos);
+  }
+  std::ofstream(dir + "/text.h5") << "not hdf5";
+  EXPECT_THROW(ReadFile(dir + "/text.h5"), Error);
+}
+
+TEST(InspectCli, PrintsDatasetsWithShapesAndFailsOnMissingFiles) {
+  const std::string path = TempDir() + "/tree.h5";
+  WriteFileAtomically(path, SampleTree());
+  std::string output;
+  ASSERT_EQ(RunCommand(CliPath() + " inspect " + path, &output), 0) << output;
+  EXPECT_NE(output.find("/a/cube"), std::string::npos) << output;
+  EXPECT_NE(output.find("(2 x 1 x 2)"), std::string::npos) << output;
+  EXPECT_NE(output.find("line two"), std::string::npos) << output;
+  EXPECT_EQ(RunCommand(CliPath() + " inspect " + path + ".missing", &output), 1);
+  EXPECT_NE(output.find(".missing"), std::string::npos) << output;
+  EXPECT_EQ(RunCommand(CliPath() + " inspect --help", &output), 0);
+  EXPECT_EQ(RunCommand(CliPath() + " inspect", &output), 2);
+}
+
+}  // namespace
+}  // namespace moeflow::io

@@ -1,0 +1,104 @@
+// Model files: parsing, overrides, typed access, and the messages for bad input (each names
+// the key, the value and the rule).
+#include <gtest/gtest.h>
+
+#include "moeflow/error.hpp"
+#include "moeflow/io/model_file.hpp"
+#include "moeflow/models/model_builder.hpp"
+#include "test_util.hpp"
+
+namespace moeflow {
+namespace {
+
+using testing::ModelPath;
+
+// Builds the single-index model with overrides; returns the InputError message ("" if none).
+std::string BuildError(const std::vector<std::string>& overrides) {
+  try {
+    io::ModelFile model = io::ModelFile::Load(ModelPath("single_index_he3.ini"));
+    for (const std::string& s : overrides) model.Set(s);
+    BuildFlow(model);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void ExpectMessageHas(const std::string& message, const std::string& part) {
+  EXPECT_NE(message.find(part), std::string::npos) << "message: " << message << "\nexpected: " << part;
+}
+
+TEST(ModelFile, SectionsBecomeDottedKeysAndCommentsAreIgnored) {
+  const io::ModelFile m = io::ModelFile::Parse("d = 10  # comment\n[student]\nlink = h(2)\n", "text");
+  EXPECT_EQ(m.GetInteger("d", 1), 10);
+  EXPECT_EQ(m.GetString("student.link"), "h(2)");
+}
+
+TEST(ModelFile, OverridesReplaceAndAddKeys) {
+  io::ModelFile m = io::ModelFile::Parse("d = 10\n", "text");
+  m.Set("d=1e6");
+  m.Set("student.q0 = 0.25");
+  EXPECT_EQ(m.GetInteger("d", 1), 1000000);
+  EXPECT_EQ(m.GetDouble("student.q0", 0.0), 0.25);
+  EXPECT_THROW(m.Set("no-equals-sign"), InputError);
+}
+
+TEST(ModelFile, ResolvedTextReproducesTheModel) {
+  io::ModelFile m = io::ModelFile::Load(ModelPath("single_index_he3.ini"));
+  m.Set("d=1e6");
+  const FlowSetup a = BuildFlow(m);
+  const io::ModelFile again = io::ModelFile::Parse(m.ResolvedText(), "resolved");
+  const FlowSetup b = BuildFlow(again);
+  EXPECT_EQ(a.d, b.d);
+  EXPECT_EQ(a.initial_state, b.initial_state);
+  EXPECT_EQ(a.options.output_times, b.options.output_times);
+  EXPECT_EQ(again.ResolvedText(), m.ResolvedText());
+}
+
+TEST(ModelFile, DuplicateKeysAreRejected) {
+  EXPECT_THROW(io::ModelFile::Parse("d = 1\nd = 2\n", "text"), InputError);
+}
+
+TEST(ModelFile, MissingFileIsRejectedWithItsPath) {
+  try {
+    io::ModelFile::Load("/no/such/model.ini");
+    FAIL();
+  } catch (const InputError& e) {
+    ExpectMessageHas(e.what(), "/no/such/model.ini");
+  }
+}
+
+TEST(BadInput, UnknownKeyNamesTheKeyAndValue) {
+  ExpectMessageHas(BuildError({"student.lnik=relu"}), "key 'student.lnik': value 'relu' is not used by this model");
+}
+
+TEST(BadInput, NonPositiveDimensionIsRejected) {
+  ExpectMessageHas(BuildError({"d=0"}), "key 'd': value '0' must be an integer >= 1");
+  ExpectMessageHas(BuildError({"d=-5"}), "key 'd': value '-5' must be an integer >= 1");
+  ExpectMessageHas(BuildError({"d=2.5"}), "key 'd': value '2.5' must be an integer >= 1");
+}
+
+TEST(BadInput, MalformedNumberIsRejected) {
+  ExpectMessageHas(BuildError({"integrate.rel_tol=1e-x"}), "key 'integrate.rel_tol': value '1e-x' is not a finite number");
+  ExpectMessageHas(BuildError({"d=ten"}), "key 'd': value 'ten' is not a number");
+}
+
+TEST(BadInput, UnknownLinkAndStepperAreRejected) {
+  ExpectMessageHas(BuildError({"student.link=swish2"}), "key 'student.link': value 'swish2' is not a valid link");
+  ExpectMessageHas(BuildError({"integrate.stepper=rk99"}), "key 'integrate.stepper': value 'rk99' is not a known stepper");
+}
+
+TEST(BadInput, ImpossibleInitialOverlapsAreRejected) {
+  // Two students with overlap 0.9 to the teacher but orthogonal to each other: not a Gram matrix.
+  ExpectMessageHas(BuildError({"student.units=2", "student.m0=0.9", "student.q0=0"}), "not positive semi-definite");
+  ExpectMessageHas(BuildError({"student.m0=1.5"}), "key 'student.m0': value '1.5'");
+}
+
+TEST(BadInput, BadEventsAreRejected) {
+  ExpectMessageHas(BuildError({"event.escape.observable=mm"}), "key 'event.escape.observable': value 'mm' names no observable 'mm'");
+  ExpectMessageHas(BuildError({"event.escape.op==="}), "key 'event.escape.op'");
+  ExpectMessageHas(BuildError({"event.bad.op=>="}), "key 'event.bad.observable' is required");
+}
+
+}  // namespace
+}  // namespace moeflow

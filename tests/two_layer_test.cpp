@@ -1,0 +1,99 @@
+// The Gram-matrix drift of TwoLayerFlow: internal consistency of risk, gradient and drift
+// (finite differences), and the exact sampler of initial overlaps.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "moeflow/links/link.hpp"
+#include "moeflow/models/model_builder.hpp"
+#include "moeflow/models/two_layer.hpp"
+#include "test_util.hpp"
+
+namespace moeflow {
+namespace {
+
+// Central differences with step 1e-5 on O(1) polynomials: truncation ~1e-10, round-off ~1e-11.
+constexpr double kFiniteDifferenceTol = 1e-7;
+constexpr double kStep = 1e-5;
+
+TwoLayerFlow MakeFlow(int p, int k, const std::string& student_link, const std::string& teacher_link) {
+  TwoLayerSpec spec;
+  spec.student = {p, MakeLink(student_link), 0.7};
+  spec.teacher = {k, MakeLink(teacher_link), 1.3};
+  spec.learning_rate = 0.8;
+  return TwoLayerFlow(spec);
+}
+
+TEST(TwoLayerFlow, PackAndUnpackRoundTrip) {
+  const TwoLayerFlow flow = MakeFlow(3, 2, "h(2)", "h(3)");
+  const Eigen::MatrixXd gram = SampleInitialGram(3, 2, 50, 7);
+  EXPECT_LT((flow.Unpack(flow.Pack(gram)) - gram).cwiseAbs().maxCoeff(), 1e-15);
+}
+
+TEST(TwoLayerFlow, RiskGradientMatchesFiniteDifferences) {
+  const TwoLayerFlow flow = MakeFlow(3, 2, "hermite(0.1, 0.5, 0.3, 0.4)", "hermite(0, 1, 0.2, -0.6)");
+  const Eigen::MatrixXd gram = SampleInitialGram(3, 2, 20, 3);
+  const Eigen::MatrixXd g = flow.RiskGradient(gram);
+  for (int a = 0; a < 5; ++a) {
+    for (int b = a + 1; b < 5; ++b) {
+      Eigen::MatrixXd plus = gram, minus = gram;
+      plus(a, b) += kStep, plus(b, a) += kStep, minus(a, b) -= kStep, minus(b, a) -= kStep;
+      // Moving Ω_ab and Ω_ba together changes R by 2 G_ab per unit.
+      const double fd = (flow.Risk(plus) - flow.Risk(minus)) / (2 * kStep);
+      EXPECT_NEAR(2 * g(a, b), fd, kFiniteDifferenceTol) << "a=" << a << " b=" << b;
+    }
+  }
+}
+
+// Under spherical gradient flow dR/dt = -Λ Σ_a ‖P_a ∇_a R‖², with ∇_a R = 2 Σ_b G_ab u_b and
+// P_a the projection orthogonal to u_a: ‖P_a ∇_a R‖² = 4 (G Ω G)_aa - D_aa².
+TEST(TwoLayerFlow, RiskDecreasesAtMinusTheSquaredProjectedGradient) {
+  const TwoLayerFlow flow = MakeFlow(3, 2, "hermite(0.1, 0.5, 0.3, 0.4)", "hermite(0, 1, 0.2, -0.6)");
+  const Eigen::MatrixXd gram = SampleInitialGram(3, 2, 20, 5);
+  const Eigen::MatrixXd drift = flow.GramDrift(gram);
+  const double fd = (flow.Risk(gram + kStep * drift) - flow.Risk(gram - kStep * drift)) / (2 * kStep);
+  const Eigen::MatrixXd g = flow.RiskGradient(gram);
+  const Eigen::MatrixXd d = 2 * g * gram;
+  const Eigen::MatrixXd gog = g * gram * g;
+  double squared = 0;
+  for (int a = 0; a < 3; ++a) squared += 4 * gog(a, a) - d(a, a) * d(a, a);
+  EXPECT_GT(squared, 0.0);
+  EXPECT_NEAR(fd, -0.8 * squared, kFiniteDifferenceTol);
+}
+
+TEST(TwoLayerFlow, SphericalDriftKeepsNormsAndTeacherBlockFixed) {
+  const TwoLayerFlow flow = MakeFlow(3, 2, "h(3)", "h(3)");
+  const Eigen::MatrixXd drift = flow.GramDrift(SampleInitialGram(3, 2, 20, 11));
+  for (int a = 0; a < 3; ++a) EXPECT_NEAR(drift(a, a), 0.0, 1e-15);
+  EXPECT_EQ(drift.bottomRightCorner(2, 2).cwiseAbs().maxCoeff(), 0.0);
+}
+
+TEST(TwoLayerFlow, SingleIndexDriftIsTheClosedForm) {
+  // dm/dt = (1 - m²) Σ_k k c_k c*_k m^{k-1} (theory.md §3.1); here c = c* = e_3.
+  const TwoLayerFlow flow = MakeFlow(1, 1, "h(3)", "h(3)");
+  Eigen::MatrixXd gram(2, 2);
+  gram << 1, 0.3, 0.3, 1;
+  const double weights = 0.7 * 1.3, lr = 0.8;
+  EXPECT_NEAR(flow.GramDrift(gram)(0, 1), lr * weights * (1 - 0.09) * 3 * 0.09, 1e-15);
+}
+
+TEST(SampleInitialGram, OverlapsHaveVarianceOneOverDAndUnitNorms) {
+  // Over 2000 seeds, d·E[(w·w*)²] = 1 - O(1/d) and d·E[(w_i·w_j)²] = 1 - O(1/d).
+  const int seeds = 2000, p = 2, k = 1;
+  const long long d = 400;
+  double sum_m = 0, sum_m2 = 0, sum_q2 = 0;
+  for (int s = 0; s < seeds; ++s) {
+    const Eigen::MatrixXd gram = SampleInitialGram(p, k, d, static_cast<std::uint64_t>(s));
+    EXPECT_NEAR(gram(0, 0), 1.0, 1e-14);
+    sum_m += gram(0, 2);
+    sum_m2 += d * gram(0, 2) * gram(0, 2);
+    sum_q2 += d * gram(0, 1) * gram(0, 1);
+  }
+  // (Var of d·m² is 2 for a Gaussian m: standard error sqrt(2/2000) = 0.032; 5 SE bands.)
+  EXPECT_NEAR(sum_m2 / seeds, 1.0, 5 * 0.032);
+  EXPECT_NEAR(sum_q2 / seeds, 1.0, 5 * 0.032);
+  EXPECT_NEAR(sum_m / seeds, 0.0, 5 * std::sqrt(1.0 / d / seeds));
+}
+
+}  // namespace
+}  // namespace moeflow
