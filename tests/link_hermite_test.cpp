@@ -7,6 +7,7 @@
 #include "moeflow/error.hpp"
 #include "moeflow/links/hermite.hpp"
 #include "moeflow/links/link.hpp"
+#include "test_util.hpp"
 
 namespace moeflow {
 namespace {
@@ -123,6 +124,25 @@ TEST(HermiteCoefficients, BadArgumentsAreRejected) {
   EXPECT_THROW(ExpandHermite(*relu, 10, 1.0, std::nan("")), InputError);
   EXPECT_THROW(MakeLink("leaky_relu"), InputError);
   EXPECT_THROW(MakeLink("relu(2)"), InputError);
+}
+
+}  // namespace
+}  // namespace moeflow
+
+namespace moeflow {
+namespace {
+
+TEST(HermiteCli, PrintsCoefficientsAsTableAndCsv) {
+  std::string output;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " hermite --link relu --order 4 --format csv 2>/dev/null", &output), 0);
+  EXPECT_EQ(output.rfind("k,c_k\n0,0.398942280401432", 0), 0u) << output;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " hermite --link 'h(3)' -K 5", &output), 0);
+  EXPECT_NE(output.find("information exponent 3"), std::string::npos) << output;
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " hermite --link relu --scale 0", &output), 2);
+  EXPECT_NE(output.find("'scale': value '0' must be a finite number > 0"), std::string::npos) << output;
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " hermite --link nosuch", &output), 2);
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " hermite --link relu -K 101", &output), 2);
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " hermite --help", &output), 0);
 }
 
 }  // namespace

@@ -26,5 +26,6 @@ const std::vector<Command>& AllCommands();
 
 int RunFlowCommand(const Args& args);
 int RunInspectCommand(const Args& args);
+int RunHermiteCommand(const Args& args);
 
 }  // namespace moeflow::cli

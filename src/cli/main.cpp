@@ -13,6 +13,7 @@ const std::vector<Command>& AllCommands() {
   static const std::vector<Command> commands = {
       {"flow", "integrate a model's population gradient flow (ODE over order parameters)", RunFlowCommand},
       {"inspect", "print a readable summary of a moeflow HDF5 file", RunInspectCommand},
+      {"hermite", "print the Hermite coefficients of a link, E[f^2], the tail, the information exponent", RunHermiteCommand},
   };
   return commands;
 }

@@ -1,11 +1,11 @@
 #include "moeflow/links/hermite.hpp"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <sstream>
 
 #include "moeflow/error.hpp"
+#include "gauss/rules.hpp"
 #include "moeflow/links/polynomial.hpp"
 
 namespace moeflow {
@@ -13,38 +13,6 @@ namespace {
 
 constexpr int kLegendrePoints = 20;
 constexpr double kPanelWidth = 0.25;  // in z, for scale a <= 1; divided by a above
-
-struct GaussLegendre {
-  std::array<double, kLegendrePoints> x{}, w{};
-};
-
-// Nodes and weights of the 20-point Gauss–Legendre rule on [-1, 1], by Newton's method.
-const GaussLegendre& Legendre() {
-  static const GaussLegendre rule = [] {
-    GaussLegendre r;
-    const int n = kLegendrePoints;
-    for (int i = 0; i < n; ++i) {
-      double x = std::cos(M_PI * (i + 0.75) / (n + 0.5));
-      double dp = 0;
-      for (int iter = 0; iter < 100; ++iter) {
-        double p0 = 1, p1 = x;
-        for (int k = 2; k <= n; ++k) {
-          const double p2 = ((2 * k - 1) * x * p1 - (k - 1) * p0) / k;
-          p0 = p1;
-          p1 = p2;
-        }
-        dp = n * (x * p1 - p0) / (x * x - 1);
-        const double dx = p1 / dp;
-        x -= dx;
-        if (std::abs(dx) < 1e-16) break;
-      }
-      r.x[i] = x;
-      r.w[i] = 2 / ((1 - x * x) * dp * dp);
-    }
-    return r;
-  }();
-  return rule;
-}
 
 // Half-width of the integration interval: beyond L, φ(z)·|h_K(z)|·(1 + |a z| + |b|) < 1e-18.
 double HalfWidth(int max_order, double scale, double shift) {
@@ -105,7 +73,7 @@ HermiteExpansion ExpandHermiteByQuadrature(const Link& f, int max_order, double 
 
   HermiteExpansion e;
   e.coefficients.assign(static_cast<std::size_t>(max_order) + 1, 0.0);
-  const GaussLegendre& rule = Legendre();
+  const detail::QuadratureRule& rule = detail::GaussLegendre(kLegendrePoints);
   std::vector<double> h(static_cast<std::size_t>(max_order) + 1);
   std::vector<long double> acc(h.size(), 0.0L);
   long double second = 0.0L;

@@ -1,0 +1,81 @@
+// moeflow/gauss/expectation.hpp
+// Gaussian expectations of products of single-projection functions (theory.md §2):
+//   E[Π_{i=1..n} f_i(h_i)],   h ~ N(m, Σ),
+// for any n (the linear factor h_j is the link `identity`), through one interface that picks
+// the most exact backend available and reports an error estimate:
+//   closed_form  erf_sqrt2 (Saad & Solla's g) two-point, and relu two-point, zero means;
+//   hermite      the diagram formula: exact and finite for polynomial links, a truncated
+//                series with a truncation estimate otherwise;
+//   quadrature   recursive Gaussian conditioning h = m + L z (L lower-triangular, pivoted for
+//                rank-deficient Σ): level i integrates z_i with Gauss–Hermite nodes, or with
+//                composite Gauss–Legendre panels split exactly at the kinks of f_i mapped to z_i;
+//   monte_carlo  seeded sampling, value ± standard error (the test oracle).
+// Derivatives by Price's theorem: ∂E/∂m_i = E[f_i' Π_{j≠i} f_j], ∂E/∂Σ_ij = E[f_i' f_j' Π_{k≠i,j} f_k]
+// for i ≠ j (Σ_ij and Σ_ji moving together), and on the diagonal the Stein form
+// ∂E/∂Σ_ii = ½ Σ_k (Σ⁻¹)_ik E[(h_k − m_k) f_i' Π_{j≠i} f_j], which needs only first derivatives
+// (kinked links included) and an invertible Σ.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <vector>
+
+#include "moeflow/links/link.hpp"
+
+namespace moeflow {
+
+enum class ExpectationBackend { kAuto, kClosedForm, kHermite, kQuadrature, kMonteCarlo };
+
+const char* ToString(ExpectationBackend backend);
+
+struct ExpectationResult {
+  double value = 0.0;
+  double error_estimate = 0.0;  // absolute; the standard error for Monte Carlo
+  ExpectationBackend backend = ExpectationBackend::kAuto;
+};
+
+struct ExpectationOptions {
+  // Truncation order of the Hermite series of non-polynomial factors; 0: by arity
+  // (n ≤ 2: 100, n = 3: 30, n = 4: 14, more: 8), which bounds the diagram enumeration.
+  int hermite_max_order = 0;
+  // Gauss–Hermite nodes per level for smooth non-polynomial factors; 0: by arity
+  // (n ≤ 2: 200, n = 3: 100, n = 4: 48, more: 24). Polynomial chains use the exact count.
+  int quadrature_nodes = 0;
+  // Kinked links: Gauss–Legendre panels with edges ±{0, .75, 1.5, 2.5, 3.75, 5.25, 7, 9}·scale
+  // plus the kinks; kinked_panel_scale = 1 covers |z| ≤ 9.
+  double kinked_panel_width = 1.0;
+  int kinked_panel_nodes = 10;
+  long long monte_carlo_samples = 1'000'000;
+  std::uint64_t monte_carlo_seed = 1;
+};
+
+// Validates (m, Σ) for n factors: sizes, finiteness, symmetry and positive semi-definiteness
+// (smallest eigenvalue ≥ −1e-12·max(1, max|Σ|)). Throws InputError naming the rule.
+void ValidateGaussian(const Eigen::VectorXd& mean, const Eigen::MatrixXd& cov, std::size_t factors);
+
+// E[Π f_i(h_i)] with the requested backend (kAuto: closed form, else exact Hermite for
+// polynomial links, else quadrature). Throws InputError for bad input or a backend that does
+// not apply (closed_form for links without one).
+ExpectationResult Expect(const std::vector<LinkPtr>& factors, const Eigen::VectorXd& mean,
+                         const Eigen::MatrixXd& cov,
+                         ExpectationBackend backend = ExpectationBackend::kAuto,
+                         const ExpectationOptions& options = {});
+
+struct ExpectationGradient {
+  ExpectationResult value;
+  Eigen::VectorXd d_mean;  // ∂E/∂m_i
+  Eigen::MatrixXd d_cov;   // symmetric: off-diagonal ∂E/∂Σ_ij with Σ_ij = Σ_ji moving together
+};
+
+// Value and derivatives (requires Σ invertible for the diagonal derivatives).
+ExpectationGradient ExpectWithGradient(const std::vector<LinkPtr>& factors, const Eigen::VectorXd& mean,
+                                       const Eigen::MatrixXd& cov,
+                                       ExpectationBackend backend = ExpectationBackend::kAuto,
+                                       const ExpectationOptions& options = {});
+
+// A link's derivative as a link (for Price's theorem and the closed forms E[g'...]).
+LinkPtr DerivativeOf(const LinkPtr& link);
+// f(h)·(h − center) as a link (the Stein factor).
+LinkPtr TimesShiftedIdentity(const LinkPtr& link, double center);
+
+}  // namespace moeflow

@@ -1,0 +1,496 @@
+#include "moeflow/gauss/expectation.hpp"
+
+#include <Eigen/Cholesky>
+#include <Eigen/Eigenvalues>
+#include <cmath>
+#include <random>
+#include <sstream>
+
+#include "gauss/rules.hpp"
+#include "moeflow/error.hpp"
+#include "moeflow/links/hermite.hpp"
+#include "moeflow/links/polynomial.hpp"
+
+namespace moeflow {
+namespace {
+
+constexpr double kQuadratureHalfWidth = 9.0;  // |z| beyond 9: Gaussian mass < 1e-18
+// Panel edges (times panel_width, mirrored) of the kinked-factor rule on [−9, 9].
+constexpr double kGradedEdges[] = {0.0, 0.75, 1.5, 2.5, 3.75, 5.25, 7.0, 9.0};
+constexpr double kPivotTolerance = 1e-13;     // relative: a conditional variance below is 0
+
+// Concatenation through append (g++ 12 warns falsely on "literal" + std::string).
+std::string Cat(std::initializer_list<std::string> parts) {
+  std::string out;
+  for (const std::string& p : parts) out.append(p);
+  return out;
+}
+
+std::string Num(double v) {
+  std::ostringstream os;
+  os.precision(6);
+  os << v;
+  return os.str();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Links made from links.
+
+class DerivativeLink final : public Link {
+ public:
+  explicit DerivativeLink(LinkPtr f) : f_(std::move(f)) {}
+  std::string Spec() const override { return Cat({"d(", f_->Spec(), ")"}); }
+  double Value(double z) const override { return f_->Derivative(z); }
+  double Derivative(double z) const override {  // only for completeness: central difference
+    const double h = 1e-5 * std::max(1.0, std::abs(z));
+    return (f_->Derivative(z + h) - f_->Derivative(z - h)) / (2 * h);
+  }
+  std::vector<double> Kinks() const override { return f_->Kinks(); }
+
+ private:
+  LinkPtr f_;
+};
+
+class SteinLink final : public Link {  // f(h)·(h − c)
+ public:
+  SteinLink(LinkPtr f, double center) : f_(std::move(f)), c_(center) {}
+  std::string Spec() const override { return Cat({"(", f_->Spec(), ")*(z-", Num(c_), ")"}); }
+  double Value(double z) const override { return f_->Value(z) * (z - c_); }
+  double Derivative(double z) const override { return f_->Derivative(z) * (z - c_) + f_->Value(z); }
+  std::vector<double> Kinks() const override { return f_->Kinks(); }
+
+ private:
+  LinkPtr f_;
+  double c_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// h = m + L z with L lower-triangular; a column is zero where the conditional variance
+// vanishes (rank-deficient Σ).
+
+Eigen::MatrixXd ConditioningFactor(const Eigen::MatrixXd& cov) {
+  const int n = static_cast<int>(cov.rows());
+  const double scale = std::max(1e-300, cov.diagonal().cwiseAbs().maxCoeff());
+  Eigen::MatrixXd L = Eigen::MatrixXd::Zero(n, n);
+  for (int i = 0; i < n; ++i) {
+    double d = cov(i, i) - L.row(i).head(i).squaredNorm();
+    if (d <= kPivotTolerance * scale) continue;  // h_i is determined by the previous ones
+    L(i, i) = std::sqrt(d);
+    for (int k = i + 1; k < n; ++k) L(k, i) = (cov(k, i) - L.row(k).head(i).dot(L.row(i).head(i))) / L(i, i);
+  }
+  return L;
+}
+
+struct QuadratureSettings {
+  int smooth_nodes;
+  double panel_width;
+  int panel_nodes;
+};
+
+class ConditioningQuadrature {
+ public:
+  ConditioningQuadrature(const std::vector<LinkPtr>& f, const Eigen::VectorXd& m, const Eigen::MatrixXd& cov,
+                         const QuadratureSettings& s)
+      : f_(f), m_(m), L_(ConditioningFactor(cov)), s_(s), n_(static_cast<int>(f.size())), shift_(m) {
+    // Polynomial chains are integrated exactly: level i sees a polynomial of degree
+    // Σ_{j≥i} deg f_j in z_i.
+    exact_nodes_.assign(n_, -1);
+    int degree = 0;
+    bool polynomial = true;
+    for (int i = n_ - 1; i >= 0; --i) {
+      const int d = f_[i]->PolynomialDegree();
+      polynomial = polynomial && d >= 0;
+      degree += std::max(d, 0);
+      if (polynomial) exact_nodes_[i] = degree / 2 + 1;
+    }
+  }
+
+  double Run() { return Level(0); }
+
+ private:
+  double Level(int i) {
+    if (i == n_) return 1.0;
+    const double mu = shift_[i];
+    const double sd = L_(i, i);
+    if (sd == 0.0) {
+      const double v = f_[i]->Value(mu);
+      return v == 0.0 ? 0.0 : v * Level(i + 1);
+    }
+    double sum = 0.0;
+    auto node = [&](double z, double w) {
+      const double v = f_[i]->Value(mu + sd * z);
+      if (v == 0.0) return;
+      for (int k = i + 1; k < n_; ++k) shift_[k] += L_(k, i) * z;
+      sum += w * v * Level(i + 1);
+      for (int k = i + 1; k < n_; ++k) shift_[k] -= L_(k, i) * z;
+    };
+    const std::vector<double> kinks = f_[i]->Kinks();
+    const std::vector<double> later = LaterKinkPoints(i);
+    if ((kinks.empty() && later.empty()) || exact_nodes_[i] > 0) {
+      const detail::QuadratureRule& rule = detail::GaussHermite(exact_nodes_[i] > 0 ? exact_nodes_[i] : s_.smooth_nodes);
+      for (std::size_t q = 0; q < rule.x.size(); ++q) node(rule.x[q], rule.w[q]);
+      return sum;
+    }
+    // Composite Gauss–Legendre on [−H, H], panels graded from the centre (where the Gaussian
+    // weight is) outwards, with edges at the kinks of f_i in z_i.
+    std::vector<double> edges;
+    for (double e : kGradedEdges) {
+      edges.push_back(e * s_.panel_width);
+      edges.push_back(-e * s_.panel_width);
+    }
+    for (double kink : kinks) {
+      const double t = (kink - mu) / sd;
+      if (t > -kQuadratureHalfWidth && t < kQuadratureHalfWidth) edges.push_back(t);
+    }
+    for (double t : later) edges.push_back(t);
+    std::sort(edges.begin(), edges.end());
+    edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
+    const detail::QuadratureRule& rule = detail::GaussLegendre(s_.panel_nodes);
+    for (std::size_t p = 0; p + 1 < edges.size(); ++p) {
+      const double mid = 0.5 * (edges[p] + edges[p + 1]), half = 0.5 * (edges[p + 1] - edges[p]);
+      if (half <= 0) continue;
+      for (std::size_t q = 0; q < rule.x.size(); ++q) {
+        const double z = mid + half * rule.x[q];
+        node(z, half * rule.w[q] * std::exp(-0.5 * z * z) / std::sqrt(2 * M_PI));
+      }
+    }
+    return sum;
+  }
+
+  // Where the kinks of later factors j > i lie in z_i (the other z's at 0): exact kinks of the
+  // integrand if h_j is determined by z_{≤i}, smoothed ones (width r_j/|L_ji|, r_j the residual
+  // standard deviation) otherwise; edges at the kink and at ±1, 2, 4 widths resolve them.
+  std::vector<double> LaterKinkPoints(int i) const {
+    std::vector<double> points;
+    for (int j = i + 1; j < n_; ++j) {
+      if (L_(j, i) == 0.0) continue;
+      const double residual = L_.row(j).segment(i + 1, j - i).norm();
+      for (double kink : f_[j]->Kinks()) {
+        const double t = (kink - shift_[j]) / L_(j, i);
+        const double width = residual / std::abs(L_(j, i));
+        for (double c : {0.0, -1.0, 1.0, -2.0, 2.0, -4.0, 4.0}) {
+          if (c != 0.0 && width == 0.0) break;
+          const double p = t + c * width;
+          if (p > -kQuadratureHalfWidth && p < kQuadratureHalfWidth) points.push_back(p);
+        }
+      }
+    }
+    return points;
+  }
+
+  const std::vector<LinkPtr>& f_;
+  const Eigen::VectorXd& m_;
+  Eigen::MatrixXd L_;
+  QuadratureSettings s_;
+  int n_;
+  Eigen::VectorXd shift_;  // conditional means m_k + Σ_{j<i} L_kj z_j
+  std::vector<int> exact_nodes_;
+};
+
+int ByArity(int requested, std::size_t n, std::initializer_list<int> table) {
+  if (requested > 0) return requested;
+  const std::vector<int> t(table);
+  return t[std::min(n, t.size()) - 1];
+}
+
+ExpectationResult Quadrature(const std::vector<LinkPtr>& f, const Eigen::VectorXd& m, const Eigen::MatrixXd& cov,
+                             const ExpectationOptions& o) {
+  const int nodes = ByArity(o.quadrature_nodes, f.size(), {200, 200, 100, 48, 24});
+  const QuadratureSettings fine{nodes, o.kinked_panel_width, o.kinked_panel_nodes};
+  const QuadratureSettings coarse{std::max(4, nodes * 3 / 4), o.kinked_panel_width,
+                                  std::max(2, o.kinked_panel_nodes - 3)};
+  ExpectationResult r;
+  r.backend = ExpectationBackend::kQuadrature;
+  r.value = ConditioningQuadrature(f, m, cov, fine).Run();
+  bool polynomial = true;
+  for (const LinkPtr& l : f) polynomial = polynomial && l->PolynomialDegree() >= 0;
+  r.error_estimate = polynomial ? 1e-14 * std::max(1.0, std::abs(r.value))
+                                : std::abs(r.value - ConditioningQuadrature(f, m, cov, coarse).Run());
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hermite diagram formula over standardised factors F_i(z) = f_i(√Σ_ii z + m_i):
+//   E[Π F_i] = Σ_M Π_i c_{k_i}(F_i) √(k_i!) / Π_{i<j} m_ij!  Π_{i<j} ρ_ij^{m_ij},
+// M symmetric, zero diagonal, row sums k_i.
+
+class Diagram {
+ public:
+  Diagram(std::vector<std::vector<double>> c, Eigen::MatrixXd rho)
+      : c_(std::move(c)), rho_(std::move(rho)), n_(static_cast<int>(c_.size())) {
+    for (int i = 0; i < n_; ++i) {
+      for (int j = i + 1; j < n_; ++j) pairs_.push_back({i, j});
+    }
+    k_.assign(n_, 0);
+    max_order_.resize(n_);
+    for (int i = 0; i < n_; ++i) max_order_[i] = static_cast<int>(c_[i].size()) - 1;
+  }
+  double Sum() {
+    total_ = 0;
+    Assign(0, 1.0);
+    return total_;
+  }
+
+ private:
+  void Assign(std::size_t p, double weight) {
+    if (p == pairs_.size()) {
+      double term = weight;
+      for (int i = 0; i < n_; ++i) {
+        const double c = c_[i][k_[i]];
+        if (c == 0.0) return;
+        term *= c * std::exp(0.5 * std::lgamma(k_[i] + 1.0));
+      }
+      total_ += term;
+      return;
+    }
+    const auto [i, j] = pairs_[p];
+    const int room = std::min(max_order_[i] - k_[i], max_order_[j] - k_[j]);
+    double w = weight;
+    for (int mij = 0; mij <= room; ++mij) {
+      if (mij > 0) w *= rho_(i, j) / mij;
+      if (w == 0.0) break;
+      k_[i] += mij;
+      k_[j] += mij;
+      Assign(p + 1, w);
+      k_[i] -= mij;
+      k_[j] -= mij;
+    }
+  }
+
+  std::vector<std::vector<double>> c_;
+  Eigen::MatrixXd rho_;
+  int n_;
+  std::vector<std::pair<int, int>> pairs_;
+  std::vector<int> k_, max_order_;
+  double total_ = 0;
+};
+
+ExpectationResult HermiteSeries(const std::vector<LinkPtr>& f, const Eigen::VectorXd& m, const Eigen::MatrixXd& cov,
+                                const ExpectationOptions& o) {
+  const int n = static_cast<int>(f.size());
+  // Factors with zero variance are constants.
+  double constant = 1.0;
+  std::vector<int> live;
+  for (int i = 0; i < n; ++i) {
+    if (cov(i, i) <= 0) {
+      constant *= f[i]->Value(m[i]);
+    } else {
+      live.push_back(i);
+    }
+  }
+  const int r = static_cast<int>(live.size());
+  const int truncated_order = ByArity(o.hermite_max_order, std::max(r, 1), {kMaxHermiteOrder, kMaxHermiteOrder, 30, 14, 8});
+  std::vector<std::vector<double>> c(r);
+  std::vector<double> tails(r), norms(r);
+  bool exact = true;
+  for (int a = 0; a < r; ++a) {
+    const int i = live[a];
+    const int degree = f[i]->PolynomialDegree();
+    const int order = degree >= 0 ? degree : truncated_order;
+    exact = exact && degree >= 0;
+    const HermiteExpansion e = ExpandHermite(*f[i], order, std::sqrt(cov(i, i)), m[i]);
+    c[a] = e.coefficients;
+    tails[a] = std::max(0.0, e.tail);
+    norms[a] = std::sqrt(std::max(0.0, e.second_moment));
+  }
+  Eigen::MatrixXd rho = Eigen::MatrixXd::Identity(r, r);
+  double rho_max = 0;
+  for (int a = 0; a < r; ++a) {
+    for (int b = a + 1; b < r; ++b) {
+      rho(a, b) = rho(b, a) = cov(live[a], live[b]) / std::sqrt(cov(live[a], live[a]) * cov(live[b], live[b]));
+      rho_max = std::max(rho_max, std::abs(rho(a, b)));
+    }
+  }
+  ExpectationResult result;
+  result.backend = ExpectationBackend::kHermite;
+  result.value = constant * Diagram(c, rho).Sum();
+  if (exact) {
+    result.error_estimate = 1e-14 * std::max(1.0, std::abs(result.value));
+  } else {
+    // Truncation estimate: the factor i's neglected part times the others' norms, damped by
+    // ρ_max^(K+1) (each neglected order is carried by at least K+1 correlation factors).
+    double estimate = 0;
+    for (int a = 0; a < r; ++a) {
+      double others = 1;
+      for (int b = 0; b < r; ++b) others *= b == a ? 1.0 : norms[b];
+      estimate += std::sqrt(tails[a]) * others;
+    }
+    result.error_estimate = std::abs(constant) * estimate * std::pow(rho_max, truncated_order + 1);
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Closed forms, zero means (theory.md §2). g = erf_sqrt2.
+
+bool IsSpec(const LinkPtr& f, const char* spec) { return f->Spec() == spec; }
+
+bool ClosedForm(const std::vector<LinkPtr>& f, const Eigen::VectorXd& m, const Eigen::MatrixXd& S,
+                ExpectationResult* out) {
+  if (m.cwiseAbs().maxCoeff() != 0.0) return false;
+  const std::size_t n = f.size();
+  double v = 0;
+  if (n == 2 && IsSpec(f[0], "erf_sqrt2") && IsSpec(f[1], "erf_sqrt2")) {
+    v = 2 / M_PI * std::asin(S(0, 1) / std::sqrt((1 + S(0, 0)) * (1 + S(1, 1))));
+  } else if (n == 2 && IsSpec(f[0], "d(erf_sqrt2)") && IsSpec(f[1], "d(erf_sqrt2)")) {
+    v = 2 / M_PI / std::sqrt((1 + S(0, 0)) * (1 + S(1, 1)) - S(0, 1) * S(0, 1));
+  } else if (n == 3 && IsSpec(f[0], "d(erf_sqrt2)") && IsSpec(f[1], "identity") && IsSpec(f[2], "erf_sqrt2")) {
+    const double lambda3 = (1 + S(0, 0)) * (1 + S(2, 2)) - S(0, 2) * S(0, 2);
+    v = 2 / M_PI * (S(1, 2) * (1 + S(0, 0)) - S(0, 1) * S(0, 2)) / ((1 + S(0, 0)) * std::sqrt(lambda3));
+  } else if (n == 2 && IsSpec(f[0], "relu") && IsSpec(f[1], "relu")) {
+    const double a = S(0, 0), b = S(1, 1), c = S(0, 1);
+    if (a <= 0 || b <= 0) return false;
+    const double rho = std::clamp(c / std::sqrt(a * b), -1.0, 1.0);
+    v = (std::sqrt(std::max(0.0, a * b - c * c)) + c * (M_PI - std::acos(rho))) / (2 * M_PI);
+  } else {
+    return false;
+  }
+  out->value = v;
+  out->error_estimate = 1e-15 * std::max(1.0, std::abs(v));
+  out->backend = ExpectationBackend::kClosedForm;
+  return true;
+}
+
+ExpectationResult MonteCarlo(const std::vector<LinkPtr>& f, const Eigen::VectorXd& m, const Eigen::MatrixXd& cov,
+                             const ExpectationOptions& o) {
+  const Eigen::MatrixXd L = ConditioningFactor(cov);
+  const int n = static_cast<int>(f.size());
+  std::mt19937_64 rng(o.monte_carlo_seed);
+  std::normal_distribution<double> normal;
+  Eigen::VectorXd z(n), h(n);
+  long double sum = 0, sum2 = 0;
+  for (long long s = 0; s < o.monte_carlo_samples; ++s) {
+    for (int i = 0; i < n; ++i) z[i] = normal(rng);
+    h = m + L * z;
+    double v = 1;
+    for (int i = 0; i < n; ++i) v *= f[i]->Value(h[i]);
+    sum += v;
+    sum2 += static_cast<long double>(v) * v;
+  }
+  const double N = static_cast<double>(o.monte_carlo_samples);
+  ExpectationResult r;
+  r.backend = ExpectationBackend::kMonteCarlo;
+  r.value = static_cast<double>(sum / N);
+  r.error_estimate = std::sqrt(std::max(0.0, static_cast<double>(sum2 / N) - r.value * r.value) / N);
+  return r;
+}
+
+}  // namespace
+
+const char* ToString(ExpectationBackend backend) {
+  switch (backend) {
+    case ExpectationBackend::kAuto: return "auto";
+    case ExpectationBackend::kClosedForm: return "closed_form";
+    case ExpectationBackend::kHermite: return "hermite";
+    case ExpectationBackend::kQuadrature: return "quadrature";
+    case ExpectationBackend::kMonteCarlo: return "monte_carlo";
+  }
+  return "?";
+}
+
+LinkPtr DerivativeOf(const LinkPtr& link) {
+  const int degree = link->PolynomialDegree();
+  if (degree < 0) return std::make_shared<DerivativeLink>(link);
+  const std::vector<double> c = link->HermiteCoefficients(degree);
+  std::vector<double> d(std::max(1, degree), 0.0);  // h_k' = √k h_{k−1}
+  for (int k = 1; k <= degree; ++k) d[k - 1] = std::sqrt(static_cast<double>(k)) * c[k];
+  return std::make_shared<HermitePolynomialLink>(d, Cat({"d(", link->Spec(), ")"}));
+}
+
+LinkPtr TimesShiftedIdentity(const LinkPtr& link, double center) {
+  const int degree = link->PolynomialDegree();
+  if (degree < 0) return std::make_shared<SteinLink>(link, center);
+  const std::vector<double> c = link->HermiteCoefficients(degree);
+  std::vector<double> out(degree + 2, 0.0);  // z h_k = √(k+1) h_{k+1} + √k h_{k−1}
+  for (int k = 0; k <= degree; ++k) {
+    out[k + 1] += std::sqrt(k + 1.0) * c[k];
+    if (k > 0) out[k - 1] += std::sqrt(static_cast<double>(k)) * c[k];
+    out[k] -= center * c[k];
+  }
+  return std::make_shared<HermitePolynomialLink>(out, Cat({"(", link->Spec(), ")*(z-", Num(center), ")"}));
+}
+
+void ValidateGaussian(const Eigen::VectorXd& mean, const Eigen::MatrixXd& cov, std::size_t factors) {
+  const auto n = static_cast<Eigen::Index>(factors);
+  if (n == 0) throw InputError("an expectation needs at least one factor");
+  if (mean.size() != n || cov.rows() != n || cov.cols() != n) {
+    throw InputError("mean has " + std::to_string(mean.size()) + " entries and the covariance is " +
+                     std::to_string(cov.rows()) + "x" + std::to_string(cov.cols()) + " for " +
+                     std::to_string(n) + " factors: sizes must agree");
+  }
+  if (!mean.allFinite() || !cov.allFinite()) throw InputError("the mean or the covariance has a NaN or infinite entry");
+  const double scale = std::max(1.0, cov.cwiseAbs().maxCoeff());
+  if ((cov - cov.transpose()).cwiseAbs().maxCoeff() > 1e-12 * scale) {
+    throw InputError("the covariance is not symmetric");
+  }
+  const double smallest = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(cov, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
+  if (smallest < -1e-12 * scale) {
+    throw InputError("the covariance is not positive semi-definite: smallest eigenvalue " + Num(smallest));
+  }
+}
+
+ExpectationResult Expect(const std::vector<LinkPtr>& factors, const Eigen::VectorXd& mean, const Eigen::MatrixXd& cov,
+                         ExpectationBackend backend, const ExpectationOptions& options) {
+  ValidateGaussian(mean, cov, factors.size());
+  ExpectationResult result;
+  switch (backend) {
+    case ExpectationBackend::kAuto: {
+      if (ClosedForm(factors, mean, cov, &result)) return result;
+      bool polynomial = true;
+      for (const LinkPtr& f : factors) polynomial = polynomial && f->PolynomialDegree() >= 0;
+      return polynomial ? HermiteSeries(factors, mean, cov, options) : Quadrature(factors, mean, cov, options);
+    }
+    case ExpectationBackend::kClosedForm:
+      if (!ClosedForm(factors, mean, cov, &result)) {
+        std::string specs;
+        for (const LinkPtr& f : factors) specs.append(specs.empty() ? "" : ", ").append(f->Spec());
+        throw InputError("no closed form for the factors (" + specs + ") with these means");
+      }
+      return result;
+    case ExpectationBackend::kHermite: return HermiteSeries(factors, mean, cov, options);
+    case ExpectationBackend::kQuadrature: return Quadrature(factors, mean, cov, options);
+    case ExpectationBackend::kMonteCarlo: return MonteCarlo(factors, mean, cov, options);
+  }
+  return result;
+}
+
+ExpectationGradient ExpectWithGradient(const std::vector<LinkPtr>& factors, const Eigen::VectorXd& mean,
+                                       const Eigen::MatrixXd& cov, ExpectationBackend backend,
+                                       const ExpectationOptions& options) {
+  const int n = static_cast<int>(factors.size());
+  ExpectationGradient g;
+  g.value = Expect(factors, mean, cov, backend, options);
+  g.d_mean.resize(n);
+  g.d_cov.resize(n, n);
+  std::vector<LinkPtr> d(n);
+  for (int i = 0; i < n; ++i) d[i] = DerivativeOf(factors[i]);
+  for (int i = 0; i < n; ++i) {
+    std::vector<LinkPtr> f = factors;
+    f[i] = d[i];
+    g.d_mean[i] = Expect(f, mean, cov, backend, options).value;
+    for (int j = i + 1; j < n; ++j) {
+      std::vector<LinkPtr> fj = f;
+      fj[j] = d[j];
+      g.d_cov(i, j) = g.d_cov(j, i) = Expect(fj, mean, cov, backend, options).value;
+    }
+  }
+  // Diagonal (Stein): ∂E/∂Σ_ii = ½ E[∂_i² F] = ½ Σ_k (Σ⁻¹)_ik E[(h_k − m_k) ∂_i F].
+  const Eigen::LDLT<Eigen::MatrixXd> ldlt(cov);
+  if (ldlt.info() != Eigen::Success || ldlt.vectorD().cwiseAbs().minCoeff() <= 1e-12 * cov.cwiseAbs().maxCoeff()) {
+    throw InputError("diagonal covariance derivatives need an invertible covariance");
+  }
+  const Eigen::MatrixXd inverse = ldlt.solve(Eigen::MatrixXd::Identity(n, n));
+  for (int i = 0; i < n; ++i) {
+    double sum = 0;
+    for (int k = 0; k < n; ++k) {
+      std::vector<LinkPtr> f = factors;
+      f[i] = d[i];
+      f[k] = TimesShiftedIdentity(f[k], mean[k]);
+      sum += inverse(i, k) * Expect(f, mean, cov, backend, options).value;
+    }
+    g.d_cov(i, i) = 0.5 * sum;
+  }
+  return g;
+}
+
+}  // namespace moeflow

@@ -1,0 +1,202 @@
+// Gaussian expectations: independent backends against each other (closed forms, Hermite
+// diagram series, conditioning quadrature, seeded Monte Carlo), and derivatives against
+// central finite differences.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "moeflow/error.hpp"
+#include "moeflow/gauss/expectation.hpp"
+#include "test_util.hpp"
+
+namespace moeflow {
+namespace {
+
+constexpr double kSmoothAgreeTol = 1e-9;  // polynomial and smooth links (issue #3, acceptance 2)
+constexpr double kKinkedAgreeTol = 1e-6;  // kinked links at |ρ| ≤ 0.99
+constexpr double kClosedFormTol = 1e-9;   // closed forms vs Hermite/quadrature (acceptance 3)
+constexpr double kMonteCarloSigmas = 5;   // Monte Carlo within 5 standard errors
+constexpr double kDerivativeRelTol = 1e-6;
+
+std::vector<LinkPtr> Links(const std::vector<std::string>& specs) {
+  std::vector<LinkPtr> f;
+  for (const std::string& s : specs) f.push_back(MakeLink(s));
+  return f;
+}
+
+// Random covariances: unit-ish variances, correlations up to `max_rho`; every fifth one
+// rank-deficient (one projection a combination of the others) when `allow_singular`.
+struct Gaussian {
+  Eigen::VectorXd mean;
+  Eigen::MatrixXd cov;
+};
+
+Gaussian RandomGaussian(int n, std::mt19937_64& rng, double max_rho, bool allow_singular, bool zero_mean, int index) {
+  std::normal_distribution<double> normal;
+  std::uniform_real_distribution<double> uniform(0.4, 1.6);
+  Eigen::MatrixXd corr;
+  for (;;) {
+    Eigen::MatrixXd a(n, n);
+    for (int i = 0; i < n; ++i) for (int j = 0; j < n; ++j) a(i, j) = normal(rng);
+    if (allow_singular && n > 1 && index % 5 == 0) a.row(n - 1) = 0.6 * a.row(0) - 0.8 * a.row(1 % n);
+    // Pull some rows together to reach high correlations.
+    if (index % 3 == 1 && n > 1) a.row(1) = a.row(0) + 0.05 * a.row(1);
+    Eigen::MatrixXd s = a * a.transpose();
+    const Eigen::VectorXd d = s.diagonal().cwiseSqrt();
+    corr = d.asDiagonal().inverse() * s * d.asDiagonal().inverse();
+    double worst = 0;
+    for (int i = 0; i < n; ++i) for (int j = i + 1; j < n; ++j) worst = std::max(worst, std::abs(corr(i, j)));
+    if (worst <= max_rho || (allow_singular && index % 5 == 0)) break;
+  }
+  Eigen::VectorXd scale(n);
+  for (int i = 0; i < n; ++i) scale[i] = uniform(rng);
+  Gaussian g;
+  g.cov = scale.asDiagonal() * corr * scale.asDiagonal();
+  g.mean = Eigen::VectorXd::Zero(n);
+  if (!zero_mean) for (int i = 0; i < n; ++i) g.mean[i] = 0.5 * normal(rng);
+  return g;
+}
+
+// Quadrature against the Hermite series wherever the series claims the accuracy.
+void ExpectBackendsAgree(const std::vector<std::string>& specs, int count, double max_rho, double tol, std::uint64_t seed,
+                         int min_compared) {
+  std::mt19937_64 rng(seed);
+  const std::vector<LinkPtr> f = Links(specs);
+  int compared = 0;
+  for (int c = 0; c < count; ++c) {
+    const Gaussian g = RandomGaussian(static_cast<int>(f.size()), rng, max_rho, true, false, c);
+    const ExpectationResult q = Expect(f, g.mean, g.cov, ExpectationBackend::kQuadrature);
+    const ExpectationResult h = Expect(f, g.mean, g.cov, ExpectationBackend::kHermite);
+    EXPECT_LT(q.error_estimate, tol) << specs[0] << " case " << c;
+    if (h.error_estimate < 0.1 * tol) {
+      ++compared;
+      EXPECT_NEAR(q.value, h.value, tol) << specs.size() << "-point " << specs[0] << "... case " << c << "\ncov\n" << g.cov;
+    }
+  }
+  std::cout << specs.size() << "-point " << specs[0] << ",...: " << compared << " of " << count
+            << " cases with both backends within tolerance\n";
+  EXPECT_GE(compared, min_compared);  // the series must be usable on this many of the cases
+}
+
+TEST(GaussExpectation, PolynomialBackendsAgreeExactly) {
+  ExpectBackendsAgree({"h(3)", "he(2)"}, 200, 0.999, kSmoothAgreeTol, 1, 200);
+  ExpectBackendsAgree({"h(3)", "identity", "poly(1, 0.5, -0.3)"}, 200, 0.999, kSmoothAgreeTol, 2, 200);
+  ExpectBackendsAgree({"h(3)", "h(2)", "identity", "h(3)"}, 200, 0.999, kSmoothAgreeTol, 3, 200);
+}
+
+TEST(GaussExpectation, SmoothBackendsAgree) {
+  ExpectBackendsAgree({"sigmoid", "tanh"}, 200, 0.999, kSmoothAgreeTol, 4, 100);
+  ExpectBackendsAgree({"erf", "h(3)", "softplus"}, 200, 0.999, kSmoothAgreeTol, 5, 30);
+}
+
+// Four non-polynomial factors: the series is truncated at order 14 and cannot reach 1e-9 at high
+// correlation, so here each backend must agree with the other within the sum of their own error
+// estimates (the estimates are honest), and the quadrature's estimate must stay below 1e-6.
+TEST(GaussExpectation, FourPointSmoothBackendsAgreeWithinTheirErrorEstimates) {
+  std::mt19937_64 rng(6);
+  const std::vector<LinkPtr> f = Links({"h(3)", "sigmoid", "h(3)", "sigmoid"});
+  for (int c = 0; c < 60; ++c) {
+    const Gaussian g = RandomGaussian(4, rng, 0.999, true, false, c);
+    const ExpectationResult q = Expect(f, g.mean, g.cov, ExpectationBackend::kQuadrature);
+    const ExpectationResult h = Expect(f, g.mean, g.cov, ExpectationBackend::kHermite);
+    EXPECT_LT(q.error_estimate, 1e-6) << "case " << c;
+    EXPECT_LE(std::abs(q.value - h.value), q.error_estimate + h.error_estimate + 1e-12)
+        << "case " << c << ": quadrature " << q.value << " ± " << q.error_estimate << ", series " << h.value
+        << " ± " << h.error_estimate;
+  }
+}
+
+TEST(GaussExpectation, KinkedBackendsAgree) {
+  ExpectBackendsAgree({"relu", "abs"}, 200, 0.99, kKinkedAgreeTol, 7, 90);
+  ExpectBackendsAgree({"relu", "tanh", "leaky_relu(0.2)"}, 200, 0.99, kKinkedAgreeTol, 8, 30);
+}
+
+TEST(GaussExpectation, ClosedFormsAgreeWithHermiteAndQuadrature) {
+  std::mt19937_64 rng(9);
+  const LinkPtr g = MakeLink("erf_sqrt2"), relu = MakeLink("relu");
+  const LinkPtr dg = DerivativeOf(g);
+  const std::vector<std::vector<LinkPtr>> cases = {{g, g}, {dg, dg}, {dg, MakeLink("identity"), g}, {relu, relu}};
+  for (const auto& f : cases) {
+    for (int c = 0; c < 200; ++c) {
+      const Gaussian s = RandomGaussian(static_cast<int>(f.size()), rng, 0.99, false, true, c);
+      const double closed = Expect(f, s.mean, s.cov, ExpectationBackend::kClosedForm).value;
+      const ExpectationResult q = Expect(f, s.mean, s.cov, ExpectationBackend::kQuadrature);
+      const ExpectationResult h = Expect(f, s.mean, s.cov, ExpectationBackend::kHermite);
+      EXPECT_NEAR(closed, q.value, kClosedFormTol) << f[0]->Spec() << " case " << c;
+      if (h.error_estimate < 0.1 * kClosedFormTol) {
+        EXPECT_NEAR(closed, h.value, kClosedFormTol) << f[0]->Spec();
+      }
+    }
+  }
+  EXPECT_EQ(Expect({g, g}, Eigen::VectorXd::Zero(2), Eigen::MatrixXd::Identity(2, 2)).backend,
+            ExpectationBackend::kClosedForm);
+}
+
+TEST(GaussExpectation, MonteCarloLiesWithinFiveStandardErrors) {
+  std::mt19937_64 rng(10);
+  const std::vector<std::vector<std::string>> cases = {
+      {"sigmoid", "h(3)"}, {"relu", "abs", "tanh"}, {"h(3)", "sigmoid", "h(3)", "sigmoid"}, {"relu", "sign", "gelu", "silu"}};
+  ExpectationOptions o;
+  o.monte_carlo_samples = 1'000'000;
+  for (const auto& specs : cases) {
+    const std::vector<LinkPtr> f = Links(specs);
+    for (int c = 0; c < 2; ++c) {
+      const Gaussian s = RandomGaussian(static_cast<int>(f.size()), rng, 0.99, c == 0, false, c + 1);
+      o.monte_carlo_seed = 100 + c;
+      const ExpectationResult mc = Expect(f, s.mean, s.cov, ExpectationBackend::kMonteCarlo, o);
+      const ExpectationResult q = Expect(f, s.mean, s.cov, ExpectationBackend::kQuadrature);
+      EXPECT_LT(std::abs(mc.value - q.value), kMonteCarloSigmas * mc.error_estimate)
+          << specs[0] << " MC " << mc.value << " ± " << mc.error_estimate << " vs quadrature " << q.value;
+    }
+  }
+}
+
+TEST(GaussExpectation, GradientsMatchCentralDifferences) {
+  std::mt19937_64 rng(11);
+  for (const auto& specs : std::vector<std::vector<std::string>>{{"sigmoid", "h(3)"}, {"h(3)", "tanh", "identity"}, {"relu", "sigmoid"}}) {
+    const std::vector<LinkPtr> f = Links(specs);
+    const int n = static_cast<int>(f.size());
+    const Gaussian s = RandomGaussian(n, rng, 0.9, false, false, 2);
+    const ExpectationGradient g = ExpectWithGradient(f, s.mean, s.cov, ExpectationBackend::kQuadrature);
+    const double h = 1e-5;
+    auto value = [&](const Eigen::VectorXd& m, const Eigen::MatrixXd& c) {
+      return Expect(f, m, c, ExpectationBackend::kQuadrature).value;
+    };
+    for (int i = 0; i < n; ++i) {
+      Eigen::VectorXd mp = s.mean, mm = s.mean;
+      mp[i] += h, mm[i] -= h;
+      const double fd = (value(mp, s.cov) - value(mm, s.cov)) / (2 * h);
+      EXPECT_NEAR(g.d_mean[i], fd, kDerivativeRelTol * std::max(1e-2, std::abs(fd))) << specs[0] << " m" << i;
+      for (int j = i; j < n; ++j) {
+        Eigen::MatrixXd cp = s.cov, cm = s.cov;
+        cp(i, j) += h, cm(i, j) -= h;
+        if (i != j) cp(j, i) += h, cm(j, i) -= h;
+        const double fdc = (value(s.mean, cp) - value(s.mean, cm)) / (2 * h);
+        EXPECT_NEAR(g.d_cov(i, j), fdc, kDerivativeRelTol * std::max(1e-2, std::abs(fdc))) << specs[0] << " S" << i << j;
+      }
+    }
+  }
+}
+
+TEST(GaussExpectation, BadInputIsRejected) {
+  const std::vector<LinkPtr> f = Links({"relu", "relu"});
+  Eigen::MatrixXd bad(2, 2);
+  bad << 1, 2, 2, 1;  // eigenvalue −1
+  EXPECT_THROW(Expect(f, Eigen::VectorXd::Zero(2), bad), InputError);
+  bad << 1, std::nan(""), std::nan(""), 1;
+  EXPECT_THROW(Expect(f, Eigen::VectorXd::Zero(2), bad), InputError);
+  EXPECT_THROW(Expect(f, Eigen::VectorXd::Zero(3), Eigen::MatrixXd::Identity(2, 2)), InputError);
+  EXPECT_THROW(Expect(Links({"sigmoid", "tanh"}), Eigen::VectorXd::Zero(2), Eigen::MatrixXd::Identity(2, 2),
+                      ExpectationBackend::kClosedForm),
+               InputError);
+  try {
+    bad << 1, 2, 2, 1;
+    Expect(f, Eigen::VectorXd::Zero(2), bad);
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("not positive semi-definite"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace moeflow
