@@ -193,9 +193,25 @@ int ByArity(int requested, std::size_t n, std::initializer_list<int> table) {
   return t[std::min(n, t.size()) - 1];
 }
 
-ExpectationResult Quadrature(const std::vector<LinkPtr>& f, const Eigen::VectorXd& m, const Eigen::MatrixXd& cov,
-                             const ExpectationOptions& o) {
-  const int nodes = ByArity(o.quadrature_nodes, f.size(), {200, 200, 100, 48, 24});
+ExpectationResult Quadrature(const std::vector<LinkPtr>& factors, const Eigen::VectorXd& mean,
+                             const Eigen::MatrixXd& covariance, const ExpectationOptions& o) {
+  // Non-polynomial factors are integrated at the outer levels, so that the inner polynomial
+  // levels are exact with few nodes; the node count is set by the non-polynomial ones.
+  const int n = static_cast<int>(factors.size());
+  std::vector<int> order(n);
+  for (int i = 0; i < n; ++i) order[i] = i;
+  std::stable_partition(order.begin(), order.end(), [&](int i) { return factors[i]->PolynomialDegree() < 0; });
+  std::vector<LinkPtr> f(n);
+  Eigen::VectorXd m(n);
+  Eigen::MatrixXd cov(n, n);
+  std::size_t non_polynomial = 0;
+  for (int a = 0; a < n; ++a) {
+    f[a] = factors[order[a]];
+    m[a] = mean[order[a]];
+    for (int b = 0; b < n; ++b) cov(a, b) = covariance(order[a], order[b]);
+    non_polynomial += f[a]->PolynomialDegree() < 0 ? 1 : 0;
+  }
+  const int nodes = ByArity(o.quadrature_nodes, std::max<std::size_t>(non_polynomial, 1), {200, 200, 100, 48, 24});
   const QuadratureSettings fine{nodes, o.kinked_panel_width, o.kinked_panel_nodes};
   const QuadratureSettings coarse{std::max(4, nodes * 3 / 4), o.kinked_panel_width,
                                   std::max(2, o.kinked_panel_nodes - 3)};
@@ -279,7 +295,12 @@ ExpectationResult HermiteSeries(const std::vector<LinkPtr>& f, const Eigen::Vect
     }
   }
   const int r = static_cast<int>(live.size());
-  const int truncated_order = ByArity(o.hermite_max_order, std::max(r, 1), {kMaxHermiteOrder, kMaxHermiteOrder, 30, 14, 8});
+  // The enumeration grows like K^(pairs among non-polynomial factors); polynomial factors cap
+  // their rows at their degree, so only the non-polynomial ones set the order.
+  std::size_t non_polynomial = 0;
+  for (int i : live) non_polynomial += f[i]->PolynomialDegree() < 0 ? 1 : 0;
+  const int truncated_order =
+      ByArity(o.hermite_max_order, std::max<std::size_t>(non_polynomial, 1), {kMaxHermiteOrder, kMaxHermiteOrder, 30, 14, 8});
   std::vector<std::vector<double>> c(r);
   std::vector<double> tails(r), norms(r);
   bool exact = true;
@@ -337,6 +358,17 @@ bool ClosedForm(const std::vector<LinkPtr>& f, const Eigen::VectorXd& m, const E
   } else if (n == 3 && IsSpec(f[0], "d(erf_sqrt2)") && IsSpec(f[1], "identity") && IsSpec(f[2], "erf_sqrt2")) {
     const double lambda3 = (1 + S(0, 0)) * (1 + S(2, 2)) - S(0, 2) * S(0, 2);
     v = 2 / M_PI * (S(1, 2) * (1 + S(0, 0)) - S(0, 1) * S(0, 2)) / ((1 + S(0, 0)) * std::sqrt(lambda3));
+  } else if (n == 4 && IsSpec(f[0], "d(erf_sqrt2)") && IsSpec(f[1], "d(erf_sqrt2)") && IsSpec(f[2], "erf_sqrt2") &&
+             IsSpec(f[3], "erf_sqrt2")) {
+    // Saad & Solla's I4 (Goldt et al. 2019, eq. for E[g'(a) g'(b) g(c) g(d)]).
+    const double a4 = (1 + S(0, 0)) * (1 + S(1, 1)) - S(0, 1) * S(0, 1);
+    const double a0 = a4 * S(2, 3) - S(1, 2) * S(1, 3) * (1 + S(0, 0)) - S(0, 2) * S(0, 3) * (1 + S(1, 1)) +
+                      S(0, 1) * S(0, 2) * S(1, 3) + S(0, 1) * S(0, 3) * S(1, 2);
+    const double a1 = a4 * (1 + S(2, 2)) - S(1, 2) * S(1, 2) * (1 + S(0, 0)) - S(0, 2) * S(0, 2) * (1 + S(1, 1)) +
+                      2 * S(0, 1) * S(0, 2) * S(1, 2);
+    const double a2 = a4 * (1 + S(3, 3)) - S(1, 3) * S(1, 3) * (1 + S(0, 0)) - S(0, 3) * S(0, 3) * (1 + S(1, 1)) +
+                      2 * S(0, 1) * S(0, 3) * S(1, 3);
+    v = 4 / (M_PI * M_PI) / std::sqrt(a4) * std::asin(a0 / std::sqrt(a1 * a2));
   } else if (n == 2 && IsSpec(f[0], "relu") && IsSpec(f[1], "relu")) {
     const double a = S(0, 0), b = S(1, 1), c = S(0, 1);
     if (a <= 0 || b <= 0) return false;

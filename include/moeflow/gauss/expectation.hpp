@@ -3,7 +3,8 @@
 //   E[Π_{i=1..n} f_i(h_i)],   h ~ N(m, Σ),
 // for any n (the linear factor h_j is the link `identity`), through one interface that picks
 // the most exact backend available and reports an error estimate:
-//   closed_form  erf_sqrt2 (Saad & Solla's g) two-point, and relu two-point, zero means;
+//   closed_form  zero means: E[g(a)g(b)], E[g'(a)g'(b)], E[g'(a) b g(c)], E[g'(a)g'(b)g(c)g(d)]
+//                for g = erf_sqrt2 (Saad & Solla; g' = DerivativeOf(g)), and E[relu(a)relu(b)];
 //   hermite      the diagram formula: exact and finite for polynomial links, a truncated
 //                series with a truncation estimate otherwise;
 //   quadrature   recursive Gaussian conditioning h = m + L z (L lower-triangular, pivoted for
@@ -35,11 +36,13 @@ struct ExpectationResult {
 };
 
 struct ExpectationOptions {
-  // Truncation order of the Hermite series of non-polynomial factors; 0: by arity
-  // (n ≤ 2: 100, n = 3: 30, n = 4: 14, more: 8), which bounds the diagram enumeration.
+  // Truncation order of the Hermite series of non-polynomial factors; 0: by the number r of
+  // non-polynomial factors (r ≤ 2: 100, r = 3: 30, r = 4: 14, more: 8), which bounds the
+  // diagram enumeration (polynomial factors cap their rows at their degree).
   int hermite_max_order = 0;
-  // Gauss–Hermite nodes per level for smooth non-polynomial factors; 0: by arity
-  // (n ≤ 2: 200, n = 3: 100, n = 4: 48, more: 24). Polynomial chains use the exact count.
+  // Gauss–Hermite nodes per level for smooth non-polynomial factors; 0: by the number r of
+  // non-polynomial factors (r ≤ 2: 200, r = 3: 100, r = 4: 48, more: 24). Non-polynomial
+  // factors are integrated at the outer levels; the polynomial ones inside, exactly.
   int quadrature_nodes = 0;
   // Kinked links: Gauss–Legendre panels with edges ±{0, .75, 1.5, 2.5, 3.75, 5.25, 7, 9}·scale
   // plus the kinks; kinked_panel_scale = 1 covers |z| ≤ 9.
