@@ -26,3 +26,43 @@ void BM_SingleIndexHe3Escape(benchmark::State& state) {
 BENCHMARK(BM_SingleIndexHe3Escape)->Arg(1024)->Arg(1 << 20)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
+
+namespace {
+
+moeflow::FlowSetup CommitteeSetup(int k, double t_end) {
+  moeflow::io::ModelFile model = moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/committee_erf_k2m2.ini");
+  model.Set("student.units=" + std::to_string(k));
+  model.Set("teacher.units=" + std::to_string(k));
+  model.Set("integrate.t_end=" + std::to_string(t_end));
+  return moeflow::BuildFlow(model);
+}
+
+// One right-hand-side evaluation of the erf committee (K = M) in the online-SGD limit
+// (gradient-flow drift + the η̃ E[g g] term). Peer figures (peers.md, nn2pp, per RHS + Euler
+// update): 1.2 µs (2,2), 12.3 µs (4,4), 166 µs (8,8).
+void BM_CommitteeErfDrift(benchmark::State& state) {
+  const moeflow::FlowSetup setup = CommitteeSetup(static_cast<int>(state.range(0)), 100);
+  Eigen::VectorXd dxdt(setup.initial_state.size());
+  for (auto _ : state) {
+    setup.system->Drift(setup.initial_state, dxdt);
+    benchmark::DoNotOptimize(dxdt.data());
+  }
+}
+BENCHMARK(BM_CommitteeErfDrift)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMicrosecond);
+
+// The span nn2pp covers to its t = 1000 at lr 0.5 (its time is steps/d, ours η·steps = 0.5·1000),
+// dopri5 at rel_tol 1e-8. Peer: 0.19 s (Euler, dt = 0.01).
+void BM_CommitteeErfK2M2ToNn2ppSpan(benchmark::State& state) {
+  moeflow::FlowSetup setup = CommitteeSetup(2, 500);
+  setup.options.rel_tol = 1e-8;
+  setup.options.abs_tol = 1e-10;
+  long long steps = 0;
+  for (auto _ : state) {
+    moeflow::Trajectory trajectory;
+    steps = moeflow::Integrate(*setup.system, setup.initial_state, setup.options, {}, &trajectory).accepted_steps;
+  }
+  state.counters["accepted_steps"] = static_cast<double>(steps);
+}
+BENCHMARK(BM_CommitteeErfK2M2ToNn2ppSpan)->Unit(benchmark::kMillisecond);
+
+}  // namespace

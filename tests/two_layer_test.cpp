@@ -2,6 +2,7 @@
 // (finite differences), and the exact sampler of initial overlaps.
 #include <gtest/gtest.h>
 
+#include <Eigen/LU>
 #include <cmath>
 
 #include "moeflow/links/link.hpp"
@@ -93,6 +94,36 @@ TEST(SampleInitialGram, OverlapsHaveVarianceOneOverDAndUnitNorms) {
   EXPECT_NEAR(sum_m2 / seeds, 1.0, 5 * 0.032);
   EXPECT_NEAR(sum_q2 / seeds, 1.0, 5 * 0.032);
   EXPECT_NEAR(sum_m / seeds, 0.0, 5 * std::sqrt(1.0 / d / seeds));
+}
+
+}  // namespace
+}  // namespace moeflow
+
+namespace moeflow {
+namespace {
+
+// Free vectors under gradient flow: dR/dt = −Λ Σ_a ‖∇_a R‖², with ∇_a R = Σ_b (D Ω⁻¹)_ab u_b, so
+// ‖∇_a R‖² = (D Ω⁻¹ Dᵀ)_aa (Ω invertible).
+TEST(TwoLayerFlow, FreeVectorGradientFlowDecreasesRiskAtMinusTheSquaredGradient) {
+  for (const char* link : {"erf_sqrt2", "tanh"}) {
+    TwoLayerSpec spec;
+    spec.student = {3, MakeLink(link), 0.9};
+    spec.teacher = {2, MakeLink(link), 1.1};
+    spec.constraint = VectorConstraint::kFree;
+    spec.learning_rate = 0.7;
+    const TwoLayerFlow flow(spec);
+    Eigen::MatrixXd gram = SampleInitialGram(3, 2, 30, 9);
+    gram.topRows(3) *= 0.8;
+    gram.leftCols(3) *= 0.8;
+    const Eigen::MatrixXd drift = flow.GramDrift(gram);
+    const double fd = (flow.Risk(gram + kStep * drift) - flow.Risk(gram - kStep * drift)) / (2 * kStep);
+    const Eigen::MatrixXd d = flow.GradientOverlaps(gram);
+    const Eigen::MatrixXd gg = d * gram.inverse() * d.transpose();
+    const double squared = gg.topLeftCorner(3, 3).trace();
+    EXPECT_GT(squared, 0.0) << link;
+    // tanh goes through the quadrature backend (error ~1e-10 per expectation).
+    EXPECT_NEAR(fd, -0.7 * squared, 1e-6 * std::max(1.0, squared)) << link;
+  }
 }
 
 }  // namespace

@@ -38,14 +38,23 @@ Eigen::MatrixXd UniformGram(int p, int k, double m0, double q0) {
   return gram;
 }
 
-Eigen::MatrixXd ReadInitialGram(const io::ModelFile& model, int p, int k, long long d, std::uint64_t seed) {
+// Scales the student rows of a Gram matrix with unit student norms to norm ‖w_i‖ = `norm`.
+Eigen::MatrixXd WithStudentNorm(Eigen::MatrixXd gram, int p, double norm) {
+  gram.topRows(p) *= norm;
+  gram.leftCols(p) *= norm;
+  return gram;
+}
+
+Eigen::MatrixXd ReadInitialGram(const io::ModelFile& model, int p, int k, long long d, std::uint64_t seed,
+                                bool free_vectors) {
   const std::string init = model.GetChoice("student.init", "uniform", {"uniform", "random"});
+  const double norm = free_vectors ? model.GetPositive("student.norm", 1.0) : 1.0;
   if (init == "random") {
     if (d < p + k) {
       ThrowBadValue("d", std::to_string(d), "must be >= students + teachers = " + std::to_string(p + k) +
                                                 " for student.init = random");
     }
-    return SampleInitialGram(p, k, d, seed);
+    return WithStudentNorm(SampleInitialGram(p, k, d, seed), p, norm);
   }
   const std::string m0_text = model.GetString("student.m0", "auto");
   double m0 = 1.0 / std::sqrt(static_cast<double>(d));
@@ -65,7 +74,7 @@ Eigen::MatrixXd ReadInitialGram(const io::ModelFile& model, int p, int k, long l
                      " teachers give an initial Gram matrix that is not positive semi-definite "
                      "(smallest eigenvalue " + Num(smallest) + "): no vectors have these overlaps");
   }
-  return gram;
+  return WithStudentNorm(gram, p, norm);
 }
 
 IntegratorOptions ReadIntegratorOptions(const io::ModelFile& model) {
@@ -85,7 +94,7 @@ IntegratorOptions ReadIntegratorOptions(const io::ModelFile& model) {
   o.divergence_threshold = model.GetPositive("integrate.divergence", o.divergence_threshold);
   const std::string grid = model.GetChoice("output.grid", "log", {"log", "linear"});
   const int points = static_cast<int>(model.GetInteger("output.points", 200, 1));
-  const double t_first = grid == "log" ? model.GetPositive("output.t_first", 1e-3) : 0.0;
+  const double t_first = model.GetPositive("output.t_first", 1e-3);  // used by the log grid
   o.output_times = MakeTimeGrid(grid, points, t_first, o.t_end);
   o.output_every_step = model.GetBool("output.every_step", false);
   o.Validate();
@@ -144,9 +153,16 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
   spec.teacher = ReadUnits(model, "teacher");
   spec.noise_variance = model.GetNonNegative("teacher.noise", 0.0);
   spec.student = ReadUnits(model, "student");
-  model.GetChoice("student.vectors", "spherical", {"spherical"});
+  const bool free_vectors = model.GetChoice("student.vectors", "spherical", {"spherical", "free"}) == "free";
+  spec.constraint = free_vectors ? VectorConstraint::kFree : VectorConstraint::kSpherical;
   spec.learning_rate = model.GetNonNegative("student.lr", 1.0);
-  setup.initial_gram = ReadInitialGram(model, spec.student.units, spec.teacher.units, setup.d, setup.seed);
+  if (model.GetChoice("dynamics.kind", "gradient_flow", {"gradient_flow", "online_sgd"}) == "online_sgd") {
+    // Online SGD with η = η̃/d and batch B, in the time t = η·steps, as d → ∞ (theory.md §1).
+    spec.online_sgd_rate = model.GetPositive("dynamics.lr", 1.0) /
+                           static_cast<double>(model.GetInteger("dynamics.batch", 1, 1));
+  }
+  setup.initial_gram =
+      ReadInitialGram(model, spec.student.units, spec.teacher.units, setup.d, setup.seed, free_vectors);
   auto flow = std::make_unique<TwoLayerFlow>(spec);
   setup.initial_state = flow->Pack(setup.initial_gram);
   setup.system = std::move(flow);

@@ -5,9 +5,20 @@
 #include <sstream>
 
 #include "moeflow/error.hpp"
+#include "moeflow/gauss/expectation.hpp"
 
 namespace moeflow {
 namespace {
+
+// The model builds covariances from its own state, whose PSD-ness CheckInvariants watches.
+const ExpectationOptions& StateExpectations() {
+  static const ExpectationOptions options = [] {
+    ExpectationOptions o;
+    o.validate = false;
+    return o;
+  }();
+  return options;
+}
 
 int SeriesOrder(const Link& a, const Link& b) {
   const int da = a.PolynomialDegree(), db = b.PolynomialDegree();
@@ -52,10 +63,16 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
       k_(spec_.teacher.units),
       ss_(*spec_.student.link, *spec_.student.link, kMehlerMaxOrder),
       st_(*spec_.student.link, *spec_.teacher.link, kMehlerMaxOrder),
-      tt_(*spec_.teacher.link, *spec_.teacher.link, kMehlerMaxOrder) {
+      tt_(*spec_.teacher.link, *spec_.teacher.link, kMehlerMaxOrder),
+      student_derivative_(DerivativeOf(spec_.student.link)),
+      identity_(MakeLink("identity")) {
+  if (spec_.online_sgd_rate != 0.0 && spec_.constraint != VectorConstraint::kFree) {
+    throw InputError("the online-SGD term (dynamics.online_sgd_rate) is derived for free student vectors "
+                     "only; use student.vectors = free or dynamics.online_sgd_rate = 0");
+  }
   observables_ = {
       {"risk", 1, 1, "population risk R = E[(f - y)^2]/2 (label noise included)"},
-      {"m", k_, 1, "best student overlap with each teacher, max_i w_i·w*_l"},
+      {"m", k_, 1, "best student cosine with each teacher, max_i w_i·w*_l / |w_i|"},
       {"M", p_, k_, "student-teacher overlaps w_i·w*_l", true},
       {"Q", p_, p_, "student-student overlaps w_i·w_j", true},
   };
@@ -97,10 +114,74 @@ double TwoLayerFlow::Sign(int a) const { return a < p_ ? spec_.student.weight : 
 double TwoLayerFlow::Risk(const Eigen::MatrixXd& gram) const {
   double r = 0.0;
   for (int a = 0; a < vectors(); ++a) {
-    r += 0.5 * Sign(a) * Sign(a) * Kernel(a, a).AtOne();
-    for (int b = a + 1; b < vectors(); ++b) r += Sign(a) * Sign(b) * Kernel(a, b).Value(gram(a, b));
+    for (int b = a; b < vectors(); ++b) {
+      double e = 0;
+      if (UsesMehler()) {
+        e = a == b ? Kernel(a, a).AtOne() : Kernel(a, b).Value(gram(a, b));
+      } else {
+        const Eigen::Matrix2d cov{{gram(a, a), gram(a, b)}, {gram(a, b), gram(b, b)}};
+        e = Expect({LinkOf(a), LinkOf(b)}, Eigen::Vector2d::Zero(), cov, ExpectationBackend::kAuto, StateExpectations()).value;
+      }
+      r += (a == b ? 0.5 : 1.0) * Sign(a) * Sign(b) * e;
+    }
   }
   return r + 0.5 * spec_.noise_variance;
+}
+
+Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) const {
+  if (UsesMehler()) return 2.0 * RiskGradient(gram) * gram;
+  const int n = vectors();
+  Eigen::MatrixXd d = Eigen::MatrixXd::Zero(n, n);
+  Eigen::Matrix3d cov;
+  for (int a = 0; a < p_; ++a) {
+    for (int b = 0; b < n; ++b) {
+      double sum = 0;
+      for (int v = 0; v < n; ++v) {
+        const int i[3] = {a, b, v};  // E[σ'(h_a) h_b σ_v(h_v)]
+        for (int r = 0; r < 3; ++r) {
+          for (int c = 0; c < 3; ++c) cov(r, c) = gram(i[r], i[c]);
+        }
+        sum += Sign(v) * Expect({student_derivative_, identity_, LinkOf(v)}, Eigen::Vector3d::Zero(), cov,
+                                ExpectationBackend::kAuto, StateExpectations())
+                             .value;
+      }
+      d(a, b) = Sign(a) * sum;
+    }
+  }
+  return d;
+}
+
+Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) const {
+  // E[g_a g_b] = a² Σ_{v,w} s_v s_w E[σ'(h_a) σ'(h_b) σ_v(h_v) σ_w(h_w)] + a² σ² E[σ'(h_a) σ'(h_b)].
+  Eigen::MatrixXd e = Eigen::MatrixXd::Zero(p_, p_);
+  Eigen::Matrix4d cov4;
+  Eigen::Matrix2d cov2;
+  for (int a = 0; a < p_; ++a) {
+    for (int b = a; b < p_; ++b) {
+      double sum = 0;
+      for (int v = 0; v < vectors(); ++v) {
+        for (int w = 0; w < vectors(); ++w) {
+          const int i[4] = {a, b, v, w};
+          for (int r = 0; r < 4; ++r) {
+            for (int c = 0; c < 4; ++c) cov4(r, c) = gram(i[r], i[c]);
+          }
+          sum += Sign(v) * Sign(w) *
+                 Expect({student_derivative_, student_derivative_, LinkOf(v), LinkOf(w)}, Eigen::Vector4d::Zero(), cov4,
+                        ExpectationBackend::kAuto, StateExpectations())
+                     .value;
+        }
+      }
+      if (spec_.noise_variance > 0) {
+        cov2 << gram(a, a), gram(a, b), gram(a, b), gram(b, b);
+        sum += spec_.noise_variance *
+               Expect({student_derivative_, student_derivative_}, Eigen::Vector2d::Zero(), cov2,
+                      ExpectationBackend::kAuto, StateExpectations())
+                   .value;
+      }
+      e(a, b) = e(b, a) = Sign(a) * Sign(b) * sum;
+    }
+  }
+  return e;
 }
 
 Eigen::MatrixXd TwoLayerFlow::RiskGradient(const Eigen::MatrixXd& gram) const {
@@ -114,13 +195,20 @@ Eigen::MatrixXd TwoLayerFlow::RiskGradient(const Eigen::MatrixXd& gram) const {
 }
 
 Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const {
-  const Eigen::MatrixXd d = 2.0 * RiskGradient(gram) * gram;  // D_ab = ∇_a R · u_b
+  const Eigen::MatrixXd d = GradientOverlaps(gram);                 // D_ab = ∇_a R · u_b
+  const double lr = spec_.learning_rate;
   Eigen::MatrixXd v = Eigen::MatrixXd::Zero(vectors(), vectors());  // v_ab = du_a/dt · u_b
   for (int a = 0; a < p_; ++a) {
-    for (int b = 0; b < vectors(); ++b) v(a, b) = -spec_.learning_rate * (d(a, b) - d(a, a) * gram(a, b));
+    for (int b = 0; b < vectors(); ++b) {
+      v(a, b) = spec_.constraint == VectorConstraint::kSpherical ? -lr * (d(a, b) - d(a, a) * gram(a, b))
+                                                                  : -lr * d(a, b);
+    }
   }
   Eigen::MatrixXd drift = v + v.transpose();
   drift.bottomRightCorner(k_, k_).setZero();
+  if (spec_.online_sgd_rate != 0.0) {
+    drift.topLeftCorner(p_, p_) += spec_.online_sgd_rate * lr * lr * GradientCovariance(gram);
+  }
   return drift;
 }
 
@@ -133,7 +221,8 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) co
   values->resize(1 + k_ + p_ * k_ + p_ * p_);
   int n = 0;
   (*values)[n++] = Risk(gram);
-  for (int l = 0; l < k_; ++l) (*values)[n++] = gram.block(0, p_ + l, p_, 1).maxCoeff();
+  const Eigen::VectorXd norms = gram.diagonal().head(p_).cwiseSqrt();
+  for (int l = 0; l < k_; ++l) (*values)[n++] = gram.block(0, p_ + l, p_, 1).cwiseQuotient(norms).maxCoeff();
   for (int i = 0; i < p_; ++i) {
     for (int l = 0; l < k_; ++l) (*values)[n++] = gram(i, p_ + l);
   }
@@ -144,7 +233,7 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) co
 
 std::string TwoLayerFlow::CheckInvariants(const Eigen::VectorXd& x) const {
   const Eigen::MatrixXd gram = Unpack(x);
-  for (int i = 0; i < p_; ++i) {
+  for (int i = 0; i < p_ && spec_.constraint == VectorConstraint::kSpherical; ++i) {
     if (std::abs(gram(i, i) - 1.0) > kSphereTolerance) {
       std::ostringstream os;
       os << "student " << i << " left the unit sphere: |w|^2 = " << gram(i, i) << " (tolerance "

@@ -48,6 +48,10 @@ struct ExpectationOptions {
   // plus the kinks; kinked_panel_scale = 1 covers |z| ≤ 9.
   double kinked_panel_width = 1.0;
   int kinked_panel_nodes = 10;
+  // Check (m, Σ) with ValidateGaussian first. Models that build Σ from their own (checked)
+  // state turn this off: it costs an eigen-decomposition per call, and integration round-off
+  // may leave eigenvalues at −1e-12.
+  bool validate = true;
   long long monte_carlo_samples = 1'000'000;
   std::uint64_t monte_carlo_seed = 1;
 };

@@ -1,16 +1,22 @@
 // moeflow/models/two_layer.hpp
 // Teacher-student two-layer networks as an ODE over the Gram matrix of their vectors
 // (theory.md §1):
-//   student f(x) = sum_i a σ(w_i·x),  i = 1..p,     teacher y = sum_l a* σ*(w*_l·x) + noise,
-// teacher vectors orthonormal, student vectors on the unit sphere (spherical gradient flow).
-// The single-index model (theory.md §3.1) is p = k = 1.
+//   student f(x) = Σ_i a σ(w_i·x),  i = 1..p,     teacher y = Σ_l a* σ*(w*_l·x) + ν,  Var ν = σ²,
+// teacher vectors orthonormal; student vectors free, or on the unit sphere (spherical gradient
+// flow). The single-index model (theory.md §3.1) is p = k = 1, the soft committee machine of
+// Saad & Solla free vectors with σ = σ* = erf(·/√2).
 //
-// The drift is built by one general mechanism: the risk is a function R(Ω) of the Gram
-// matrix Ω = U Uᵀ of all vectors (students first, then teachers), G = ∂R/∂Ω, and
-//   ∇_{u_a} R · u_b = D_ab,  D = 2 G Ω,
-//   d(u_a·u_b)/dt = -Λ (D_ab - D_aa Ω_ab)  [+ the same with a and b swapped if b is a student],
-// where the D_aa term is the projection on the sphere's tangent space. With unit-variance
-// projections the pair expectations are Mehler series, E[σ(h_a)τ(h_b)] = Σ_k c_k(σ)c_k(τ) Ω_ab^k.
+// One general mechanism builds the drift. With u_a the vectors (students first, then
+// teachers), Ω their Gram matrix, ℓ = ½(f − y)² and g_a = ∂ℓ/∂h_a, the gradient overlaps are
+//   D_ab = ∇_{u_a} R · u_b = E[g_a h_b] = a Σ_v s_v E[σ'(h_a) σ_v(h_v) h_b]     (first-order form)
+// (s_v = a for students, −a* for teachers), and
+//   free:       du_a/dt · u_b = −Λ D_ab,
+//   spherical:  du_a/dt · u_b = −Λ (D_ab − D_aa Ω_ab)          (tangent projection),
+//   dΩ_ab/dt = du_a/dt·u_b + u_a·du_b/dt  (+ (η̃/B) Λ² E[g_a g_b] for students a, b in the
+//   online-SGD limit, free vectors).
+// With unit-variance projections (spherical) the pair expectations are Mehler series and
+// D = 2 G Ω with G = ∂R/∂Ω, a fast path of the same quantity; otherwise the Gaussian
+// expectation engine (closed forms for erf) computes them.
 #pragma once
 
 #include <Eigen/Core>
@@ -27,11 +33,16 @@ struct UnitBlock {
   double weight = 1.0;  // second-layer weight of every unit (fixed)
 };
 
+enum class VectorConstraint { kFree, kSpherical };
+
 struct TwoLayerSpec {
   UnitBlock student;
   UnitBlock teacher;
+  VectorConstraint constraint = VectorConstraint::kSpherical;
   double noise_variance = 0.0;  // label noise σ²; adds σ²/2 to the risk
   double learning_rate = 1.0;   // multiplier Λ of the student vectors' gradient flow
+  // η̃/B: the online-SGD term (η̃/B) Λ² E[g_a g_b] of theory.md §1 (0: pure gradient flow).
+  double online_sgd_rate = 0.0;
 };
 
 // E[σ(z1) τ(z2)] for standard normals with correlation ρ, as a truncated Mehler series.
@@ -49,6 +60,7 @@ class MehlerKernel {
 
 class TwoLayerFlow final : public FlowSystem {
  public:
+  // Throws InputError for combinations not derived yet (online-SGD term with spherical vectors).
   explicit TwoLayerFlow(TwoLayerSpec spec);
 
   int students() const { return p_; }
@@ -61,8 +73,12 @@ class TwoLayerFlow final : public FlowSystem {
   Eigen::MatrixXd Unpack(const Eigen::VectorXd& x) const;
 
   double Risk(const Eigen::MatrixXd& gram) const;
-  // G = ∂R/∂Ω off the diagonal (the diagonal is fixed on the sphere).
+  // G = ∂R/∂Ω off the diagonal, on the Mehler path (unit norms).
   Eigen::MatrixXd RiskGradient(const Eigen::MatrixXd& gram) const;
+  // D_ab = ∇_{u_a} R · u_b for the student rows a (the teacher rows are zero).
+  Eigen::MatrixXd GradientOverlaps(const Eigen::MatrixXd& gram) const;
+  // E[g_a g_b] for students a, b (the online-SGD term without its rate).
+  Eigen::MatrixXd GradientCovariance(const Eigen::MatrixXd& gram) const;
   // dΩ/dt for the student rows, as a full symmetric matrix (teacher block zero).
   Eigen::MatrixXd GramDrift(const Eigen::MatrixXd& gram) const;
 
@@ -74,11 +90,14 @@ class TwoLayerFlow final : public FlowSystem {
 
  private:
   const MehlerKernel& Kernel(int a, int b) const;
+  const LinkPtr& LinkOf(int a) const { return a < p_ ? spec_.student.link : spec_.teacher.link; }
   double Sign(int a) const;  // +a for students, -a* for teachers
+  bool UsesMehler() const { return spec_.constraint == VectorConstraint::kSpherical; }
 
   TwoLayerSpec spec_;
   int p_, k_;
   MehlerKernel ss_, st_, tt_;
+  LinkPtr student_derivative_, identity_;
   std::vector<ObservableInfo> observables_;
 };
 

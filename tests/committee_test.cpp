@@ -1,0 +1,148 @@
+// Saad & Solla's soft committee machine (erf, K = M = 2) in the online-SGD limit: the general
+// Gram-matrix engine against an independent implementation (the closed forms of theory.md §2
+// written out here, integrated by a fixed-step RK4 at a small step).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "moeflow/integrate/integrator.hpp"
+#include "moeflow/io/model_file.hpp"
+#include "moeflow/models/model_builder.hpp"
+#include "test_util.hpp"
+
+namespace moeflow {
+namespace {
+
+// Independent reference: overlaps C of the 4 vectors (students 0,1; teachers 2,3), signs s.
+double I2(const Eigen::Matrix4d& C, int a, int b) {
+  return 2 / M_PI * std::asin(C(a, b) / std::sqrt((1 + C(a, a)) * (1 + C(b, b))));
+}
+double I3(const Eigen::Matrix4d& C, int a, int b, int c) {  // E[g'(a) b g(c)]
+  const double l3 = (1 + C(a, a)) * (1 + C(c, c)) - C(a, c) * C(a, c);
+  return 2 / M_PI * (C(b, c) * (1 + C(a, a)) - C(a, b) * C(a, c)) / ((1 + C(a, a)) * std::sqrt(l3));
+}
+double I4(const Eigen::Matrix4d& C, int a, int b, int c, int d) {  // E[g'(a) g'(b) g(c) g(d)]
+  const double l4 = (1 + C(a, a)) * (1 + C(b, b)) - C(a, b) * C(a, b);
+  const double l0 = l4 * C(c, d) - C(b, c) * C(b, d) * (1 + C(a, a)) - C(a, c) * C(a, d) * (1 + C(b, b)) +
+                    C(a, b) * C(a, c) * C(b, d) + C(a, b) * C(a, d) * C(b, c);
+  const double l1 = l4 * (1 + C(c, c)) - C(b, c) * C(b, c) * (1 + C(a, a)) - C(a, c) * C(a, c) * (1 + C(b, b)) +
+                    2 * C(a, b) * C(a, c) * C(b, c);
+  const double l2 = l4 * (1 + C(d, d)) - C(b, d) * C(b, d) * (1 + C(a, a)) - C(a, d) * C(a, d) * (1 + C(b, b)) +
+                    2 * C(a, b) * C(a, d) * C(b, d);
+  return 4 / (M_PI * M_PI) / std::sqrt(l4) * std::asin(l0 / std::sqrt(l1 * l2));
+}
+constexpr double kSign[4] = {1, 1, -1, -1};
+
+Eigen::Matrix4d ReferenceDrift(const Eigen::Matrix4d& C, double lr) {
+  Eigen::Matrix4d D = Eigen::Matrix4d::Zero(), drift = Eigen::Matrix4d::Zero();
+  for (int a = 0; a < 2; ++a) {
+    for (int b = 0; b < 4; ++b) {
+      for (int v = 0; v < 4; ++v) D(a, b) += kSign[v] * I3(C, a, b, v);
+    }
+  }
+  for (int a = 0; a < 2; ++a) {
+    for (int n = 2; n < 4; ++n) drift(a, n) = drift(n, a) = -D(a, n);
+    for (int b = 0; b < 2; ++b) {
+      double noise = 0;
+      for (int v = 0; v < 4; ++v) {
+        for (int w = 0; w < 4; ++w) noise += kSign[v] * kSign[w] * I4(C, a, b, v, w);
+      }
+      drift(a, b) = -D(a, b) - D(b, a) + lr * noise;
+    }
+  }
+  return drift;
+}
+
+double ReferenceRisk(const Eigen::Matrix4d& C) {
+  double r = 0;
+  for (int a = 0; a < 4; ++a) {
+    for (int b = 0; b < 4; ++b) r += 0.5 * kSign[a] * kSign[b] * I2(C, a, b);
+  }
+  return r;
+}
+
+struct EngineRun {
+  FlowSetup setup;
+  Trajectory trajectory;
+  RunSummary summary;
+};
+
+EngineRun RunEngine(const std::vector<std::string>& overrides) {
+  io::ModelFile model = io::ModelFile::Load(testing::ModelPath("committee_erf_k2m2.ini"));
+  for (const std::string& s : overrides) model.Set(s);
+  EngineRun run{BuildFlow(model), {}, {}};
+  run.summary = Integrate(*run.setup.system, run.setup.initial_state, run.setup.options, run.setup.events, &run.trajectory);
+  return run;
+}
+
+// |engine − reference| ≤ 1e-6 (|reference| + 1e-3): relative, with a floor for values near 0.
+constexpr double kRelTol = 1e-6;
+constexpr double kFloor = 1e-3;
+
+TEST(SaadSollaCommittee, EngineMatchesAnIndependentRk4OfTheClosedForms) {
+  const double lr = 0.5, t_end = 150, dt = 2e-3;
+  EngineRun run = RunEngine({"dynamics.lr=0.5", "integrate.t_end=150", "output.grid=linear", "output.points=75",
+                             "integrate.rel_tol=1e-12", "integrate.abs_tol=1e-14"});
+  ASSERT_EQ(run.summary.termination, Termination::kReachedEnd) << run.summary.message;
+  Eigen::Matrix4d C = run.setup.initial_gram;
+  const int steps_per_row = static_cast<int>(std::lround(t_end / 75 / dt));
+  double worst = 0;
+  for (std::size_t row = 0; row < run.trajectory.time.size(); ++row) {
+    if (row > 0) {
+      for (int s = 0; s < steps_per_row; ++s) {  // classic RK4
+        const Eigen::Matrix4d k1 = ReferenceDrift(C, lr), k2 = ReferenceDrift(C + 0.5 * dt * k1, lr),
+                              k3 = ReferenceDrift(C + 0.5 * dt * k2, lr), k4 = ReferenceDrift(C + dt * k3, lr);
+        C += dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4);
+      }
+    }
+    const Eigen::VectorXd& v = run.trajectory.values[row];  // risk, m(2), M(2x2), Q(2x2)
+    auto check = [&](double engine, double reference, const char* what) {
+      const double err = std::abs(engine - reference) / (std::abs(reference) + kFloor);
+      worst = std::max(worst, err);
+      EXPECT_LT(err, kRelTol) << what << " at t = " << run.trajectory.time[row] << ": " << engine << " vs " << reference;
+    };
+    check(v[0], ReferenceRisk(C), "risk");
+    for (int i = 0; i < 2; ++i) {
+      for (int n = 0; n < 2; ++n) check(v[3 + 2 * i + n], C(i, 2 + n), "M");
+      for (int j = 0; j < 2; ++j) check(v[7 + 2 * i + j], C(i, j), "Q");
+    }
+  }
+  std::cout << "largest relative difference engine vs RK4 reference: " << worst << "\n";
+}
+
+TEST(SaadSollaCommittee, PlateauThenSpecialisation) {
+  EngineRun run = RunEngine({"dynamics.lr=0.5"});
+  const auto& t = run.trajectory.time;
+  const auto& values = run.trajectory.values;
+  ASSERT_TRUE(run.summary.events[0].occurred && run.summary.events[1].occurred);
+  // On the plateau (t = 20): risk ≈ 0.015 and every student equally aligned with both teachers.
+  std::size_t mid = 0;
+  while (t[mid] < 20) ++mid;
+  EXPECT_NEAR(values[mid][0], 0.0152, 0.001);
+  const Eigen::VectorXd M = values[mid].segment(3, 4);
+  EXPECT_LT(M.maxCoeff() - M.minCoeff(), 0.05) << M.transpose();
+  // Specialised at the end: each student aligned with one teacher only.
+  const Eigen::VectorXd end = values.back().segment(3, 4);
+  EXPECT_GT(std::max(end[0], end[1]), 0.99);
+  EXPECT_LT(std::min(std::abs(end[0]), std::abs(end[1])), 0.01);
+  EXPECT_LT(values.back()[0], 1e-8);
+  EXPECT_GT(run.summary.events[1].time, 3 * run.summary.events[0].time);  // a long plateau
+}
+
+TEST(SaadSollaCommittee, AsymptoticRiskWithNoiseGrowsLinearlyInLrTimesNoise) {
+  // R_∞ − σ²/2 ∝ η̃ σ² for small η̃ σ²: doubling η̃ doubles the excess risk.
+  const double sigma2 = 0.01;
+  std::vector<double> excess;
+  for (double lr : {0.05, 0.1, 0.2}) {
+    EngineRun run = RunEngine({"dynamics.lr=" + std::to_string(lr), "teacher.noise=" + std::to_string(sigma2),
+                               "integrate.t_end=3000"});
+    excess.push_back(run.trajectory.values.back()[0] - 0.5 * sigma2);
+    std::cout << "lr " << lr << ": asymptotic excess risk " << excess.back() << "\n";
+  }
+  EXPECT_GT(excess[0], 0);
+  EXPECT_NEAR(excess[1] / excess[0], 2.0, 0.1);
+  EXPECT_NEAR(excess[2] / excess[0], 4.0, 0.3);
+}
+
+}  // namespace
+}  // namespace moeflow
