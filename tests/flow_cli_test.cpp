@@ -56,9 +56,7 @@ TEST(FlowCli, WritesAFileThatH5pyReads) {
       "assert a['version'] and 'moeflow flow' in a['command'] and a['d'] == 1000000\n"
       "assert a['termination'] == 'stopped_on_event' and a['seed'] == 1\n"
       "print('h5py ok', len(t), T)\n";
-  const std::string script_path = TempDir() + "/check.py";
-  std::ofstream(script_path) << script;
-  ASSERT_EQ(RunCommand(moeflow::testing::Python() + " " + script_path, &output), 0) << output;
+  ASSERT_EQ(moeflow::testing::RunPython(script, &output), 0) << output;
   EXPECT_NE(output.find("h5py ok"), std::string::npos) << output;
 }
 

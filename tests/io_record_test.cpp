@@ -69,9 +69,7 @@ TEST(Hdf5File, H5pyReadsStringsAsStrAndShapesAsWritten) {
       "assert f['a/cube'].shape == (2, 1, 2) and f['a/empty'].shape == (0,) and f['scalar'][()] == 3.25\n"
       "assert f['a/matrix'][1, 2] == 6 and f['a/matrix'].compression == 'gzip'\n"
       "print('ok')";
-  const std::string script_path = TempDir() + "/check.py";
-  std::ofstream(script_path) << script;
-  ASSERT_EQ(RunCommand(moeflow::testing::Python() + " " + script_path, &output), 0) << output;
+  ASSERT_EQ(moeflow::testing::RunPython(script, &output), 0) << output;
 }
 
 TEST(Hdf5File, WritingReplacesAnExistingFileWhole) {

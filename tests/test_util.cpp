@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <vector>
 
@@ -52,6 +53,12 @@ int RunCommand(const std::string& command, std::string* output) {
   while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output->append(buffer.data(), n);
   const int status = pclose(pipe);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int RunPython(const std::string& script, std::string* output) {
+  const std::string path = TempDir() + "/script.py";
+  std::ofstream(path) << script;
+  return RunCommand(Python() + " " + path, output);
 }
 
 }  // namespace moeflow::testing

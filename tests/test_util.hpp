@@ -19,4 +19,7 @@ std::string TempDir();
 // Runs a shell command; returns its exit status and stores stdout+stderr in *output.
 int RunCommand(const std::string& command, std::string* output);
 
+// Writes `script` to a temporary file and runs it with Python(); like RunCommand.
+int RunPython(const std::string& script, std::string* output);
+
 }  // namespace moeflow::testing

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "cli/commands.hpp"
+#include "cli/options.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/integrate/integrator.hpp"
 #include "moeflow/io/flow_output.hpp"
@@ -65,18 +66,7 @@ void PrintHelp() {
 }
 
 int RunFlow(const Args& args) {
-  po::options_description visible = Options();
-  po::options_description all;
-  all.add(visible).add_options()("model", po::value<std::string>());
-  po::positional_options_description positional;
-  positional.add("model", 1);
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw InputError(std::string(e.what()) + " (see moeflow flow --help)");
-  }
+  const po::variables_map vm = ParseArguments(args, Options(), "model", "flow");
   if (vm.count("help")) {
     PrintHelp();
     return kExitOk;

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "cli/commands.hpp"
+#include "cli/options.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/links/hermite.hpp"
 #include "moeflow/links/link.hpp"
@@ -20,13 +21,7 @@ int RunHermiteCommand(const Args& args) {
       ("scale,a", po::value<double>()->default_value(1.0), "expand f(a z + b): a > 0")
       ("shift,b", po::value<double>()->default_value(0.0), "expand f(a z + b): b")
       ("format,f", po::value<std::string>()->default_value("table"), "table or csv (header k,c_k)");
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(opts).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw InputError(std::string(e.what()) + " (see moeflow hermite --help)");
-  }
+  const po::variables_map vm = ParseArguments(args, opts, nullptr, "hermite");
   if (vm.count("help")) {
     std::cout << "Usage: moeflow hermite --link NAME [--order K] [--scale a] [--shift b] [--format table|csv]\n\n"
                  "Prints the normalised Hermite coefficients c_k = E[f(a z + b) h_k(z)], z ~ N(0,1),\n"

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.hpp"
+#include "cli/options.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/io/record.hpp"
 
@@ -12,16 +13,7 @@ int RunInspectCommand(const Args& args) {
   namespace po = boost::program_options;
   po::options_description visible("Options");
   visible.add_options()("help,h", "show this help");
-  po::options_description all;
-  all.add(visible).add_options()("file", po::value<std::string>());
-  po::positional_options_description positional;
-  positional.add("file", 1);
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  } catch (const po::error& e) {
-    throw InputError(std::string(e.what()) + " (see moeflow inspect --help)");
-  }
+  const po::variables_map vm = ParseArguments(args, visible, "file", "inspect");
   if (vm.count("help")) {
     std::cout << "Usage: moeflow inspect FILE\n\n"
                  "Prints a readable summary of a moeflow HDF5 file (or any HDF5 file): the root\n"

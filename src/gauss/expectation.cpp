@@ -7,6 +7,7 @@
 #include <random>
 #include <sstream>
 
+#include "common/text.hpp"
 #include "gauss/rules.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/links/hermite.hpp"
@@ -14,6 +15,8 @@
 
 namespace moeflow {
 namespace {
+
+std::string Num(double v) { return detail::FormatNumber(v); }
 
 constexpr double kQuadratureHalfWidth = 9.0;  // |z| beyond 9: Gaussian mass < 1e-18
 // Panel edges (times panel_width, mirrored) of the kinked-factor rule on [−9, 9].
@@ -25,13 +28,6 @@ std::string Cat(std::initializer_list<std::string> parts) {
   std::string out;
   for (const std::string& p : parts) out.append(p);
   return out;
-}
-
-std::string Num(double v) {
-  std::ostringstream os;
-  os.precision(6);
-  os << v;
-  return os.str();
 }
 
 // ---------------------------------------------------------------------------------------------

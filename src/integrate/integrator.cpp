@@ -8,18 +8,15 @@
 #include <limits>
 #include <sstream>
 
+#include "common/text.hpp"
 #include "integrate/stepping_driver.hpp"
 #include "moeflow/error.hpp"
 
 namespace moeflow {
 namespace {
 
-std::string Num(double v) {
-  std::ostringstream os;
-  os.precision(6);
-  os << v;
-  return os.str();
-}
+using detail::FormatNumber;
+std::string Num(double v) { return FormatNumber(v); }
 
 constexpr struct {
   StepperType type;

@@ -6,6 +6,7 @@
 #include <iomanip>
 #include <sstream>
 
+#include "common/text.hpp"
 #include "moeflow/version.hpp"
 
 namespace moeflow::io {
@@ -18,12 +19,6 @@ std::string NowIso8601() {
   std::ostringstream os;
   os << std::put_time(&utc, "%Y-%m-%dT%H:%M:%SZ");
   return os.str();
-}
-
-std::string Join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const std::string& s : items) out += (out.empty() ? "" : "\n") + s;
-  return out;
 }
 
 }  // namespace
@@ -78,7 +73,7 @@ Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSu
       {"model", model.ResolvedText()},
       {"model_source", model.SourceText()},
       {"model_file", model.Origin()},
-      {"overrides", Join(model.Overrides())},
+      {"overrides", detail::Join(model.Overrides(), "\n")},
       {"command", command_line},
       {"version", std::string(Version())},
       {"created", NowIso8601()},

@@ -9,6 +9,7 @@
 #include <map>
 #include <sstream>
 
+#include "common/text.hpp"
 #include "moeflow/error.hpp"
 
 namespace moeflow::io {
@@ -16,18 +17,9 @@ namespace po = boost::program_options;
 
 namespace {
 
-std::string Trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  const auto e = s.find_last_not_of(" \t\r\n");
-  return s.substr(b, e - b + 1);
-}
-
-std::string Join(const std::vector<std::string>& items, const std::string& sep) {
-  std::string out;
-  for (std::size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i];
-  return out;
-}
+using detail::Join;
+using detail::Trim;
+std::string FormatDouble(double v) { return detail::FormatNumber(v, 17); }
 
 std::vector<std::string> SplitList(const std::string& text) {
   std::vector<std::string> items;
@@ -38,13 +30,6 @@ std::vector<std::string> SplitList(const std::string& text) {
     if (!item.empty()) items.push_back(item);
   }
   return items;
-}
-
-std::string FormatDouble(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  os << v;
-  return os.str();
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "common/text.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/links/functions.hpp"
 #include "moeflow/links/hermite.hpp"
@@ -15,6 +16,9 @@
 
 namespace moeflow {
 namespace {
+
+using detail::Trim;
+std::string FormatNumber(double v) { return detail::FormatNumber(v, 17); }
 
 constexpr int kMaxHermiteIndex = 60;  // h(k), he(k): k <= 60 (the engine's maximum order)
 
@@ -26,13 +30,6 @@ struct ParsedSpec {
   std::string name;
   std::vector<double> args;
 };
-
-std::string Trim(std::string_view s) {
-  std::size_t b = 0, e = s.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-  return std::string(s.substr(b, e - b));
-}
 
 ParsedSpec Parse(std::string_view spec) {
   ParsedSpec p;
@@ -56,13 +53,6 @@ ParsedSpec Parse(std::string_view spec) {
     p.args.push_back(v);
   }
   return p;
-}
-
-std::string FormatNumber(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  os << v;
-  return os.str();
 }
 
 int HermiteIndex(std::string_view spec, const ParsedSpec& p) {

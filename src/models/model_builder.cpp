@@ -5,18 +5,14 @@
 #include <random>
 #include <sstream>
 
+#include "common/text.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/models/two_layer.hpp"
 
 namespace moeflow {
 namespace {
 
-std::string Num(double v) {
-  std::ostringstream os;
-  os.precision(6);
-  os << v;
-  return os.str();
-}
+std::string Num(double v) { return detail::FormatNumber(v); }
 
 UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
   UnitBlock units;
@@ -81,9 +77,8 @@ IntegratorOptions ReadIntegratorOptions(const io::ModelFile& model) {
   IntegratorOptions o;
   const std::string stepper = model.GetString("integrate.stepper", ToString(o.stepper));
   if (!FromString(stepper, &o.stepper)) {
-    std::string names;
-    for (const std::string& n : StepperNames()) names += (names.empty() ? "" : ", ") + n;
-    ThrowBadValue("integrate.stepper", stepper, "is not a known stepper (known: " + names + ")");
+    ThrowBadValue("integrate.stepper", stepper,
+                  "is not a known stepper (known: " + detail::Join(StepperNames(), ", ") + ")");
   }
   o.abs_tol = model.GetNonNegative("integrate.abs_tol", o.abs_tol);
   o.rel_tol = model.GetNonNegative("integrate.rel_tol", o.rel_tol);
