@@ -172,6 +172,22 @@ class ConditioningQuadrature {
         }
       }
     }
+    // Where the kinks of two later factors j, k meet: the inner integral over z_{i+1} has a
+    // kink in z_i there (solving h_j = κ_j, h_k = κ_k in (z_i, z_{i+1}), later z's at 0).
+    if (i + 1 < n_) {
+      for (int j = i + 1; j < n_; ++j) {
+        for (int k = j + 1; k < n_; ++k) {
+          const double det = L_(j, i) * L_(k, i + 1) - L_(k, i) * L_(j, i + 1);
+          if (std::abs(det) < 1e-14) continue;
+          for (double kj : f_[j]->Kinks()) {
+            for (double kk : f_[k]->Kinks()) {
+              const double p = ((kj - shift_[j]) * L_(k, i + 1) - (kk - shift_[k]) * L_(j, i + 1)) / det;
+              if (p > -kQuadratureHalfWidth && p < kQuadratureHalfWidth) points.push_back(p);
+            }
+          }
+        }
+      }
+    }
     return points;
   }
 
@@ -208,7 +224,7 @@ ExpectationResult Quadrature(const std::vector<LinkPtr>& factors, const Eigen::V
     for (int b = 0; b < n; ++b) cov(a, b) = covariance(order[a], order[b]);
     non_polynomial += f[a]->PolynomialDegree() < 0 ? 1 : 0;
   }
-  const int nodes = ByArity(o.quadrature_nodes, std::max<std::size_t>(non_polynomial, 1), {200, 200, 100, 48, 24});
+  const int nodes = ByArity(o.quadrature_nodes, std::max<std::size_t>(non_polynomial, 1), {200, 200, 128, 48, 24});
   const QuadratureSettings fine{nodes, o.kinked_panel_width, o.kinked_panel_nodes};
   const QuadratureSettings coarse{std::max(4, nodes * 3 / 4), o.kinked_panel_width,
                                   std::max(2, o.kinked_panel_nodes - 3)};

@@ -41,7 +41,7 @@ struct ExpectationOptions {
   // diagram enumeration (polynomial factors cap their rows at their degree).
   int hermite_max_order = 0;
   // Gauss–Hermite nodes per level for smooth non-polynomial factors; 0: by the number r of
-  // non-polynomial factors (r ≤ 2: 200, r = 3: 100, r = 4: 48, more: 24). Non-polynomial
+  // non-polynomial factors (r ≤ 2: 200, r = 3: 128, r = 4: 48, more: 24). Non-polynomial
   // factors are integrated at the outer levels; the polynomial ones inside, exactly.
   int quadrature_nodes = 0;
   // Kinked links: Gauss–Legendre panels with edges ±{0, .75, 1.5, 2.5, 3.75, 5.25, 7, 9}·scale
