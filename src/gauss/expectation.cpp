@@ -35,8 +35,8 @@ std::string Cat(std::initializer_list<std::string> parts) {
 
 class DerivativeLink final : public Link {
  public:
-  explicit DerivativeLink(LinkPtr f) : f_(std::move(f)) {}
-  std::string Spec() const override { return Cat({"d(", f_->Spec(), ")"}); }
+  explicit DerivativeLink(LinkPtr f) : f_(std::move(f)), spec_(Cat({"d(", f_->Spec(), ")"})) {}
+  std::string Spec() const override { return spec_; }
   double Value(double z) const override { return f_->Derivative(z); }
   double Derivative(double z) const override {  // only for completeness: central difference
     const double h = 1e-5 * std::max(1.0, std::abs(z));
@@ -46,6 +46,7 @@ class DerivativeLink final : public Link {
 
  private:
   LinkPtr f_;
+  std::string spec_;
 };
 
 class SteinLink final : public Link {  // f(h)·(h − c)
@@ -88,7 +89,7 @@ class ConditioningQuadrature {
  public:
   ConditioningQuadrature(const std::vector<LinkPtr>& f, const Eigen::VectorXd& m, const Eigen::MatrixXd& cov,
                          const QuadratureSettings& s)
-      : f_(f), m_(m), L_(ConditioningFactor(cov)), s_(s), n_(static_cast<int>(f.size())), shift_(m) {
+      : f_(f), L_(ConditioningFactor(cov)), s_(s), n_(static_cast<int>(f.size())), shift_(m) {
     // Polynomial chains are integrated exactly: level i sees a polynomial of degree
     // Σ_{j≥i} deg f_j in z_i.
     exact_nodes_.assign(n_, -1);
@@ -192,7 +193,6 @@ class ConditioningQuadrature {
   }
 
   const std::vector<LinkPtr>& f_;
-  const Eigen::VectorXd& m_;
   Eigen::MatrixXd L_;
   QuadratureSettings s_;
   int n_;

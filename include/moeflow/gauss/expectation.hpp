@@ -45,7 +45,7 @@ struct ExpectationOptions {
   // factors are integrated at the outer levels; the polynomial ones inside, exactly.
   int quadrature_nodes = 0;
   // Kinked links: Gauss–Legendre panels with edges ±{0, .75, 1.5, 2.5, 3.75, 5.25, 7, 9}·scale
-  // plus the kinks; kinked_panel_scale = 1 covers |z| ≤ 9.
+  // plus the kinks (and where later factors' kinks fall); width 1 covers |z| ≤ 9.
   double kinked_panel_width = 1.0;
   int kinked_panel_nodes = 10;
   // Check (m, Σ) with ValidateGaussian first. Models that build Σ from their own (checked)
