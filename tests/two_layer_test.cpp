@@ -19,8 +19,8 @@ constexpr double kStep = 1e-5;
 
 TwoLayerFlow MakeFlow(int p, int k, const std::string& student_link, const std::string& teacher_link) {
   TwoLayerSpec spec;
-  spec.student = {p, MakeLink(student_link), 0.7};
-  spec.teacher = {k, MakeLink(teacher_link), 1.3};
+  spec.student = {p, MakeLink(student_link), 0.7, nullptr};
+  spec.teacher = {k, MakeLink(teacher_link), 1.3, nullptr};
   spec.learning_rate = 0.8;
   return TwoLayerFlow(spec);
 }
@@ -107,8 +107,8 @@ namespace {
 TEST(TwoLayerFlow, FreeVectorGradientFlowDecreasesRiskAtMinusTheSquaredGradient) {
   for (const char* link : {"erf_sqrt2", "tanh"}) {
     TwoLayerSpec spec;
-    spec.student = {3, MakeLink(link), 0.9};
-    spec.teacher = {2, MakeLink(link), 1.1};
+    spec.student = {3, MakeLink(link), 0.9, nullptr};
+    spec.teacher = {2, MakeLink(link), 1.1, nullptr};
     spec.constraint = VectorConstraint::kFree;
     spec.learning_rate = 0.7;
     const TwoLayerFlow flow(spec);

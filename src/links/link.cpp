@@ -80,14 +80,47 @@ double Sigmoid(double z) { return z >= 0 ? 1 / (1 + std::exp(-z)) : std::exp(z) 
 double NormalCdf(double z) { return 0.5 * std::erfc(-z / std::sqrt(2.0)); }
 double NormalPdf(double z) { return std::exp(-0.5 * z * z) / std::sqrt(2 * M_PI); }
 
+// Derivatives of a link g with g' = a0 + a1 g + a2 g² (sigmoid: g − g², tanh: 1 − g²):
+// every g^(j) is a polynomial P_j(g), P_0 = g, P_{j+1} = P_j'(g) (a0 + a1 g + a2 g²).
+FunctionLink::Tower RiccatiTower(double (*value)(double), double a0, double a1, double a2) {
+  constexpr int kMaxOrder = 24;
+  auto table = std::make_shared<std::vector<std::vector<double>>>();  // monomial coefficients of P_j
+  table->push_back({0.0, 1.0});
+  for (int j = 0; j < kMaxOrder; ++j) {
+    const std::vector<double>& p = table->back();
+    std::vector<double> next(p.size() + 1, 0.0);
+    for (std::size_t i = 1; i < p.size(); ++i) {  // i p_i g^(i−1) · (a0 + a1 g + a2 g²)
+      const double c = static_cast<double>(i) * p[i];
+      next[i - 1] += c * a0;
+      next[i] += c * a1;
+      next[i + 1] += c * a2;
+    }
+    table->push_back(std::move(next));
+  }
+  return [value, table](double z, int n, double* out) {
+    if (n > kMaxOrder) {
+      throw InputError("derivatives of order above " + std::to_string(kMaxOrder) + " are not tabulated");
+    }
+    const double g = value(z);
+    for (int j = 0; j <= n; ++j) {
+      const std::vector<double>& p = (*table)[j];
+      double v = 0.0;
+      for (std::size_t i = p.size(); i-- > 0;) v = v * g + p[i];  // Horner
+      out[j] = v;
+    }
+  };
+}
+
 // An entry for a link without parameters given by its value and derivative.
 Entry Function(const std::string& name, const std::string& description, double (*value)(double),
-               double (*derivative)(double), std::vector<double> kinks = {}) {
+               double (*derivative)(double), std::vector<double> kinks = {}, FunctionLink::Tower tower = {}) {
   return {name, description, [=](std::string_view spec, const ParsedSpec& p) -> LinkPtr {
             ExpectNoArguments(spec, p);
-            return std::make_shared<FunctionLink>(name, value, derivative, kinks);
+            return std::make_shared<FunctionLink>(name, value, derivative, kinks, tower);
           }};
 }
+
+double Tanh(double z) { return std::tanh(z); }
 
 const std::map<std::string, Entry>& Registry() {
   static const std::map<std::string, Entry> registry = {
@@ -106,9 +139,11 @@ const std::map<std::string, Entry>& Registry() {
                              [](double z) { return std::erf(z / std::sqrt(2.0)); },
                              [](double z) { return std::sqrt(2 / M_PI) * std::exp(-0.5 * z * z); })},
       {"tanh", Function("tanh", "tanh(z)", [](double z) { return std::tanh(z); },
-                        [](double z) { return 1 - std::tanh(z) * std::tanh(z); })},
+                        [](double z) { return 1 - std::tanh(z) * std::tanh(z); }, {},
+                        RiccatiTower(Tanh, 1.0, 0.0, -1.0))},
       {"sigmoid", Function("sigmoid", "1/(1 + exp(-z))", Sigmoid,
-                           [](double z) { return Sigmoid(z) * (1 - Sigmoid(z)); })},
+                           [](double z) { return Sigmoid(z) * (1 - Sigmoid(z)); }, {},
+                           RiccatiTower(Sigmoid, 0.0, 1.0, -1.0))},
       {"softplus", Function("softplus", "log(1 + exp(z))",
                             [](double z) { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); },
                             Sigmoid)},

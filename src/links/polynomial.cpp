@@ -39,6 +39,21 @@ double HermitePolynomialLink::Derivative(double z) const {
   return df;
 }
 
+// f^(j) = Σ_k c_k √(k!/(k−j)!) h_{k−j}.
+bool HermitePolynomialLink::Derivatives(double z, int n, double* out) const {
+  const int degree = static_cast<int>(c_.size()) - 1;
+  const std::vector<double> h = NormalisedHermiteValues(degree, z);
+  std::vector<double> c = c_;
+  for (int j = 0; j <= n; ++j) {
+    double f = 0.0;
+    for (int k = 0; k + j <= degree; ++k) f += c[k] * h[k];
+    out[j] = f;
+    for (int k = 0; k + j < degree; ++k) c[k] = c[k + 1] * std::sqrt(k + 1.0);  // differentiate
+    if (degree - j >= 0) c[degree - j] = 0.0;
+  }
+  return true;
+}
+
 int HermitePolynomialLink::PolynomialDegree() const { return static_cast<int>(c_.size()) - 1; }
 
 std::vector<double> HermitePolynomialLink::HermiteCoefficients(int max_order) const {

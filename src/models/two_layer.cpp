@@ -6,6 +6,7 @@
 
 #include "moeflow/error.hpp"
 #include "moeflow/gauss/expectation.hpp"
+#include "moeflow/gauss/gated_pair.hpp"
 
 namespace moeflow {
 namespace {
@@ -59,23 +60,60 @@ double MehlerKernel::Derivative(double rho) const {
 
 TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     : spec_(std::move(spec)),
-      p_(spec_.student.units),
-      k_(spec_.teacher.units),
+      p_(spec_.student.units * (spec_.student.gate ? 2 : 1)),
+      k_(spec_.teacher.units * (spec_.teacher.gate ? 2 : 1)),
+      gated_(spec_.student.gate || spec_.teacher.gate),
       ss_(*spec_.student.link, *spec_.student.link, kMehlerMaxOrder),
       st_(*spec_.student.link, *spec_.teacher.link, kMehlerMaxOrder),
       tt_(*spec_.teacher.link, *spec_.teacher.link, kMehlerMaxOrder),
       student_derivative_(DerivativeOf(spec_.student.link)),
       identity_(MakeLink("identity")) {
-  if (spec_.online_sgd_rate != 0.0 && spec_.constraint != VectorConstraint::kFree) {
-    throw InputError("the online-SGD term (dynamics.online_sgd_rate) is derived for free student vectors "
-                     "only; use student.vectors = free or dynamics.online_sgd_rate = 0");
+  if (spec_.online_sgd_rate != 0.0 && (spec_.constraint != VectorConstraint::kFree || gated_)) {
+    throw InputError("the online-SGD term (dynamics.kind = online_sgd) is derived for free, ungated student "
+                     "vectors only; use student.vectors = free without gates, or dynamics.kind = gradient_flow");
   }
-  observables_ = {
-      {"risk", 1, 1, "population risk R = E[(f - y)^2]/2 (label noise included)"},
-      {"m", k_, 1, "best student cosine with each teacher, max_i w_i·w*_l / |w_i|"},
-      {"M", p_, k_, "student-teacher overlaps w_i·w*_l", true},
-      {"Q", p_, p_, "student-student overlaps w_i·w_j", true},
-  };
+  if (spec_.constraint == VectorConstraint::kNormalised && !gated_) {
+    throw InputError("student.vectors = normalised is for gated units (soft-routed MoE); for ungated units it "
+                     "is the same flow as spherical: use student.vectors = spherical");
+  }
+  const int ps = spec_.student.units, kt = spec_.teacher.units;
+  for (int i = 0; i < ps; ++i) {
+    units_.push_back({spec_.student.weight, spec_.student.link, spec_.student.gate, i, spec_.student.gate ? ps + i : -1});
+  }
+  for (int l = 0; l < kt; ++l) {
+    units_.push_back({-spec_.teacher.weight, spec_.teacher.link, spec_.teacher.gate, p_ + l,
+                      spec_.teacher.gate ? p_ + kt + l : -1});
+  }
+  if (gated_) {
+    if (spec_.constraint == VectorConstraint::kFree) {
+      throw InputError("gated units need unit-norm directions: use student.vectors = normalised or spherical "
+                       "(free gated vectors are not derived yet)");
+    }
+    for (const auto& [block, units] : {std::pair{"student", &spec_.student}, std::pair{"teacher", &spec_.teacher}}) {
+      const std::string why = GatedPairKernel::Unsupported(units->gate.get(), *units->link);
+      if (!why.empty()) throw InputError(std::string(block) + ": " + why);
+    }
+    gated_ss_ = std::make_shared<GatedPairKernel>(spec_.student.gate, spec_.student.link, spec_.student.gate,
+                                                  spec_.student.link);
+    gated_st_ = std::make_shared<GatedPairKernel>(spec_.student.gate, spec_.student.link, spec_.teacher.gate,
+                                                  spec_.teacher.link);
+    gated_tt_ = std::make_shared<GatedPairKernel>(spec_.teacher.gate, spec_.teacher.link, spec_.teacher.gate,
+                                                  spec_.teacher.link);
+  }
+  observables_ = {{"risk", 1, 1, "population risk R = E[(f - y)^2]/2 (label noise included)"}};
+  if (gated_) {
+    observables_.push_back({"m", kt, 1, "best student expert cosine with each teacher expert, max_i w_i·w*_l"});
+    if (spec_.student.gate && spec_.teacher.gate) {
+      observables_.push_back({"m_router", kt, 1, "best student router cosine with each teacher router, max_i v_i·v*_l"});
+      observables_.push_back({"recovered", kt, 1,
+                              "recovery of each teacher pair: max_i min(w_i·w*_l, v_i·v*_l) (both cosines)"});
+    }
+  } else {
+    observables_.push_back({"m", k_, 1, "best student cosine with each teacher, max_i w_i·w*_l / |w_i|"});
+  }
+  observables_.push_back({"M", p_, k_, "student-teacher overlaps (vectors: student experts, student routers; "
+                                       "teacher experts, teacher routers)", true});
+  observables_.push_back({"Q", p_, p_, "student-student overlaps", true});
 }
 
 int TwoLayerFlow::StateSize() const { return p_ * (p_ + 1) / 2 + p_ * k_; }
@@ -113,6 +151,18 @@ double TwoLayerFlow::Sign(int a) const { return a < p_ ? spec_.student.weight : 
 
 double TwoLayerFlow::Risk(const Eigen::MatrixXd& gram) const {
   double r = 0.0;
+  if (gated_) {  // R = ½ Σ_{u,v} s_u s_v E[π_u σ_u π_v σ_v]
+    GatedPairKernel::Prepared prepared;
+    for (std::size_t u = 0; u < units_.size(); ++u) {
+      for (std::size_t v = u; v < units_.size(); ++v) {
+        const GatedPairKernel& kernel = GatedKernel(static_cast<int>(u), static_cast<int>(v));
+        kernel.Prepare(UnitCorrelations(units_[u], units_[v], gram), &prepared);
+        r += (u == v ? 0.5 : 1.0) * units_[u].sign * units_[v].sign *
+             kernel.Value(UnitVariant::kOutput, UnitVariant::kOutput, prepared);
+      }
+    }
+    return r + 0.5 * spec_.noise_variance;
+  }
   for (int a = 0; a < vectors(); ++a) {
     for (int b = a; b < vectors(); ++b) {
       double e = 0;
@@ -120,7 +170,9 @@ double TwoLayerFlow::Risk(const Eigen::MatrixXd& gram) const {
         e = a == b ? Kernel(a, a).AtOne() : Kernel(a, b).Value(gram(a, b));
       } else {
         const Eigen::Matrix2d cov{{gram(a, a), gram(a, b)}, {gram(a, b), gram(b, b)}};
-        e = Expect({LinkOf(a), LinkOf(b)}, Eigen::Vector2d::Zero(), cov, ExpectationBackend::kAuto, StateExpectations()).value;
+        e = Expect({units_[a].sigma, units_[b].sigma}, Eigen::Vector2d::Zero(), cov, ExpectationBackend::kAuto,
+                   StateExpectations())
+                .value;
       }
       r += (a == b ? 0.5 : 1.0) * Sign(a) * Sign(b) * e;
     }
@@ -128,7 +180,62 @@ double TwoLayerFlow::Risk(const Eigen::MatrixXd& gram) const {
   return r + 0.5 * spec_.noise_variance;
 }
 
+const GatedPairKernel& TwoLayerFlow::GatedKernel(int u, int v) const {
+  const int students = spec_.student.units;
+  return u < students && v < students ? *gated_ss_ : (u < students || v < students ? *gated_st_ : *gated_tt_);
+}
+
+GatedPairKernel::Correlations TwoLayerFlow::UnitCorrelations(const Unit& u, const Unit& v, const Eigen::MatrixXd& g) {
+  auto at = [&g](int a, int b) { return a < 0 || b < 0 ? 0.0 : g(a, b); };
+  return {at(u.router, u.expert), at(u.router, v.router), at(u.router, v.expert),
+          at(u.expert, v.router), g(u.expert, v.expert),  at(v.router, v.expert)};
+}
+
+// Stein's lemma on D_ab = E[F ∂_a F h_b] (F = f − y as a function of the projections):
+//   D_ab = Σ_c A_ac Ω_cb,   A_ac = E[∂_a F ∂_c F] + E[F ∂_a∂_c F],
+// where ∂_a∂_c F vanishes unless a and c belong to the same unit. Every term is a pair
+// expectation of unit variants (GatedPairKernel).
+Eigen::MatrixXd TwoLayerFlow::GatedGradientOverlaps(const Eigen::MatrixXd& gram) const {
+  using V = UnitVariant;
+  const int n = vectors();
+  Eigen::MatrixXd a = Eigen::MatrixXd::Zero(n, n);
+  GatedPairKernel::Prepared prepared;
+  for (int iu = 0; iu < spec_.student.units; ++iu) {
+    const Unit& u = units_[iu];
+    const int e = u.expert, r = u.router;
+    for (int iv = 0; iv < static_cast<int>(units_.size()); ++iv) {
+      const Unit& v = units_[iv];
+      const GatedPairKernel& kernel = GatedKernel(iu, iv);
+      kernel.Prepare(UnitCorrelations(u, v, gram), &prepared);
+      const double s = u.sign * v.sign;
+      a(e, v.expert) += s * kernel.Value(V::kExpert, V::kExpert, prepared);
+      if (v.router >= 0) a(e, v.router) += s * kernel.Value(V::kExpert, V::kRouter, prepared);
+      if (r >= 0) {
+        a(r, v.expert) += s * kernel.Value(V::kRouter, V::kExpert, prepared);
+        if (v.router >= 0) a(r, v.router) += s * kernel.Value(V::kRouter, V::kRouter, prepared);
+      }
+      a(e, e) += s * kernel.Value(V::kExpertExpert, V::kOutput, prepared);
+      if (r >= 0) {
+        const double mixed = s * kernel.Value(V::kRouterExpert, V::kOutput, prepared);
+        a(e, r) += mixed;
+        a(r, e) += mixed;
+        a(r, r) += s * kernel.Value(V::kRouterRouter, V::kOutput, prepared);
+      }
+    }
+  }
+  return a * gram;  // teacher rows of a are zero
+}
+
+double TwoLayerFlow::Multiplier(int a) const {
+  const bool router = spec_.student.gate && a >= spec_.student.units;
+  const double lr = router ? spec_.router_learning_rate : spec_.learning_rate;
+  if (spec_.constraint != VectorConstraint::kNormalised) return lr;
+  const double norm = router ? spec_.router_norm : spec_.expert_norm;
+  return lr / (norm * norm);
+}
+
 Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) const {
+  if (gated_) return GatedGradientOverlaps(gram);
   if (UsesMehler()) return 2.0 * RiskGradient(gram) * gram;
   const int n = vectors();
   Eigen::MatrixXd d = Eigen::MatrixXd::Zero(n, n);
@@ -141,7 +248,7 @@ Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) cons
         for (int r = 0; r < 3; ++r) {
           for (int c = 0; c < 3; ++c) cov(r, c) = gram(i[r], i[c]);
         }
-        sum += Sign(v) * Expect({student_derivative_, identity_, LinkOf(v)}, Eigen::Vector3d::Zero(), cov,
+        sum += Sign(v) * Expect({student_derivative_, identity_, units_[v].sigma}, Eigen::Vector3d::Zero(), cov,
                                 ExpectationBackend::kAuto, StateExpectations())
                              .value;
       }
@@ -166,7 +273,8 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
             for (int c = 0; c < 4; ++c) cov4(r, c) = gram(i[r], i[c]);
           }
           sum += Sign(v) * Sign(w) *
-                 Expect({student_derivative_, student_derivative_, LinkOf(v), LinkOf(w)}, Eigen::Vector4d::Zero(), cov4,
+                 Expect({student_derivative_, student_derivative_, units_[v].sigma, units_[w].sigma},
+                        Eigen::Vector4d::Zero(), cov4,
                         ExpectationBackend::kAuto, StateExpectations())
                      .value;
         }
@@ -196,17 +304,17 @@ Eigen::MatrixXd TwoLayerFlow::RiskGradient(const Eigen::MatrixXd& gram) const {
 
 Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const {
   const Eigen::MatrixXd d = GradientOverlaps(gram);                 // D_ab = ∇_a R · u_b
-  const double lr = spec_.learning_rate;
   Eigen::MatrixXd v = Eigen::MatrixXd::Zero(vectors(), vectors());  // v_ab = du_a/dt · u_b
   for (int a = 0; a < p_; ++a) {
+    const double lr = Multiplier(a);
     for (int b = 0; b < vectors(); ++b) {
-      v(a, b) = spec_.constraint == VectorConstraint::kSpherical ? -lr * (d(a, b) - d(a, a) * gram(a, b))
-                                                                  : -lr * d(a, b);
+      v(a, b) = spec_.constraint == VectorConstraint::kFree ? -lr * d(a, b) : -lr * (d(a, b) - d(a, a) * gram(a, b));
     }
   }
   Eigen::MatrixXd drift = v + v.transpose();
   drift.bottomRightCorner(k_, k_).setZero();
   if (spec_.online_sgd_rate != 0.0) {
+    const double lr = spec_.learning_rate;
     drift.topLeftCorner(p_, p_) += spec_.online_sgd_rate * lr * lr * GradientCovariance(gram);
   }
   return drift;
@@ -218,11 +326,22 @@ void TwoLayerFlow::Drift(const Eigen::VectorXd& x, Eigen::VectorXd& dxdt) const 
 
 void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) const {
   const Eigen::MatrixXd gram = Unpack(x);
-  values->resize(1 + k_ + p_ * k_ + p_ * p_);
+  values->resize(ObservableValueCount(observables_));
   int n = 0;
   (*values)[n++] = Risk(gram);
   const Eigen::VectorXd norms = gram.diagonal().head(p_).cwiseSqrt();
-  for (int l = 0; l < k_; ++l) (*values)[n++] = gram.block(0, p_ + l, p_, 1).cwiseQuotient(norms).maxCoeff();
+  const int ps = spec_.student.units, kt = spec_.teacher.units;
+  if (gated_) {  // expert vectors of unit i / l at i and p_ + l, routers at ps + i and p_ + kt + l
+    for (int l = 0; l < kt; ++l) (*values)[n++] = gram.block(0, p_ + l, ps, 1).maxCoeff();
+    if (spec_.student.gate && spec_.teacher.gate) {
+      for (int l = 0; l < kt; ++l) (*values)[n++] = gram.block(ps, p_ + kt + l, ps, 1).maxCoeff();
+      for (int l = 0; l < kt; ++l) {
+        (*values)[n++] = gram.block(0, p_ + l, ps, 1).cwiseMin(gram.block(ps, p_ + kt + l, ps, 1)).maxCoeff();
+      }
+    }
+  } else {
+    for (int l = 0; l < k_; ++l) (*values)[n++] = gram.block(0, p_ + l, p_, 1).cwiseQuotient(norms).maxCoeff();
+  }
   for (int i = 0; i < p_; ++i) {
     for (int l = 0; l < k_; ++l) (*values)[n++] = gram(i, p_ + l);
   }
@@ -233,7 +352,7 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) co
 
 std::string TwoLayerFlow::CheckInvariants(const Eigen::VectorXd& x) const {
   const Eigen::MatrixXd gram = Unpack(x);
-  for (int i = 0; i < p_ && spec_.constraint == VectorConstraint::kSpherical; ++i) {
+  for (int i = 0; i < p_ && spec_.constraint != VectorConstraint::kFree; ++i) {
     if (std::abs(gram(i, i) - 1.0) > kSphereTolerance) {
       std::ostringstream os;
       os << "student " << i << " left the unit sphere: |w|^2 = " << gram(i, i) << " (tolerance "

@@ -22,20 +22,29 @@ namespace moeflow {
 
 class FunctionLink final : public Link {
  public:
+  // The derivatives f, ..., f^(n) at z (optional: empty when not known in closed form).
+  using Tower = std::function<void(double z, int n, double* out)>;
+
   FunctionLink(std::string spec, std::function<double(double)> value,
-               std::function<double(double)> derivative, std::vector<double> kinks = {})
+               std::function<double(double)> derivative, std::vector<double> kinks = {}, Tower tower = {})
       : spec_(std::move(spec)), value_(std::move(value)), derivative_(std::move(derivative)),
-        kinks_(std::move(kinks)) {}
+        kinks_(std::move(kinks)), tower_(std::move(tower)) {}
 
   std::string Spec() const override { return spec_; }
   double Value(double z) const override { return value_(z); }
   double Derivative(double z) const override { return derivative_(z); }
   std::vector<double> Kinks() const override { return kinks_; }
+  bool Derivatives(double z, int n, double* out) const override {
+    if (!tower_) return false;
+    tower_(z, n, out);
+    return true;
+  }
 
  private:
   std::string spec_;
   std::function<double(double)> value_, derivative_;
   std::vector<double> kinks_;
+  Tower tower_;
 };
 
 }  // namespace moeflow

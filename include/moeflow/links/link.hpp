@@ -21,6 +21,9 @@ class Link {
   virtual double Value(double z) const = 0;
   virtual double Derivative(double z) const = 0;
 
+  // f, f', ..., f^(n) at z into out[0..n], when known in closed form (sigmoid, tanh,
+  // polynomials); false otherwise. Used where expectations need higher derivatives of a gate.
+  virtual bool Derivatives(double /*z*/, int /*n*/, double* /*out*/) const { return false; }
   // The degree if the link is a polynomial, -1 otherwise.
   virtual int PolynomialDegree() const { return -1; }
 

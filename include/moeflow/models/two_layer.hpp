@@ -22,25 +22,36 @@
 #include <Eigen/Core>
 #include <vector>
 
+#include "moeflow/gauss/gated_pair.hpp"
 #include "moeflow/integrate/flow_system.hpp"
 #include "moeflow/links/link.hpp"
 
 namespace moeflow {
 
+// `units` copies of weight · π(v·x) σ(w·x): an expert link σ with its expert vector w, and
+// optionally (gate != nullptr) a gate link π with its router vector v (soft routing, theory.md
+// §3.3: each expert has its own gate; the gates do not sum to one).
 struct UnitBlock {
   int units = 1;
   LinkPtr link;         // σ
   double weight = 1.0;  // second-layer weight of every unit (fixed)
+  LinkPtr gate;         // π, or nullptr for an ungated unit
 };
 
-enum class VectorConstraint { kFree, kSpherical };
+// free: unconstrained; spherical: ‖w‖ = 1 with the tangent projection; normalised: the model
+// uses w/‖w‖, gradient flow conserves ‖w‖ and moves w/‖w‖ as spherical flow with Λ/‖w‖².
+enum class VectorConstraint { kFree, kSpherical, kNormalised };
 
 struct TwoLayerSpec {
   UnitBlock student;
   UnitBlock teacher;
   VectorConstraint constraint = VectorConstraint::kSpherical;
   double noise_variance = 0.0;  // label noise σ²; adds σ²/2 to the risk
-  double learning_rate = 1.0;   // multiplier Λ of the student vectors' gradient flow
+  double learning_rate = 1.0;   // multiplier Λ of the student expert vectors (0 freezes them)
+  double router_learning_rate = 1.0;  // multiplier of the student router vectors
+  // Normalised parameterisation: the (conserved) norms of the student expert and router vectors.
+  double expert_norm = 1.0;
+  double router_norm = 1.0;
   // η̃/B: the online-SGD term (η̃/B) Λ² E[g_a g_b] of theory.md §1 (0: pure gradient flow).
   double online_sgd_rate = 0.0;
 };
@@ -58,6 +69,8 @@ class MehlerKernel {
   double at_one_ = 0.0;
 };
 
+// The vectors are ordered: student experts, student routers (if gated), teacher experts,
+// teacher routers (if gated); "students" and "teachers" below count vectors.
 class TwoLayerFlow final : public FlowSystem {
  public:
   // Throws InputError for combinations not derived yet (online-SGD term with spherical vectors).
@@ -89,13 +102,25 @@ class TwoLayerFlow final : public FlowSystem {
   std::string CheckInvariants(const Eigen::VectorXd& x) const override;
 
  private:
+  // One unit: its sign in f − y, links and vector indices (router −1 if ungated).
+  struct Unit {
+    double sign;
+    LinkPtr sigma, gate;
+    int expert, router;
+  };
+  static GatedPairKernel::Correlations UnitCorrelations(const Unit& u, const Unit& v, const Eigen::MatrixXd& gram);
+  const GatedPairKernel& GatedKernel(int u, int v) const;  // by unit indices
+  Eigen::MatrixXd GatedGradientOverlaps(const Eigen::MatrixXd& gram) const;
   const MehlerKernel& Kernel(int a, int b) const;
-  const LinkPtr& LinkOf(int a) const { return a < p_ ? spec_.student.link : spec_.teacher.link; }
-  double Sign(int a) const;  // +a for students, -a* for teachers
-  bool UsesMehler() const { return spec_.constraint == VectorConstraint::kSpherical; }
+  double Sign(int a) const;  // ungated: +a for students, -a* for teachers
+  bool UsesMehler() const { return spec_.constraint == VectorConstraint::kSpherical && !gated_; }
+  double Multiplier(int a) const;  // Λ of student vector a (Λ/‖w‖² when normalised)
 
   TwoLayerSpec spec_;
-  int p_, k_;
+  int p_, k_;  // student and teacher vectors
+  bool gated_;
+  std::vector<Unit> units_;  // students first, then teachers
+  std::shared_ptr<const GatedPairKernel> gated_ss_, gated_st_, gated_tt_;
   MehlerKernel ss_, st_, tt_;
   LinkPtr student_derivative_, identity_;
   std::vector<ObservableInfo> observables_;
