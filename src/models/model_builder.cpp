@@ -19,6 +19,8 @@ UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
   units.units = static_cast<int>(model.GetInteger(block + ".units", 1, 1));
   units.link = model.GetLink(block + ".link", "h(3)");
   units.weight = model.GetDouble(block + ".weight", 1.0);
+  const std::string gate = model.GetString(block + ".gate", "none");
+  if (gate != "none") units.gate = model.GetLink(block + ".gate", "none");
   return units;
 }
 
@@ -39,6 +41,50 @@ Eigen::MatrixXd WithStudentNorm(Eigen::MatrixXd gram, int p, double norm) {
   gram.topRows(p) *= norm;
   gram.leftCols(p) *= norm;
   return gram;
+}
+
+// Replaces the vectors `moved` by their components orthogonal to span(`basis`), normalised, in
+// the Gram matrix (pseudo-inverse of the basis Gram: a dependent basis is fine).
+Eigen::MatrixXd ProjectOut(Eigen::MatrixXd gram, const std::vector<int>& moved, const std::vector<int>& basis) {
+  const int n = static_cast<int>(gram.rows()), nb = static_cast<int>(basis.size());
+  Eigen::MatrixXd gbb(nb, nb), gb(nb, n);
+  for (int i = 0; i < nb; ++i) {
+    for (int j = 0; j < nb; ++j) gbb(i, j) = gram(basis[i], basis[j]);
+    gb.row(i) = gram.row(basis[i]);
+  }
+  const Eigen::MatrixXd coefficients = gbb.completeOrthogonalDecomposition().solve(gb);  // G_BB⁺ G_B·
+  Eigen::MatrixXd projected = gram;
+  for (int i : moved) {
+    // x_i' = x_i − Σ_b c_bi x_b:  x_i'·x_k = G_ik − G_iB c_·k for every k, and
+    // x_i'·x_j' = G_ij − G_iB c_·j for moved j (the projection is idempotent).
+    for (int k = 0; k < n; ++k) projected(i, k) = gram(i, k) - gb.col(i).dot(coefficients.col(k));
+    for (int k = 0; k < n; ++k) projected(k, i) = projected(i, k);
+  }
+  for (int i : moved) {
+    for (int b : basis) projected(i, b) = projected(b, i) = 0.0;
+  }
+  for (int i : moved) {
+    const double norm = std::sqrt(projected(i, i));
+    if (!(norm > 1e-8)) {
+      throw InputError("student.routers_orthogonal: a vector has no component orthogonal to the experts "
+                       "(norm " + Num(norm) + "); raise d");
+    }
+    projected.row(i) /= norm;
+    projected.col(i) /= norm;
+  }
+  return projected;
+}
+
+// Makes every router orthogonal to every expert (the manifold of theory.md §3.3): student experts
+// first lose their components along the teacher routers, then student routers along all experts.
+Eigen::MatrixXd RoutersOrthogonalToExperts(const Eigen::MatrixXd& gram, int m, int m_star) {
+  std::vector<int> student_experts, student_routers, teacher_experts, teacher_routers;
+  for (int i = 0; i < m; ++i) student_experts.push_back(i), student_routers.push_back(m + i);
+  for (int l = 0; l < m_star; ++l) teacher_experts.push_back(2 * m + l), teacher_routers.push_back(2 * m + m_star + l);
+  Eigen::MatrixXd g = ProjectOut(gram, student_experts, teacher_routers);
+  std::vector<int> experts = student_experts;
+  experts.insert(experts.end(), teacher_experts.begin(), teacher_experts.end());
+  return ProjectOut(g, student_routers, experts);
 }
 
 Eigen::MatrixXd ReadInitialGram(const io::ModelFile& model, int p, int k, long long d, std::uint64_t seed,
@@ -112,6 +158,34 @@ std::vector<EventSpec> ReadEvents(const io::ModelFile& model) {
   return events;
 }
 
+// An event on `name[*]` stands for one event per element of a vector observable: `event[i]`.
+std::vector<EventSpec> ExpandEvents(const std::vector<EventSpec>& events, const std::vector<ObservableInfo>& observables) {
+  std::vector<EventSpec> out;
+  for (const EventSpec& e : events) {
+    const std::size_t star = e.observable.find("[*]");
+    if (star == std::string::npos) {
+      out.push_back(e);
+      continue;
+    }
+    const std::string name = detail::Trim(e.observable.substr(0, star));
+    int rows = -1;
+    for (const ObservableInfo& o : observables) {
+      if (o.name == name && o.cols == 1) rows = o.rows;
+    }
+    if (rows < 0) {
+      ThrowBadValue("event." + e.name + ".observable", e.observable,
+                    "uses [*], which needs the name of a vector observable of this model");
+    }
+    for (int i = 0; i < rows; ++i) {
+      EventSpec one = e;
+      one.name = e.name + "_" + std::to_string(i);
+      one.observable = name + "[" + std::to_string(i) + "]";
+      out.push_back(one);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 Eigen::MatrixXd SampleInitialGram(int p, int k, long long d, std::uint64_t seed) {
@@ -148,21 +222,30 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
   spec.teacher = ReadUnits(model, "teacher");
   spec.noise_variance = model.GetNonNegative("teacher.noise", 0.0);
   spec.student = ReadUnits(model, "student");
-  const bool free_vectors = model.GetChoice("student.vectors", "spherical", {"spherical", "free"}) == "free";
-  spec.constraint = free_vectors ? VectorConstraint::kFree : VectorConstraint::kSpherical;
+  const std::string vectors = model.GetChoice("student.vectors", "spherical", {"spherical", "free", "normalised"});
+  const bool free_vectors = vectors == "free";
+  spec.constraint = free_vectors ? VectorConstraint::kFree
+                                 : (vectors == "normalised" ? VectorConstraint::kNormalised : VectorConstraint::kSpherical);
   spec.learning_rate = model.GetNonNegative("student.lr", 1.0);
+  if (spec.student.gate) spec.router_learning_rate = model.GetNonNegative("student.router_lr", 1.0);
+  if (spec.constraint == VectorConstraint::kNormalised) {
+    spec.expert_norm = model.GetPositive("student.expert_norm", 1.0);
+    if (spec.student.gate) spec.router_norm = model.GetPositive("student.router_norm", 1.0);
+  }
   if (model.GetChoice("dynamics.kind", "gradient_flow", {"gradient_flow", "online_sgd"}) == "online_sgd") {
     // Online SGD with η = η̃/d and batch B, in the time t = η·steps, as d → ∞ (theory.md §1).
     spec.online_sgd_rate = model.GetPositive("dynamics.lr", 1.0) /
                            static_cast<double>(model.GetInteger("dynamics.batch", 1, 1));
   }
-  setup.initial_gram =
-      ReadInitialGram(model, spec.student.units, spec.teacher.units, setup.d, setup.seed, free_vectors);
   auto flow = std::make_unique<TwoLayerFlow>(spec);
+  setup.initial_gram = ReadInitialGram(model, flow->students(), flow->teachers(), setup.d, setup.seed, free_vectors);
+  if (spec.student.gate && spec.teacher.gate && model.GetBool("student.routers_orthogonal", false)) {
+    setup.initial_gram = RoutersOrthogonalToExperts(setup.initial_gram, spec.student.units, spec.teacher.units);
+  }
   setup.initial_state = flow->Pack(setup.initial_gram);
   setup.system = std::move(flow);
   setup.options = ReadIntegratorOptions(model);
-  setup.events = ReadEvents(model);
+  setup.events = ExpandEvents(ReadEvents(model), setup.system->Observables());
   // Resolve every event's observable now, so a bad one fails before anything runs.
   for (const EventSpec& e : setup.events) {
     ObservableSelector(e.observable, setup.system->Observables(), "event." + e.name + ".observable");

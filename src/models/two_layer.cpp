@@ -107,6 +107,9 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
       observables_.push_back({"m_router", kt, 1, "best student router cosine with each teacher router, max_i v_i·v*_l"});
       observables_.push_back({"recovered", kt, 1,
                               "recovery of each teacher pair: max_i min(w_i·w*_l, v_i·v*_l) (both cosines)"});
+      observables_.push_back({"cross", 1, 1,
+                              "max |router·expert| over all router and expert vectors (0 on the manifold where "
+                              "routers are orthogonal to experts)"});
     }
   } else {
     observables_.push_back({"m", k_, 1, "best student cosine with each teacher, max_i w_i·w*_l / |w_i|"});
@@ -313,6 +316,11 @@ Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const {
   }
   Eigen::MatrixXd drift = v + v.transpose();
   drift.bottomRightCorner(k_, k_).setZero();
+  if (spec_.constraint != VectorConstraint::kFree) {
+    // Unit norms are exact, not integrated: 2 v_aa = 2Λ D_aa (Ω_aa − 1) would amplify round-off
+    // in Ω_aa at rate 2Λ|D_aa| wherever D_aa < 0.
+    for (int a = 0; a < p_; ++a) drift(a, a) = 0.0;
+  }
   if (spec_.online_sgd_rate != 0.0) {
     const double lr = spec_.learning_rate;
     drift.topLeftCorner(p_, p_) += spec_.online_sgd_rate * lr * lr * GradientCovariance(gram);
@@ -338,6 +346,11 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) co
       for (int l = 0; l < kt; ++l) {
         (*values)[n++] = gram.block(0, p_ + l, ps, 1).cwiseMin(gram.block(ps, p_ + kt + l, ps, 1)).maxCoeff();
       }
+      double cross = 0.0;
+      for (const Unit& u : units_) {
+        for (const Unit& v : units_) cross = std::max(cross, std::abs(gram(u.router, v.expert)));
+      }
+      (*values)[n++] = cross;
     }
   } else {
     for (int l = 0; l < k_; ++l) (*values)[n++] = gram.block(0, p_ + l, p_, 1).cwiseQuotient(norms).maxCoeff();

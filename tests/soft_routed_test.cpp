@@ -1,0 +1,146 @@
+// The shipped soft-routed MoE (models/soft_routed_moe.ini, theory.md §3.3): the risk against the
+// factorised closed form on the router ⟂ expert manifold, invariance of the manifold, expert
+// before router, the √d escape, and the model-file keys of gated units.
+#include <gtest/gtest.h>
+
+#include <Eigen/Eigenvalues>
+#include <cmath>
+#include <map>
+
+#include "moeflow/error.hpp"
+#include "moeflow/integrate/integrator.hpp"
+#include "moeflow/links/link.hpp"
+#include "moeflow/models/model_builder.hpp"
+#include "test_util.hpp"
+
+namespace moeflow {
+namespace {
+
+constexpr int kM = 25, kMStar = 5;  // the shipped model's students and teachers
+
+io::ModelFile ShippedModel(const std::vector<std::string>& overrides) {
+  io::ModelFile model = io::ModelFile::Load(testing::ModelPath("soft_routed_moe.ini"));
+  for (const std::string& s : overrides) model.Set(s);
+  return model;
+}
+
+// theory.md §3.3 (derived there): on the manifold
+//   L = 3 Σ_ij Q_ij³ P(R_ij) − 6 Σ_il γ2_il³ P(γ1_il) + 3 m* P(1),  P(ρ) = Σ_k c_k² ρ^k,
+// with the sigmoid's normalised Hermite coefficients (K = 100; truncation < 1e-15 for |ρ| ≤ 0.9
+// and the series at ρ = 1 converges to ~1e-14).
+double FactorisedLoss(const Eigen::MatrixXd& g) {
+  const std::vector<double> c = MakeLink("sigmoid")->HermiteCoefficients(100);
+  auto p = [&c](double rho) {
+    double v = 0;
+    for (int k = 100; k >= 0; --k) v = v * rho + c[k] * c[k];
+    return v;
+  };
+  double loss = 3 * kMStar * p(1.0);
+  for (int i = 0; i < kM; ++i) {
+    for (int j = 0; j < kM; ++j) loss += 3 * std::pow(g(i, j), 3) * p(g(kM + i, kM + j));
+    for (int l = 0; l < kMStar; ++l) {
+      loss -= 6 * std::pow(g(i, 2 * kM + l), 3) * p(g(kM + i, 2 * kM + kMStar + l));
+    }
+  }
+  return loss;
+}
+
+TEST(SoftRoutedMoe, RoutersOrthogonalInitialGramIsValidAndOnTheManifold) {
+  const FlowSetup setup = BuildFlow(ShippedModel({}));
+  const Eigen::MatrixXd& g = setup.initial_gram;
+  ASSERT_EQ(g.rows(), 2 * kM + 2 * kMStar);
+  EXPECT_LT((g.diagonal().array() - 1).abs().maxCoeff(), 1e-14);
+  EXPECT_GT(Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(g).eigenvalues().minCoeff(), 0.0);
+  for (int router : {0, 1}) {  // student/teacher routers against student/teacher experts
+    for (int i = 0; i < kM + kMStar; ++i) {
+      const int r = i < kM ? kM + i : 2 * kM + kMStar + (i - kM);
+      for (int j = 0; j < kM + kMStar; ++j) {
+        const int e = j < kM ? j : 2 * kM + (j - kM);
+        EXPECT_EQ(g(r, e), 0.0) << router;
+      }
+    }
+  }
+  // Overlaps with the teachers are O(d^(-1/2)) at d = 1000.
+  EXPECT_LT(g.block(0, 2 * kM, 2 * kM, 2 * kMStar).cwiseAbs().maxCoeff(), 5 / std::sqrt(1000.0));
+}
+
+// One run of the shipped model at d = 1000 to t = 60 (≈ 8 s): the general pair expectations
+// against the factorised loss along the trajectory, the manifold kept, each expert first.
+TEST(SoftRoutedMoe, ShippedRunStaysOnTheManifoldAndFindsExpertsBeforeRouters) {
+  const FlowSetup setup = BuildFlow(ShippedModel({}));
+  Trajectory trajectory;
+  const RunSummary summary = Integrate(*setup.system, setup.initial_state, setup.options, setup.events, &trajectory);
+  ASSERT_EQ(summary.termination, Termination::kReachedEnd) << summary.message;
+  const auto offsets = ObservableOffsets(trajectory.observables);
+  std::map<std::string, int> at;
+  for (std::size_t i = 0; i < trajectory.observables.size(); ++i) at[trajectory.observables[i].name] = offsets[i];
+  double cross = 0, worst = 0;
+  for (std::size_t row = 0; row < trajectory.time.size(); ++row) {
+    const Eigen::VectorXd& v = trajectory.values[row];
+    cross = std::max(cross, v[at["cross"]]);
+    if (row % 20 == 0) {  // rebuild the Gram matrix from M and Q and evaluate the closed form
+      Eigen::MatrixXd g = Eigen::MatrixXd::Identity(2 * kM + 2 * kMStar, 2 * kM + 2 * kMStar);
+      for (int a = 0; a < 2 * kM; ++a) {
+        for (int b = 0; b < 2 * kMStar; ++b) g(a, 2 * kM + b) = g(2 * kM + b, a) = v[at["M"] + a * 2 * kMStar + b];
+        for (int b = 0; b < 2 * kM; ++b) g(a, b) = v[at["Q"] + a * 2 * kM + b];
+      }
+      worst = std::max(worst, std::abs(v[at["risk"]] - FactorisedLoss(g)));
+    }
+  }
+  EXPECT_LE(cross, 1e-10);
+  EXPECT_LT(worst, 1e-9) << "risk vs the factorised form";
+  EXPECT_NEAR(trajectory.values.front()[at["risk"]], 26.4, 0.1);  // theory.md §3.3: ≈ 26.4 at d = 1000
+  EXPECT_LT(trajectory.values.back()[at["risk"]], 1e-2);
+  std::map<std::string, double> t;
+  for (const EventRecord& e : summary.events) t[e.spec.name] = e.occurred ? e.time : INFINITY;
+  int recovered = 0;
+  for (int l = 0; l < kMStar; ++l) {
+    const std::string s = std::to_string(l);
+    EXPECT_LT(t["expert_" + s], t["router_" + s]) << "teacher " << l << ": expert found after the router";
+    if (std::isfinite(t["recovered_" + s])) ++recovered;
+  }
+  EXPECT_GE(recovered, 3);
+  std::cout << "pairs recovered by t = 60: " << recovered << " of 5; risk vs factorised form: " << worst << "\n";
+}
+
+// theory.md §3.3: the expert escapes at t ≈ |w|²/(4.5 γ2(0)) with γ2(0) ∝ d^(-1/2). The first
+// time some expert cosine reaches 0.9, over d = 1e2..1e5 (same seed, so the same normal draws
+// scaled by d^(-1/2)): log-log slope 0.5 ± 0.05.
+TEST(SoftRoutedMoe, FirstExpertEscapeTimeGrowsLikeSqrtD) {
+  std::vector<double> x, y;
+  for (double d : {1e2, 1e3, 1e4, 1e5}) {
+    const FlowSetup setup = BuildFlow(ShippedModel({"d=" + std::to_string(d), "integrate.t_end=1000",
+                                                    "event.first_expert.stop=true", "integrate.rel_tol=1e-6"}));
+    Trajectory trajectory;
+    const RunSummary summary = Integrate(*setup.system, setup.initial_state, setup.options, setup.events, &trajectory);
+    ASSERT_EQ(summary.termination, Termination::kStoppedOnEvent) << summary.message;
+    x.push_back(std::log(d));
+    y.push_back(std::log(summary.t_final));
+  }
+  const double mx = (x[0] + x[1] + x[2] + x[3]) / 4, my = (y[0] + y[1] + y[2] + y[3]) / 4;
+  double sxy = 0, sxx = 0;
+  for (int i = 0; i < 4; ++i) sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx);
+  const double slope = sxy / sxx;
+  std::cout << "first expert escape: log-log slope in d " << slope << "\n";
+  EXPECT_NEAR(slope, 0.5, 0.05);
+}
+
+TEST(SoftRoutedMoe, GatedKeysAreCheckedWithClearErrors) {
+  auto error_of = [](const std::vector<std::string>& overrides) -> std::string {
+    try {
+      BuildFlow(ShippedModel(overrides));
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  EXPECT_NE(error_of({"student.gate=relu"}).find("'relu' has no closed-form higher derivatives"), std::string::npos);
+  EXPECT_NE(error_of({"student.link=tanh"}).find("must be a polynomial"), std::string::npos);
+  EXPECT_NE(error_of({"student.vectors=free"}).find("gated units need unit-norm directions"), std::string::npos);
+  EXPECT_NE(error_of({"student.router_norm=-1"}).find("student.router_norm"), std::string::npos);
+  EXPECT_NE(error_of({"student.gate=sigmodi"}).find("unknown link name 'sigmodi'"), std::string::npos);
+  EXPECT_NE(error_of({"event.first_recovery.observable=Q[*]"}).find("vector observable"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace moeflow
