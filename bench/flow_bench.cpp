@@ -66,3 +66,36 @@ void BM_CommitteeErfK2M2ToNn2ppSpan(benchmark::State& state) {
 BENCHMARK(BM_CommitteeErfK2M2ToNn2ppSpan)->Unit(benchmark::kMillisecond);
 
 }  // namespace
+
+namespace {
+
+moeflow::FlowSetup SoftRoutedSetup() {
+  return moeflow::BuildFlow(moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/soft_routed_moe.ini"));
+}
+
+// One right-hand side of the soft-routed MoE, m* = 5, m = 25 (1775 state entries, 750 unit
+// pairs, each ~10 pair expectations by the diagram formula). No peer handles gated units.
+void BM_SoftRoutedMoeDrift(benchmark::State& state) {
+  const moeflow::FlowSetup setup = SoftRoutedSetup();
+  Eigen::VectorXd dxdt(setup.initial_state.size());
+  for (auto _ : state) {
+    setup.system->Drift(setup.initial_state, dxdt);
+    benchmark::DoNotOptimize(dxdt.data());
+  }
+}
+BENCHMARK(BM_SoftRoutedMoeDrift)->Unit(benchmark::kMicrosecond);
+
+// The shipped model to t = 60 (d = 1000, dopri5 rel_tol 1e-8), with its 200 output points.
+void BM_SoftRoutedMoeToT60(benchmark::State& state) {
+  const moeflow::FlowSetup setup = SoftRoutedSetup();
+  long long steps = 0;
+  for (auto _ : state) {
+    moeflow::Trajectory trajectory;
+    steps = moeflow::Integrate(*setup.system, setup.initial_state, setup.options, setup.events, &trajectory)
+                .accepted_steps;
+  }
+  state.counters["accepted_steps"] = static_cast<double>(steps);
+}
+BENCHMARK(BM_SoftRoutedMoeToT60)->Unit(benchmark::kSecond)->Iterations(1);
+
+}  // namespace
