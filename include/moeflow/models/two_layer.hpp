@@ -17,6 +17,12 @@
 // With unit-variance projections (spherical) the pair expectations are Mehler series and
 // D = 2 G Ω with G = ∂R/∂Ω, a fast path of the same quantity; otherwise the Gaussian
 // expectation engine (closed forms for erf) computes them.
+//
+// Gated units π(v·x) σ(w·x) (soft routing, theory.md §3.3) add a router vector per unit. Their
+// gradient overlaps come from Stein's lemma, D_ab = Σ_c A_ac Ω_cb with
+// A_ac = E[∂_a F ∂_c F] + E[F ∂_a∂_c F] (F = f − y), whose terms are the pair expectations of
+// GatedPairKernel (exact for polynomial experts). Normalised vectors (the model uses v/‖v‖,
+// w/‖w‖) move their directions as spherical flow with multiplier Λ/‖·‖².
 #pragma once
 
 #include <Eigen/Core>
