@@ -60,6 +60,24 @@ TEST(FlowCli, WritesAFileThatH5pyReads) {
   EXPECT_NE(output.find("h5py ok"), std::string::npos) << output;
 }
 
+// The committee model has two events that happen one after the other: the plateau, then the
+// specialisation. Their order is printed and stored as each event's `rank`.
+TEST(FlowCli, EventOrderIsPrintedAndStoredAsRanks) {
+  const std::string out = TempDir() + "/committee.h5";
+  std::string output;
+  ASSERT_EQ(RunCommand(CliPath() + " flow " + ModelPath("committee_erf_k2m2.ini") + " -o " + out, &output), 0)
+      << output;
+  EXPECT_NE(output.find("event order:    plateau specialised"), std::string::npos) << output;
+  const std::string script =
+      "import h5py\n"
+      "f = h5py.File('" + out + "', 'r')\n"
+      "e = f['events']\n"
+      "assert e['plateau'].attrs['rank'] == 1 and e['specialised'].attrs['rank'] == 2\n"
+      "assert e['plateau'][()] < e['specialised'][()]\n"
+      "print('ranks ok')\n";
+  ASSERT_EQ(moeflow::testing::RunPython(script, &output), 0) << output;
+}
+
 struct BadCase {
   std::string args;
   std::string message;  // a part the error message must contain

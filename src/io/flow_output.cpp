@@ -1,5 +1,6 @@
 #include "moeflow/io/flow_output.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -49,12 +50,27 @@ Group TrajectoryGroup(const Trajectory& trajectory) {
   return group;
 }
 
+// The order in which the events happened: 1 + the number of events strictly earlier (ties
+// share a rank); 0 for an event that did not happen.
+std::vector<std::int64_t> EventRanks(const std::vector<EventRecord>& events) {
+  std::vector<std::int64_t> ranks(events.size(), 0);
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (!events[i].occurred) continue;
+    ranks[i] = 1;
+    for (const EventRecord& other : events) ranks[i] += other.occurred && other.time < events[i].time;
+  }
+  return ranks;
+}
+
 Group EventsGroup(const std::vector<EventRecord>& events) {
   Group group;
   group.name = "events";
-  for (const EventRecord& e : events) {
+  const std::vector<std::int64_t> ranks = EventRanks(events);
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const EventRecord& e = events[i];
     group.datasets.push_back({e.spec.name, {}, {e.time},
                               {{"value", e.value},
+                               {"rank", ranks[i]},
                                {"occurred", std::int64_t{e.occurred}},
                                {"observable", e.spec.observable},
                                {"op", std::string(ToString(e.spec.comparison))},
@@ -112,6 +128,17 @@ std::string FlowReport(const FlowSetup& setup, const RunSummary& summary, const 
       os << "did not happen (" << e.spec.observable << " " << ToString(e.spec.comparison) << " "
          << e.spec.threshold << ")\n";
     }
+  }
+  const std::vector<std::int64_t> ranks = EventRanks(summary.events);
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < ranks.size(); ++i) {
+    if (ranks[i] > 0) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(), [&ranks](std::size_t a, std::size_t b) { return ranks[a] < ranks[b]; });
+  if (order.size() > 1) {
+    os << "event order:   ";
+    for (std::size_t i : order) os << " " << summary.events[i].spec.name;
+    os << "\n";
   }
   if (!trajectory.time.empty()) {
     const std::vector<int> offsets = ObservableOffsets(trajectory.observables);
