@@ -91,7 +91,10 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     }
     for (const auto& [block, units] : {std::pair{"student", &spec_.student}, std::pair{"teacher", &spec_.teacher}}) {
       const std::string why = GatedPairKernel::Unsupported(units->gate.get(), *units->link);
-      if (!why.empty()) throw InputError(std::string(block) + ": " + why);
+      if (!why.empty()) {
+        const bool gate = why.rfind("the gate", 0) == 0;
+        throw InputError("key '" + std::string(block) + (gate ? ".gate" : ".link") + "': " + why);
+      }
     }
     gated_ss_ = std::make_shared<GatedPairKernel>(spec_.student.gate, spec_.student.link, spec_.student.gate,
                                                   spec_.student.link);
