@@ -153,8 +153,6 @@ const MehlerKernel& TwoLayerFlow::Kernel(int a, int b) const {
   return sa && sb ? ss_ : (sa || sb ? st_ : tt_);
 }
 
-double TwoLayerFlow::Sign(int a) const { return a < p_ ? spec_.student.weight : -spec_.teacher.weight; }
-
 double TwoLayerFlow::Risk(const Eigen::MatrixXd& gram) const {
   double r = 0.0;
   if (gated_) {  // R = ½ Σ_{u,v} s_u s_v E[π_u σ_u π_v σ_v]
@@ -180,7 +178,7 @@ double TwoLayerFlow::Risk(const Eigen::MatrixXd& gram) const {
                    StateExpectations())
                 .value;
       }
-      r += (a == b ? 0.5 : 1.0) * Sign(a) * Sign(b) * e;
+      r += (a == b ? 0.5 : 1.0) * units_[a].sign * units_[b].sign * e;
     }
   }
   return r + 0.5 * spec_.noise_variance;
@@ -254,11 +252,11 @@ Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) cons
         for (int r = 0; r < 3; ++r) {
           for (int c = 0; c < 3; ++c) cov(r, c) = gram(i[r], i[c]);
         }
-        sum += Sign(v) * Expect({student_derivative_, identity_, units_[v].sigma}, Eigen::Vector3d::Zero(), cov,
+        sum += units_[v].sign * Expect({student_derivative_, identity_, units_[v].sigma}, Eigen::Vector3d::Zero(), cov,
                                 ExpectationBackend::kAuto, StateExpectations())
                              .value;
       }
-      d(a, b) = Sign(a) * sum;
+      d(a, b) = units_[a].sign * sum;
     }
   }
   return d;
@@ -278,7 +276,7 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
           for (int r = 0; r < 4; ++r) {
             for (int c = 0; c < 4; ++c) cov4(r, c) = gram(i[r], i[c]);
           }
-          sum += Sign(v) * Sign(w) *
+          sum += units_[v].sign * units_[w].sign *
                  Expect({student_derivative_, student_derivative_, units_[v].sigma, units_[w].sigma},
                         Eigen::Vector4d::Zero(), cov4,
                         ExpectationBackend::kAuto, StateExpectations())
@@ -292,7 +290,7 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
                       ExpectationBackend::kAuto, StateExpectations())
                    .value;
       }
-      e(a, b) = e(b, a) = Sign(a) * Sign(b) * sum;
+      e(a, b) = e(b, a) = units_[a].sign * units_[b].sign * sum;
     }
   }
   return e;
@@ -302,7 +300,7 @@ Eigen::MatrixXd TwoLayerFlow::RiskGradient(const Eigen::MatrixXd& gram) const {
   Eigen::MatrixXd g = Eigen::MatrixXd::Zero(vectors(), vectors());
   for (int a = 0; a < vectors(); ++a) {
     for (int b = a + 1; b < vectors(); ++b) {
-      g(a, b) = g(b, a) = 0.5 * Sign(a) * Sign(b) * Kernel(a, b).Derivative(gram(a, b));
+      g(a, b) = g(b, a) = 0.5 * units_[a].sign * units_[b].sign * Kernel(a, b).Derivative(gram(a, b));
     }
   }
   return g;

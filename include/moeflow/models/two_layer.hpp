@@ -118,14 +118,13 @@ class TwoLayerFlow final : public FlowSystem {
   const GatedPairKernel& GatedKernel(int u, int v) const;  // by unit indices
   Eigen::MatrixXd GatedGradientOverlaps(const Eigen::MatrixXd& gram) const;
   const MehlerKernel& Kernel(int a, int b) const;
-  double Sign(int a) const;  // ungated: +a for students, -a* for teachers
   bool UsesMehler() const { return spec_.constraint == VectorConstraint::kSpherical && !gated_; }
   double Multiplier(int a) const;  // Λ of student vector a (Λ/‖w‖² when normalised)
 
   TwoLayerSpec spec_;
   int p_, k_;  // student and teacher vectors
   bool gated_;
-  std::vector<Unit> units_;  // students first, then teachers
+  std::vector<Unit> units_;  // students first, then teachers (ungated: unit index = vector index)
   std::shared_ptr<const GatedPairKernel> gated_ss_, gated_st_, gated_tt_;
   MehlerKernel ss_, st_, tt_;
   LinkPtr student_derivative_, identity_;
