@@ -27,5 +27,7 @@ const std::vector<Command>& AllCommands();
 int RunFlowCommand(const Args& args);
 int RunInspectCommand(const Args& args);
 int RunHermiteCommand(const Args& args);
+int RunSgdCommand(const Args& args);
+int RunCompareCommand(const Args& args);
 
 }  // namespace moeflow::cli

@@ -1,11 +1,6 @@
 // moeflow flow MODEL [-o OUT] [--set KEY=VALUE ...]: integrate a model's population gradient flow.
-#include <unistd.h>
-
-#include <atomic>
 #include <boost/program_options.hpp>
-#include <csignal>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 
 #include "cli/commands.hpp"
@@ -21,19 +16,6 @@ namespace moeflow::cli {
 namespace {
 
 namespace po = boost::program_options;
-
-std::atomic<bool> g_interrupted{false};
-extern "C" void OnInterrupt(int) { g_interrupted.store(true); }
-
-std::string CommandLine(const Args& args) {
-  std::string line = "moeflow flow";
-  for (const std::string& a : args) line += " " + a;
-  return line;
-}
-
-std::string DefaultOutput(const std::string& model_path) {
-  return std::filesystem::path(model_path).stem().string() + ".h5";
-}
 
 po::options_description Options() {
   po::options_description opts("Options");
@@ -71,22 +53,15 @@ int RunFlow(const Args& args) {
     PrintHelp();
     return kExitOk;
   }
-  if (!vm.count("model")) throw InputError("missing MODEL: moeflow flow MODEL [-o OUT] (see --help)");
+  const io::ModelFile model = LoadModel(vm, "flow");
   const std::string model_path = vm["model"].as<std::string>();
   const std::string output = vm.count("output") ? vm["output"].as<std::string>() : DefaultOutput(model_path);
   const bool quiet = vm.count("quiet") > 0;
-
-  io::ModelFile model = io::ModelFile::Load(model_path);
-  if (vm.count("set")) {
-    for (const std::string& assignment : vm["set"].as<std::vector<std::string>>()) model.Set(assignment);
-  }
   const FlowSetup setup = BuildFlow(model);
 
-  std::signal(SIGINT, OnInterrupt);
-  std::signal(SIGTERM, OnInterrupt);
   IntegrationControl control;
-  control.interrupt = &g_interrupted;
-  const bool show_progress = !quiet && isatty(STDERR_FILENO);
+  control.interrupt = InstallInterruptHandler();
+  const bool show_progress = ShowProgress(quiet);
   if (show_progress) {
     control.progress = [](double t, double t_end) {
       std::fprintf(stderr, "\r  t = %.4g of %.4g", t, t_end);
@@ -101,7 +76,7 @@ int RunFlow(const Args& args) {
     std::cerr << "moeflow flow: interrupted at t = " << summary.t_final << "; nothing written\n";
     return kExitInterrupted;
   }
-  io::WriteFileAtomically(output, io::FlowResultFile(model, setup, summary, trajectory, CommandLine(args)));
+  io::WriteFileAtomically(output, io::FlowResultFile(model, setup, summary, trajectory, CommandLine("flow", args)));
   if (!quiet) {
     std::cout << "model:          " << model_path << "\n"
               << io::FlowReport(setup, summary, trajectory) << "written:        " << output << "\n";

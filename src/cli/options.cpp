@@ -1,5 +1,10 @@
 #include "cli/options.hpp"
 
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+
 #include "moeflow/error.hpp"
 
 namespace moeflow::cli {
@@ -24,5 +29,43 @@ boost::program_options::variables_map ParseArguments(const Args& args,
   }
   return vm;
 }
+
+}  // namespace moeflow::cli
+
+namespace moeflow::cli {
+
+std::string CommandLine(const char* command, const Args& args) {
+  std::string line = std::string("moeflow ") + command;
+  for (const std::string& a : args) line += " " + a;
+  return line;
+}
+
+std::string DefaultOutput(const std::string& model_path, const std::string& suffix) {
+  return std::filesystem::path(model_path).stem().string() + suffix + ".h5";
+}
+
+io::ModelFile LoadModel(const boost::program_options::variables_map& vm, const char* command) {
+  if (!vm.count("model")) {
+    throw InputError(std::string("missing MODEL: moeflow ") + command + " MODEL ... (see moeflow " + command + " --help)");
+  }
+  io::ModelFile model = io::ModelFile::Load(vm["model"].as<std::string>());
+  if (vm.count("set")) {
+    for (const std::string& assignment : vm["set"].as<std::vector<std::string>>()) model.Set(assignment);
+  }
+  return model;
+}
+
+namespace {
+std::atomic<bool> g_interrupted{false};
+extern "C" void OnInterrupt(int) { g_interrupted.store(true); }
+}  // namespace
+
+const std::atomic<bool>* InstallInterruptHandler() {
+  std::signal(SIGINT, OnInterrupt);
+  std::signal(SIGTERM, OnInterrupt);
+  return &g_interrupted;
+}
+
+bool ShowProgress(bool quiet) { return !quiet && isatty(STDERR_FILENO); }
 
 }  // namespace moeflow::cli

@@ -1,7 +1,11 @@
 // Command-line parsing shared by the commands.
 #pragma once
 
+#include <atomic>
 #include <boost/program_options.hpp>
+#include <string>
+
+#include "moeflow/io/model_file.hpp"
 
 #include "cli/commands.hpp"
 
@@ -12,5 +16,16 @@ namespace moeflow::cli {
 boost::program_options::variables_map ParseArguments(const Args& args,
                                                      const boost::program_options::options_description& visible,
                                                      const char* positional, const char* command);
+
+// "moeflow COMMAND ARGS...", for the result files.
+std::string CommandLine(const char* command, const Args& args);
+// <model file stem><suffix>.h5 in the current folder.
+std::string DefaultOutput(const std::string& model_path, const std::string& suffix = "");
+// The model named by the positional "model", with every --set applied. Throws InputError.
+io::ModelFile LoadModel(const boost::program_options::variables_map& vm, const char* command);
+// Ctrl-C and SIGTERM set the returned flag; runs poll it and stop cleanly.
+const std::atomic<bool>* InstallInterruptHandler();
+// Progress lines go to stderr only on a terminal and never with --quiet.
+bool ShowProgress(bool quiet);
 
 }  // namespace moeflow::cli

@@ -80,12 +80,10 @@ Group EventsGroup(const std::vector<EventRecord>& events) {
   return group;
 }
 
-Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSummary& summary,
-                     const Trajectory& trajectory, const std::string& command_line) {
-  Group root;
-  const IntegratorOptions& o = setup.options;
-  root.attributes = {
-      {"kind", std::string("flow")},
+Attributes RunAttributes(const std::string& kind, const ModelFile& model, const FlowSetup& setup,
+                         const std::string& command_line) {
+  return {
+      {"kind", kind},
       {"model", model.ResolvedText()},
       {"model_source", model.SourceText()},
       {"model_file", model.Origin()},
@@ -95,17 +93,26 @@ Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSu
       {"created", NowIso8601()},
       {"d", static_cast<std::int64_t>(setup.d)},
       {"seed", static_cast<std::int64_t>(setup.seed)},
+      {"t_end", setup.options.t_end},
+  };
+}
+
+Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSummary& summary,
+                     const Trajectory& trajectory, const std::string& command_line) {
+  Group root;
+  const IntegratorOptions& o = setup.options;
+  root.attributes = RunAttributes("flow", model, setup, command_line);
+  root.attributes.insert({
       {"stepper", std::string(ToString(o.stepper))},
       {"abs_tol", o.abs_tol},
       {"rel_tol", o.rel_tol},
-      {"t_end", o.t_end},
       {"termination", std::string(ToString(summary.termination))},
       {"message", summary.message},
       {"t_final", summary.t_final},
       {"accepted_steps", static_cast<std::int64_t>(summary.accepted_steps)},
       {"drift_evaluations", static_cast<std::int64_t>(summary.drift_evaluations)},
       {"wall_seconds", summary.wall_seconds},
-  };
+  });
   root.groups.push_back(TrajectoryGroup(trajectory));
   root.groups.push_back(EventsGroup(summary.events));
   return root;

@@ -87,36 +87,73 @@ Eigen::MatrixXd RoutersOrthogonalToExperts(const Eigen::MatrixXd& gram, int m, i
   return ProjectOut(g, student_routers, experts);
 }
 
-Eigen::MatrixXd ReadInitialGram(const io::ModelFile& model, int p, int k, long long d, std::uint64_t seed,
-                                bool free_vectors) {
-  const std::string init = model.GetChoice("student.init", "uniform", {"uniform", "random"});
-  const double norm = free_vectors ? model.GetPositive("student.norm", 1.0) : 1.0;
-  if (init == "random") {
+InitialOverlaps ReadInitialOverlaps(const io::ModelFile& model, const TwoLayerFlow& flow, long long d) {
+  const TwoLayerSpec& spec = flow.spec();
+  InitialOverlaps init;
+  init.students = flow.students();
+  init.teachers = flow.teachers();
+  init.student_units = spec.student.units;
+  init.teacher_units = spec.teacher.units;
+  init.d = d;
+  const int p = init.students, k = init.teachers;
+  init.random = model.GetChoice("student.init", "uniform", {"uniform", "random"}) == "random";
+  init.norm = spec.constraint == VectorConstraint::kFree ? model.GetPositive("student.norm", 1.0) : 1.0;
+  if (spec.student.gate && spec.teacher.gate) init.routers_orthogonal = model.GetBool("student.routers_orthogonal", false);
+  if (init.random) {
     if (d < p + k) {
       ThrowBadValue("d", std::to_string(d), "must be >= students + teachers = " + std::to_string(p + k) +
                                                 " for student.init = random");
     }
-    return WithStudentNorm(SampleInitialGram(p, k, d, seed), p, norm);
+    return init;
   }
   const std::string m0_text = model.GetString("student.m0", "auto");
-  double m0 = 1.0 / std::sqrt(static_cast<double>(d));
+  init.m0 = 1.0 / std::sqrt(static_cast<double>(d));
   if (m0_text != "auto") {
     const auto v = io::ParseNumber(m0_text);
     if (!v || std::abs(*v) > 1) ThrowBadValue("student.m0", m0_text, "must be 'auto' (d^(-1/2)) or a number in [-1, 1]");
-    m0 = *v;
+    init.m0 = *v;
   }
-  const double q0 = model.GetDouble("student.q0", 0.0);
-  if (std::abs(q0) > 1) ThrowBadValue("student.q0", Num(q0), "must be in [-1, 1]");
-  const Eigen::MatrixXd gram = UniformGram(p, k, m0, q0);
+  init.q0 = model.GetDouble("student.q0", 0.0);
+  if (std::abs(init.q0) > 1) ThrowBadValue("student.q0", Num(init.q0), "must be in [-1, 1]");
+  const Eigen::MatrixXd gram = UniformGram(p, k, init.m0, init.q0);
   const double smallest =
       Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
   if (smallest < -1e-12) {
-    throw InputError("keys 'student.m0' = " + Num(m0) + " and 'student.q0' = " + Num(q0) +
-                     " with " + std::to_string(p) + " students and " + std::to_string(k) +
+    throw InputError("keys 'student.m0' = " + Num(init.m0) + " and 'student.q0' = " + Num(init.q0) + " with " +
+                     std::to_string(p) + " students and " + std::to_string(k) +
                      " teachers give an initial Gram matrix that is not positive semi-definite "
                      "(smallest eigenvalue " + Num(smallest) + "): no vectors have these overlaps");
   }
-  return WithStudentNorm(gram, p, norm);
+  return init;
+}
+
+// The [sgd] section: η as sgd.lr · d^(−sgd.lr_exponent); for an online-SGD model (whose ODE
+// holds for η = η̃/d) the defaults are η = dynamics.lr / d and B = dynamics.batch.
+SgdOptions ReadSgdOptions(const io::ModelFile& model, long long d, bool online_sgd_model) {
+  SgdOptions o;
+  o.d = d;
+  const double dd = static_cast<double>(d);
+  double default_lr = 0.0, default_exponent = 0.0;
+  long long default_batch = 1;
+  if (online_sgd_model) {
+    default_lr = model.GetPositive("dynamics.lr", 1.0);
+    default_exponent = 1.0;
+    default_batch = model.GetInteger("dynamics.batch", 1, 1);
+  }
+  const double lr = model.Has("sgd.lr") ? model.GetPositive("sgd.lr", 1.0) : default_lr;
+  const double exponent = model.GetDouble("sgd.lr_exponent", model.Has("sgd.lr") ? 0.0 : default_exponent);
+  o.learning_rate = lr * std::pow(dd, -exponent);
+  o.batch = static_cast<int>(model.GetInteger("sgd.batch", default_batch, 1));
+  o.samples = model.GetInteger("sgd.samples", 0, 0);
+  o.test_samples = model.GetInteger("sgd.test_samples", 0, 0);
+  const std::string engine = model.GetChoice("sgd.engine", "auto", {"auto", "vectors", "overlaps"});
+  o.engine = engine == "vectors" ? SgdEngine::kVectors : (engine == "overlaps" ? SgdEngine::kOverlaps : SgdEngine::kAuto);
+  o.event_resolution = model.GetPositive("sgd.event_resolution", o.event_resolution);
+  o.max_steps = model.GetInteger("sgd.max_steps", o.max_steps, 1);
+  if (o.samples > 0 && o.samples < o.batch) {
+    ThrowBadValue("sgd.samples", std::to_string(o.samples), "must be >= sgd.batch = " + std::to_string(o.batch));
+  }
+  return o;
 }
 
 IntegratorOptions ReadIntegratorOptions(const io::ModelFile& model) {
@@ -214,6 +251,13 @@ Eigen::MatrixXd SampleInitialGram(int p, int k, long long d, std::uint64_t seed)
   return gram;
 }
 
+Eigen::MatrixXd MakeInitialGram(const InitialOverlaps& init, std::uint64_t seed) {
+  const int p = init.students, k = init.teachers;
+  Eigen::MatrixXd gram = init.random ? SampleInitialGram(p, k, init.d, seed) : UniformGram(p, k, init.m0, init.q0);
+  if (init.routers_orthogonal) gram = RoutersOrthogonalToExperts(gram, init.student_units, init.teacher_units);
+  return WithStudentNorm(gram, p, init.norm);
+}
+
 FlowSetup BuildFlow(const io::ModelFile& model) {
   FlowSetup setup;
   setup.d = model.GetInteger("d", 1);
@@ -223,8 +267,7 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
   spec.noise_variance = model.GetNonNegative("teacher.noise", 0.0);
   spec.student = ReadUnits(model, "student");
   const std::string vectors = model.GetChoice("student.vectors", "spherical", {"spherical", "free", "normalised"});
-  const bool free_vectors = vectors == "free";
-  spec.constraint = free_vectors ? VectorConstraint::kFree
+  spec.constraint = vectors == "free" ? VectorConstraint::kFree
                                  : (vectors == "normalised" ? VectorConstraint::kNormalised : VectorConstraint::kSpherical);
   spec.learning_rate = model.GetNonNegative("student.lr", 1.0);
   if (spec.student.gate) spec.router_learning_rate = model.GetNonNegative("student.router_lr", 1.0);
@@ -238,11 +281,10 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
                            static_cast<double>(model.GetInteger("dynamics.batch", 1, 1));
   }
   auto flow = std::make_unique<TwoLayerFlow>(spec);
-  setup.initial_gram = ReadInitialGram(model, flow->students(), flow->teachers(), setup.d, setup.seed, free_vectors);
-  if (spec.student.gate && spec.teacher.gate && model.GetBool("student.routers_orthogonal", false)) {
-    setup.initial_gram = RoutersOrthogonalToExperts(setup.initial_gram, spec.student.units, spec.teacher.units);
-  }
+  setup.init = ReadInitialOverlaps(model, *flow, setup.d);
+  setup.initial_gram = MakeInitialGram(setup.init, setup.seed);
   setup.initial_state = flow->Pack(setup.initial_gram);
+  setup.sgd = ReadSgdOptions(model, setup.d, spec.online_sgd_rate != 0.0);
   setup.system = std::move(flow);
   setup.options = ReadIntegratorOptions(model);
   setup.events = ExpandEvents(ReadEvents(model), setup.system->Observables());

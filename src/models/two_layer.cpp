@@ -230,10 +230,15 @@ Eigen::MatrixXd TwoLayerFlow::GatedGradientOverlaps(const Eigen::MatrixXd& gram)
   return a * gram;  // teacher rows of a are zero
 }
 
-double TwoLayerFlow::Multiplier(int a) const {
+double TwoLayerFlow::StudentMultiplier(int a) const {
   const bool router = spec_.student.gate && a >= spec_.student.units;
-  const double lr = router ? spec_.router_learning_rate : spec_.learning_rate;
+  return router ? spec_.router_learning_rate : spec_.learning_rate;
+}
+
+double TwoLayerFlow::Multiplier(int a) const {
+  const double lr = StudentMultiplier(a);
   if (spec_.constraint != VectorConstraint::kNormalised) return lr;
+  const bool router = spec_.student.gate && a >= spec_.student.units;
   const double norm = router ? spec_.router_norm : spec_.expert_norm;
   return lr / (norm * norm);
 }

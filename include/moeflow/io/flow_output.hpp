@@ -20,6 +20,12 @@
 namespace moeflow::io {
 
 Group TrajectoryGroup(const Trajectory& trajectory);
+// The attributes every result file's root carries: kind, model text and source, overrides,
+// command, version, creation time, d, seed, t_end.
+Attributes RunAttributes(const std::string& kind, const ModelFile& model, const FlowSetup& setup,
+                         const std::string& command_line);
+// 1 + the number of events strictly earlier (ties share a rank); 0 if it did not happen.
+std::vector<std::int64_t> EventRanks(const std::vector<EventRecord>& events);
 Group EventsGroup(const std::vector<EventRecord>& events);
 
 Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSummary& summary,

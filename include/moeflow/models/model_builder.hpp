@@ -11,13 +11,32 @@
 #include "moeflow/integrate/flow_system.hpp"
 #include "moeflow/integrate/integrator.hpp"
 #include "moeflow/io/model_file.hpp"
+#include "moeflow/models/two_layer.hpp"
+#include "moeflow/sgd/simulator.hpp"
 
 namespace moeflow {
 
+// How the student starts (keys student.init, m0, q0, norm, routers_orthogonal): everything
+// but the seed, so that every seed of a sweep draws its own overlaps by the same routine.
+struct InitialOverlaps {
+  bool random = false;  // student.init = random; else uniform overlaps m0, q0
+  double m0 = 0.0, q0 = 0.0;
+  double norm = 1.0;    // initial ‖w_i‖ (free vectors)
+  bool routers_orthogonal = false;
+  int students = 0, teachers = 0;            // vectors
+  int student_units = 0, teacher_units = 0;  // units (gated: two vectors each)
+  long long d = 0;
+};
+
+// The initial Gram matrix of all vectors (students first, then teachers) for `seed`.
+Eigen::MatrixXd MakeInitialGram(const InitialOverlaps& init, std::uint64_t seed);
+
 struct FlowSetup {
-  std::unique_ptr<FlowSystem> system;
+  std::unique_ptr<TwoLayerFlow> system;
   Eigen::VectorXd initial_state;
-  Eigen::MatrixXd initial_gram;  // all vectors: students first, then teachers
+  Eigen::MatrixXd initial_gram;  // all vectors: students first, then teachers (for `seed`)
+  InitialOverlaps init;
+  SgdOptions sgd;  // the [sgd] section (learning_rate 0 if the model gives none)
   IntegratorOptions options;
   std::vector<EventSpec> events;
   long long d = 0;

@@ -82,6 +82,9 @@ class TwoLayerFlow final : public FlowSystem {
   // Throws InputError for combinations not derived yet (online-SGD term with spherical vectors).
   explicit TwoLayerFlow(TwoLayerSpec spec);
 
+  const TwoLayerSpec& spec() const { return spec_; }
+  // The learning-rate multiplier of student vector a's block (student.lr or student.router_lr).
+  double StudentMultiplier(int a) const;
   int students() const { return p_; }
   int teachers() const { return k_; }
   int vectors() const { return p_ + k_; }

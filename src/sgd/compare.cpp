@@ -1,0 +1,144 @@
+#include "moeflow/sgd/compare.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <exception>
+#include <thread>
+
+#include "moeflow/error.hpp"
+
+namespace moeflow {
+namespace {
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Offsets and sizes of the overlap observables M and Q.
+std::vector<std::pair<int, int>> OverlapRanges(const std::vector<ObservableInfo>& observables) {
+  std::vector<std::pair<int, int>> ranges;
+  const std::vector<int> offsets = ObservableOffsets(observables);
+  for (std::size_t i = 0; i < observables.size(); ++i) {
+    if (observables[i].name == "M" || observables[i].name == "Q") ranges.emplace_back(offsets[i], observables[i].size());
+  }
+  return ranges;
+}
+
+double OverlapDistance(const DimensionComparison& c) {
+  const auto ranges = OverlapRanges(c.sgd.front().trajectory.observables);
+  std::size_t rows = SIZE_MAX;
+  for (std::size_t s = 0; s < c.sgd.size(); ++s) {
+    rows = std::min({rows, c.sgd[s].trajectory.time.size(), c.ode_trajectories[s].time.size()});
+  }
+  double sup = 0.0;
+  std::vector<double> diffs(c.sgd.size());
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (const auto& [offset, size] : ranges) {
+      for (int j = offset; j < offset + size; ++j) {
+        for (std::size_t s = 0; s < c.sgd.size(); ++s) {
+          diffs[s] = c.sgd[s].trajectory.values[r][j] - c.ode_trajectories[s].values[r][j];
+        }
+        sup = std::max(sup, std::abs(Median(diffs)));
+      }
+    }
+  }
+  return sup;
+}
+
+}  // namespace
+
+void ParallelFor(std::size_t count, int threads, const std::function<void(std::size_t)>& fn) {
+  std::vector<std::exception_ptr> errors(count);
+  std::atomic<std::size_t> next{0};
+  auto worker = [&]() {
+    for (std::size_t i = next++; i < count; i = next++) {
+      try {
+        fn(i);
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
+    }
+  };
+  const int used = std::max(1, std::min<int>(threads, static_cast<int>(count)));
+  std::vector<std::thread> pool;
+  for (int i = 1; i < used; ++i) pool.emplace_back(worker);
+  worker();
+  for (std::thread& t : pool) t.join();
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+OdeSgdComparison CompareOdeSgd(const io::ModelFile& model, const CompareOptions& options) {
+  if (options.dimensions.empty()) throw InputError("compare: give at least one d (--d LIST)");
+  if (options.seeds < 1) ThrowBadValue("--seeds", std::to_string(options.seeds), "must be >= 1");
+  OdeSgdComparison result;
+  for (long long d : options.dimensions) {
+    io::ModelFile at_d = model;
+    at_d.Set("d=" + std::to_string(d));
+    const FlowSetup setup = BuildFlow(at_d);
+    setup.sgd.Validate(setup.system->vectors());
+    result.events = setup.events;
+    DimensionComparison c;
+    c.d = d;
+    c.learning_rate = setup.sgd.learning_rate;
+    std::vector<std::uint64_t> seeds;
+    for (int i = 0; i < options.seeds; ++i) seeds.push_back(setup.seed + static_cast<std::uint64_t>(i));
+    auto initial = [&setup](std::uint64_t seed) { return MakeInitialGram(setup.init, seed); };
+    c.sgd = SimulateSgdSeeds(*setup.system, initial, setup.sgd, setup.options, setup.events, seeds, options.threads,
+                             options.control);
+    for (const SgdRun& r : c.sgd) {
+      if (r.summary.termination == Termination::kInterrupted) return result;
+    }
+    c.ode.resize(seeds.size());
+    c.ode_trajectories.resize(seeds.size());
+    ParallelFor(seeds.size(), options.threads, [&](std::size_t s) {
+      IntegratorOptions o = setup.options;  // the ODE on the SGD run's own recorded times
+      o.output_times = c.sgd[s].trajectory.time;
+      o.output_every_step = false;
+      IntegrationControl control;
+      control.interrupt = options.control.interrupt;
+      c.ode[s] = Integrate(*setup.system, setup.system->Pack(c.sgd[s].initial_gram), o, setup.events,
+                           &c.ode_trajectories[s], control);
+    });
+    for (std::size_t e = 0; e < setup.events.size(); ++e) {
+      std::vector<double> ode, sgd;
+      for (std::size_t s = 0; s < seeds.size(); ++s) {
+        ode.push_back(c.ode[s].events[e].time);
+        sgd.push_back(c.sgd[s].summary.events[e].time);
+      }
+      c.ode_times.push_back(Summarise(ode));
+      c.sgd_times.push_back(Summarise(sgd));
+    }
+    c.overlap_distance = OverlapDistance(c);
+    result.dimensions.push_back(std::move(c));
+  }
+  std::vector<double> ds, distances;
+  for (const DimensionComparison& c : result.dimensions) {
+    ds.push_back(static_cast<double>(c.d));
+    distances.push_back(c.overlap_distance);
+  }
+  result.distance_scaling = FitPowerLaw(ds, distances);
+  for (std::size_t e = 0; e < result.events.size(); ++e) {
+    EventScaling s;
+    s.name = result.events[e].name;
+    std::vector<double> ode_t, sgd_t, ode_n, sgd_n;
+    for (const DimensionComparison& c : result.dimensions) {
+      ode_t.push_back(c.ode_times[e].median);
+      sgd_t.push_back(c.sgd_times[e].median);
+      ode_n.push_back(c.ode_times[e].median / c.learning_rate);
+      sgd_n.push_back(c.sgd_times[e].median / c.learning_rate);
+    }
+    s.ode_time = FitPowerLaw(ds, ode_t);
+    s.sgd_time = FitPowerLaw(ds, sgd_t);
+    s.ode_steps = FitPowerLaw(ds, ode_n);
+    s.sgd_steps = FitPowerLaw(ds, sgd_n);
+    result.scaling.push_back(s);
+  }
+  return result;
+}
+
+}  // namespace moeflow

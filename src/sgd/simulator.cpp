@@ -1,0 +1,490 @@
+#include "moeflow/sgd/simulator.hpp"
+
+#include <Eigen/Cholesky>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "common/text.hpp"
+#include "moeflow/error.hpp"
+#include "moeflow/sgd/compare.hpp"
+#include "sgd/batch_gradient.hpp"
+
+namespace moeflow {
+namespace {
+
+// SplitMix64: decorrelated engine seeds for the streams of one run (0: training, 1: test).
+std::uint64_t StreamSeed(std::uint64_t seed, std::uint64_t stream) {
+  std::uint64_t z = seed * 0x9E3779B97F4A7C15ULL + (stream + 1) * 0xD1B54A32D192ED03ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+using Rng = std::mt19937_64;
+
+void FillNormal(Rng& rng, double* out, Eigen::Index count) {
+  std::normal_distribution<double> normal(0.0, 1.0);
+  for (Eigen::Index i = 0; i < count; ++i) out[i] = normal(rng);
+}
+
+// F with Ω = F Fᵀ, F (n × r) from a pivoted LDLᵀ; r counts the pivots above the round-off
+// level. Returns false if Ω has a clearly negative pivot.
+bool GramFactor(const Eigen::MatrixXd& gram, Eigen::MatrixXd* factor, double* worst_pivot) {
+  const Eigen::LDLT<Eigen::MatrixXd> ldlt(gram);
+  const Eigen::VectorXd pivots = ldlt.vectorD();
+  const double scale = std::max(1.0, pivots.cwiseAbs().maxCoeff());
+  const double floor = 1e-13 * scale;
+  *worst_pivot = pivots.minCoeff();
+  if (*worst_pivot < -1e-9 * scale) return false;
+  const Eigen::MatrixXd l = ldlt.matrixL();
+  const Eigen::MatrixXd pl = ldlt.transpositionsP().transpose() * l;  // Pᵀ L
+  int r = 0;
+  for (Eigen::Index i = 0; i < pivots.size(); ++i) r += pivots[i] > floor;
+  factor->resize(gram.rows(), r);
+  int c = 0;
+  for (Eigen::Index i = 0; i < pivots.size(); ++i) {
+    if (pivots[i] > floor) factor->col(c++) = pl.col(i) * std::sqrt(pivots[i]);
+  }
+  return true;
+}
+
+// One engine's state and its two operations: draw a batch's projections (and what the Gram
+// update needs), and apply U' = A U − Δᵀ X.
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  // The raw projections H = X Uᵀ (B × n) of a fresh batch.
+  virtual void DrawBatch(Rng& rng, Eigen::MatrixXd* h) = 0;
+  // Applies the update to the student rows (a: p, delta: B × p).
+  virtual void Update(const Eigen::VectorXd& a, const Eigen::MatrixXd& delta) = 0;
+  virtual void Normalise() = 0;  // student rows back to unit norm (spherical)
+  virtual Eigen::MatrixXd Gram() const = 0;
+  virtual Eigen::VectorXd StudentNorms() const = 0;
+};
+
+class VectorEngine final : public Engine {
+ public:
+  VectorEngine(const Eigen::MatrixXd& gram, int p, long long d, int batch)
+      : p_(p), u_(VectorsFromGram(gram, p, d)), x_(batch, d), h_(batch, gram.rows()) {}
+
+  void DrawBatch(Rng& rng, Eigen::MatrixXd* h) override {
+    FillNormal(rng, x_.data(), x_.size());
+    h->noalias() = x_ * u_.transpose();
+  }
+  // A fixed batch: rows of a training set.
+  void SetBatch(const Eigen::MatrixXd& x, Eigen::MatrixXd* h) {
+    x_ = x;
+    h->noalias() = x_ * u_.transpose();
+  }
+  void Update(const Eigen::VectorXd& a, const Eigen::MatrixXd& delta) override {
+    u_.topRows(p_) = a.asDiagonal() * u_.topRows(p_);
+    u_.topRows(p_).noalias() -= delta.transpose() * x_;
+  }
+  void Normalise() override { u_.topRows(p_).rowwise().normalize(); }
+  Eigen::MatrixXd Gram() const override { return u_ * u_.transpose(); }
+  Eigen::VectorXd StudentNorms() const override { return u_.topRows(p_).rowwise().norm(); }
+  const Eigen::MatrixXd& vectors() const { return u_; }
+
+ private:
+  int p_;
+  Eigen::MatrixXd u_;  // n × d, row-major would not help the products here
+  Eigen::MatrixXd x_;  // B × d
+  Eigen::MatrixXd h_;
+};
+
+class OverlapEngine final : public Engine {
+ public:
+  OverlapEngine(const Eigen::MatrixXd& gram, int p, long long d, int batch)
+      : p_(p), d_(d), gram_(gram), h_(batch, gram.rows()), xx_(batch, batch) {}
+
+  void DrawBatch(Rng& rng, Eigen::MatrixXd* h) override {
+    double worst = 0.0;
+    if (!GramFactor(gram_, &factor_, &worst)) {
+      std::ostringstream os;
+      os << "the Gram matrix of the SGD state is not positive semi-definite (pivot " << worst << ")";
+      throw Error(os.str());
+    }
+    const Eigen::Index batch = h_.rows(), r = factor_.cols();
+    z_.resize(batch, r);
+    FillNormal(rng, z_.data(), z_.size());
+    h->noalias() = z_ * factor_.transpose();
+    // X Xᵀ = Z Zᵀ + W, W ~ Wishart_B(d − r) by Bartlett's decomposition W = T Tᵀ.
+    t_.setZero(batch, batch);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    for (Eigen::Index i = 0; i < batch; ++i) {
+      std::chi_squared_distribution<double> chi2(static_cast<double>(d_ - r - i));
+      t_(i, i) = std::sqrt(chi2(rng));
+      for (Eigen::Index j = 0; j < i; ++j) t_(i, j) = normal(rng);
+    }
+    xx_.noalias() = z_ * z_.transpose();
+    xx_.noalias() += t_ * t_.transpose();
+    raw_ = *h;
+  }
+  void Update(const Eigen::VectorXd& a, const Eigen::MatrixXd& delta) override {
+    const Eigen::Index n = gram_.rows();
+    Eigen::VectorXd full_a = Eigen::VectorXd::Ones(n);
+    full_a.head(p_) = a;
+    // T = Δᵀ H (p × n); Ω' = AΩA − A Tᵀ − T A + Δᵀ XXᵀ Δ on the student rows and columns.
+    tmat_.noalias() = delta.transpose() * raw_;
+    gram_ = full_a.asDiagonal() * gram_ * full_a.asDiagonal();
+    gram_.topRows(p_).noalias() -= tmat_ * full_a.asDiagonal();
+    gram_.leftCols(p_).noalias() -= full_a.asDiagonal() * tmat_.transpose();
+    gram_.topLeftCorner(p_, p_).noalias() += delta.transpose() * xx_ * delta;
+    gram_ = 0.5 * (gram_ + gram_.transpose()).eval();
+  }
+  void Normalise() override {
+    const Eigen::VectorXd inv = gram_.diagonal().head(p_).cwiseSqrt().cwiseInverse();
+    Eigen::VectorXd scale = Eigen::VectorXd::Ones(gram_.rows());
+    scale.head(p_) = inv;
+    gram_ = scale.asDiagonal() * gram_ * scale.asDiagonal();
+    gram_.diagonal().head(p_).setOnes();
+  }
+  Eigen::MatrixXd Gram() const override { return gram_; }
+  Eigen::VectorXd StudentNorms() const override { return gram_.diagonal().head(p_).cwiseSqrt(); }
+
+ private:
+  int p_;
+  long long d_;
+  Eigen::MatrixXd gram_;
+  Eigen::MatrixXd h_, xx_, raw_, factor_, z_, t_, tmat_;
+};
+
+// A fixed training set: inputs, labels, and the order of the current epoch.
+struct TrainingSet {
+  Eigen::MatrixXd x;  // n × d
+  Eigen::VectorXd y;
+  std::vector<int> order;
+  std::size_t next = 0;
+};
+
+// The recorded state of a run at one step.
+class Recorder {
+ public:
+  Recorder(const TwoLayerFlow& model, const SgdOptions& options)
+      : model_(model), options_(options), observables_(SgdObservables(model, options)) {}
+
+  const std::vector<ObservableInfo>& observables() const { return observables_; }
+
+  // The model's Gram matrix of directions (normalised: cosines) from the raw Gram matrix.
+  Eigen::MatrixXd ModelGram(const Eigen::MatrixXd& raw) const {
+    if (model_.spec().constraint != VectorConstraint::kNormalised) return raw;
+    Eigen::VectorXd scale = Eigen::VectorXd::Ones(raw.rows());
+    scale.head(model_.students()) = raw.diagonal().head(model_.students()).cwiseSqrt().cwiseInverse();
+    Eigen::MatrixXd g = scale.asDiagonal() * raw * scale.asDiagonal();
+    g.diagonal().head(model_.students()).setOnes();
+    return g;
+  }
+
+  Eigen::VectorXd Values(const Eigen::MatrixXd& raw_gram, double train_risk, double test_risk) const {
+    Eigen::VectorXd base;
+    model_.Observe(model_.Pack(ModelGram(raw_gram)), &base);
+    const int p = model_.students();
+    Eigen::VectorXd values(ObservableValueCount(observables_));
+    values.head(base.size()) = base;
+    values.segment(base.size(), p) = raw_gram.diagonal().head(p).cwiseSqrt();
+    Eigen::Index n = base.size() + p;
+    if (options_.samples > 0) values[n++] = train_risk;
+    if (options_.test_samples > 0) values[n++] = test_risk;
+    return values;
+  }
+
+ private:
+  const TwoLayerFlow& model_;
+  const SgdOptions& options_;
+  std::vector<ObservableInfo> observables_;
+};
+
+}  // namespace
+
+const char* ToString(SgdEngine engine) {
+  switch (engine) {
+    case SgdEngine::kAuto: return "auto";
+    case SgdEngine::kVectors: return "vectors";
+    case SgdEngine::kOverlaps: return "overlaps";
+  }
+  return "?";
+}
+
+SgdEngine SgdOptions::ResolvedEngine() const {
+  if (engine != SgdEngine::kAuto) return engine;
+  return samples > 0 ? SgdEngine::kVectors : SgdEngine::kOverlaps;
+}
+
+void SgdOptions::Validate(int vectors) const {
+  if (!(learning_rate > 0) || !std::isfinite(learning_rate)) {
+    ThrowBadValue("sgd.lr", detail::FormatNumber(learning_rate), "must be a finite number > 0");
+  }
+  if (batch < 1) ThrowBadValue("sgd.batch", std::to_string(batch), "must be >= 1");
+  if (samples < 0) ThrowBadValue("sgd.samples", std::to_string(samples), "must be 0 (online) or >= 1");
+  if (samples > 0 && samples < batch) {
+    ThrowBadValue("sgd.samples", std::to_string(samples), "must be >= sgd.batch = " + std::to_string(batch));
+  }
+  if (samples > 0 && engine == SgdEngine::kOverlaps) {
+    ThrowBadValue("sgd.engine", "overlaps",
+                  "simulates online SGD only (fresh samples); a fixed training set (sgd.samples > 0) needs "
+                  "sgd.engine = vectors or auto");
+  }
+  if (d < vectors) {
+    ThrowBadValue("d", std::to_string(d), "must be >= the number of vectors (" + std::to_string(vectors) + ") for SGD");
+  }
+  if (ResolvedEngine() == SgdEngine::kOverlaps && d < vectors + batch) {
+    ThrowBadValue("d", std::to_string(d),
+                  "must be >= vectors + batch = " + std::to_string(vectors + batch) + " for sgd.engine = overlaps");
+  }
+  if (!(event_resolution > 0)) {
+    ThrowBadValue("sgd.event_resolution", detail::FormatNumber(event_resolution), "must be > 0");
+  }
+}
+
+std::vector<ObservableInfo> SgdObservables(const TwoLayerFlow& model, const SgdOptions& options) {
+  std::vector<ObservableInfo> o = model.Observables();
+  o.push_back({"norm", model.students(), 1, "norm of each student vector (SGD: grows under normalised parameters)"});
+  if (options.samples > 0) o.push_back({"train_risk", 1, 1, "empirical risk on the training set, ½ mean (f - y)²"});
+  if (options.test_samples > 0) {
+    o.push_back({"test_risk_empirical", 1, 1, "empirical risk on sgd.test_samples fresh samples, ½ mean (f - y)²"});
+  }
+  return o;
+}
+
+Eigen::MatrixXd VectorsFromGram(const Eigen::MatrixXd& gram, int students, long long dimension) {
+  const int n = static_cast<int>(gram.rows()), t = n - students;
+  if (dimension < n) {
+    ThrowBadValue("d", std::to_string(dimension), "must be >= the number of vectors (" + std::to_string(n) + ")");
+  }
+  Eigen::MatrixXd u = Eigen::MatrixXd::Zero(n, dimension);
+  u.bottomLeftCorner(t, t).setIdentity();
+  const Eigen::MatrixXd m = gram.topRightCorner(students, t);  // teachers orthonormal: coordinates
+  u.topLeftCorner(students, t) = m;
+  const Eigen::MatrixXd schur = gram.topLeftCorner(students, students) - m * m.transpose();
+  Eigen::MatrixXd factor;
+  double worst = 0;
+  if (!GramFactor(schur, &factor, &worst)) {
+    throw InputError("the initial Gram matrix is not positive semi-definite (pivot " + detail::FormatNumber(worst) +
+                     "): no vectors have these overlaps");
+  }
+  u.block(0, t, students, factor.cols()) = factor;
+  return u;
+}
+
+SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gram, const SgdOptions& options,
+                   const IntegratorOptions& integrator, const std::vector<EventSpec>& events, std::uint64_t seed,
+                   const SgdControl& control) {
+  const auto start = std::chrono::steady_clock::now();
+  const int p = model.students(), n = model.vectors();
+  options.Validate(n);
+  SgdRun run;
+  run.seed = seed;
+  run.initial_gram = initial_gram;
+  Rng rng(StreamSeed(seed, 0)), test_rng(StreamSeed(seed, 1));
+  const BatchGradient gradient(model);
+  const VectorConstraint constraint = model.spec().constraint;
+  const double eta = options.learning_rate;
+  const int batch = options.batch;
+
+  std::unique_ptr<Engine> engine;
+  VectorEngine* vectors = nullptr;
+  if (options.ResolvedEngine() == SgdEngine::kVectors) {
+    auto v = std::make_unique<VectorEngine>(initial_gram, p, options.d, batch);
+    vectors = v.get();
+    engine = std::move(v);
+  } else {
+    engine = std::make_unique<OverlapEngine>(initial_gram, p, options.d, batch);
+  }
+
+  TrainingSet train;
+  if (options.samples > 0) {
+    train.x.resize(options.samples, options.d);
+    FillNormal(rng, train.x.data(), train.x.size());
+    const Eigen::MatrixXd h = train.x * vectors->vectors().transpose();
+    Eigen::VectorXd noise(options.samples);
+    FillNormal(rng, noise.data(), noise.size());
+    train.y = gradient.Labels(h, std::sqrt(model.spec().noise_variance) * noise);
+    train.order.resize(static_cast<std::size_t>(options.samples));
+    std::iota(train.order.begin(), train.order.end(), 0);
+    train.next = train.order.size();  // shuffle before the first batch
+  }
+
+  const Recorder recorder(model, options);
+  run.trajectory.observables = recorder.observables();
+  std::vector<ObservableSelector> selectors;
+  for (const EventSpec& e : events) selectors.emplace_back(e.observable, run.trajectory.observables, "event." + e.name);
+  run.summary.events.resize(events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) run.summary.events[i].spec = events[i];
+
+  Eigen::MatrixXd h(batch, n), hbar(batch, n), g(batch, p), delta(batch, p), xb(batch, options.d > 0 ? options.d : 1);
+  Eigen::VectorXd residual(batch), noise(batch), a(p), labels(batch);
+  const double noise_sd = std::sqrt(model.spec().noise_variance);
+  std::vector<double> multiplier(p);
+  for (int i = 0; i < p; ++i) multiplier[i] = model.StudentMultiplier(i);
+
+  // The norms the model divides the projections by: ‖w‖ when normalised, else 1.
+  auto model_norms = [&]() -> Eigen::VectorXd {
+    return constraint == VectorConstraint::kNormalised ? engine->StudentNorms() : Eigen::VectorXd::Ones(p);
+  };
+  // Empirical risks at a record.
+  auto train_risk = [&]() {
+    if (options.samples == 0) return 0.0;
+    const Eigen::MatrixXd hh = train.x * vectors->vectors().transpose();
+    return gradient.Risk(hh, model_norms(), train.y);
+  };
+  auto test_risk = [&]() {
+    if (options.test_samples == 0) return 0.0;
+    double sum = 0.0;
+    long long done = 0;
+    // Independent engine draws on the test stream, in chunks of the batch size.
+    while (done < options.test_samples) {
+      Eigen::MatrixXd th;
+      if (vectors) {
+        Eigen::MatrixXd tx(batch, options.d);
+        FillNormal(test_rng, tx.data(), tx.size());
+        th = tx * vectors->vectors().transpose();
+      } else {
+        Eigen::MatrixXd f;
+        double worst = 0;
+        GramFactor(engine->Gram(), &f, &worst);
+        Eigen::MatrixXd z(batch, f.cols());
+        FillNormal(test_rng, z.data(), z.size());
+        th = z * f.transpose();
+      }
+      Eigen::VectorXd tn(batch);
+      FillNormal(test_rng, tn.data(), tn.size());
+      const Eigen::VectorXd ty = gradient.Labels(th, noise_sd * tn);
+      sum += gradient.Risk(th, model_norms(), ty) * static_cast<double>(batch);
+      done += batch;
+    }
+    return sum / static_cast<double>(done);
+  };
+
+  const std::vector<double>& grid = integrator.output_times;
+  std::size_t next_record = 0;
+  long long step = 0, next_check = 0, reported = 0;
+  bool finished = false;
+  auto observe = [&](bool record) {
+    const Eigen::MatrixXd raw = engine->Gram();
+    const double t = eta * static_cast<double>(step);
+    const Eigen::VectorXd values = recorder.Values(raw, record ? train_risk() : 0.0, record ? test_risk() : 0.0);
+    if (!values.allFinite() || !raw.allFinite()) {
+      run.summary.termination = Termination::kNotFinite;
+      run.summary.message = "a NaN or infinity in the overlaps at t = " + detail::FormatNumber(t) + " (step " +
+                            std::to_string(step) + ")";
+      finished = true;
+    } else if (raw.cwiseAbs().maxCoeff() > integrator.divergence_threshold) {
+      run.summary.termination = Termination::kDiverged;
+      run.summary.message = "diverged: max |overlap| = " + detail::FormatNumber(raw.cwiseAbs().maxCoeff()) +
+                            " > " + detail::FormatNumber(integrator.divergence_threshold) + " at t = " +
+                            detail::FormatNumber(t) + " (step " + std::to_string(step) + ")";
+      finished = true;
+    }
+    if (record) {
+      run.trajectory.time.push_back(t);
+      run.trajectory.values.push_back(values);
+      run.steps.push_back(static_cast<double>(step));
+    }
+    for (std::size_t i = 0; i < selectors.size() && !finished; ++i) {
+      EventRecord& e = run.summary.events[i];
+      if (e.occurred) continue;
+      const double v = selectors[i].Evaluate(values);
+      if (!EventConditionHolds(e.spec, v)) continue;
+      e.occurred = true;
+      e.time = t;
+      e.value = v;
+      if (e.spec.stop) {
+        run.summary.termination = Termination::kStoppedOnEvent;
+        run.summary.message = "stopped on event '" + e.spec.name + "' at t = " + detail::FormatNumber(t) +
+                              " (step " + std::to_string(step) + ")";
+        finished = true;
+      }
+    }
+    const long long geometric = static_cast<long long>(std::ceil(static_cast<double>(step) * (1.0 + options.event_resolution)));
+    next_check = std::max(step + 1, geometric);
+  };
+
+  const long long last_step = std::min<long long>(
+      options.max_steps, static_cast<long long>(std::ceil(integrator.t_end / eta - 1e-9)));
+  while (true) {
+    const double t = eta * static_cast<double>(step);
+    bool record = false;
+    while (next_record < grid.size() && grid[next_record] <= t + 1e-12 * std::max(1.0, t)) {
+      record = true;
+      ++next_record;
+    }
+    if (record || step >= next_check || step >= last_step) observe(record || step >= last_step);
+    if (finished) break;
+    if (step >= last_step) {
+      run.summary.termination = step >= options.max_steps && t < integrator.t_end ? Termination::kMaxSteps
+                                                                                   : Termination::kReachedEnd;
+      run.summary.message = run.summary.termination == Termination::kMaxSteps
+                                ? "sgd.max_steps = " + std::to_string(options.max_steps) + " reached at t = " +
+                                      detail::FormatNumber(t)
+                                : "reached t_end = " + detail::FormatNumber(integrator.t_end);
+      break;
+    }
+    if ((step & 4095) == 0 && control.interrupt && control.interrupt->load()) {
+      run.summary.termination = Termination::kInterrupted;
+      run.summary.message = "interrupted at t = " + detail::FormatNumber(t);
+      break;
+    }
+    if (control.progress && step - reported >= 65536) {
+      control.progress(step - reported);
+      reported = step;
+    }
+
+    // One SGD step.
+    if (options.samples > 0) {
+      if (train.next + static_cast<std::size_t>(batch) > train.order.size()) {
+        std::shuffle(train.order.begin(), train.order.end(), rng);
+        train.next = 0;
+      }
+      for (int b = 0; b < batch; ++b) {
+        const int row = train.order[train.next++];
+        xb.row(b) = train.x.row(row);
+        labels[b] = train.y[row];
+      }
+      vectors->SetBatch(xb, &h);
+    } else {
+      engine->DrawBatch(rng, &h);
+      FillNormal(rng, noise.data(), batch);
+      labels = gradient.Labels(h, noise_sd * noise);
+    }
+    const Eigen::VectorXd norms = model_norms();
+    gradient.Compute(h, norms, labels, &hbar, &residual, &g);
+    for (int i = 0; i < p; ++i) {
+      const double norm = constraint == VectorConstraint::kFree ? 1.0 : norms[i];
+      const double scale = eta * multiplier[i] / (static_cast<double>(batch) * norm);
+      delta.col(i) = scale * g.col(i);
+      a[i] = constraint == VectorConstraint::kFree ? 1.0 : 1.0 + scale * g.col(i).dot(hbar.col(i)) / norm;
+    }
+    engine->Update(a, delta);
+    if (constraint == VectorConstraint::kSpherical) engine->Normalise();
+    ++step;
+    if (!residual.allFinite()) {
+      run.summary.termination = Termination::kNotFinite;
+      run.summary.message = "a NaN or infinity in the output at step " + std::to_string(step);
+      break;
+    }
+  }
+  if (control.progress && step > reported) control.progress(step - reported);
+  run.summary.accepted_steps = step;
+  run.summary.t_final = eta * static_cast<double>(step);
+  run.summary.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return run;
+}
+
+std::vector<SgdRun> SimulateSgdSeeds(const TwoLayerFlow& model,
+                                     const std::function<Eigen::MatrixXd(std::uint64_t)>& initial_gram,
+                                     const SgdOptions& options, const IntegratorOptions& integrator,
+                                     const std::vector<EventSpec>& events, const std::vector<std::uint64_t>& seeds,
+                                     int threads, const SgdControl& control) {
+  std::vector<SgdRun> runs(seeds.size());
+  ParallelFor(seeds.size(), threads, [&](std::size_t i) {
+    runs[i] = SimulateSgd(model, initial_gram(seeds[i]), options, integrator, events, seeds[i], control);
+  });
+  return runs;
+}
+
+}  // namespace moeflow

@@ -1,0 +1,178 @@
+// The SGD simulator: the initial vectors realise the ODE's initial overlaps exactly; the two
+// engines (d-dimensional vectors, and the Gram matrix alone) simulate the same law; a seed's
+// run is bit-identical whatever the thread count; bad options are rejected by name.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "moeflow/error.hpp"
+#include "moeflow/io/model_file.hpp"
+#include "moeflow/models/model_builder.hpp"
+#include "moeflow/sgd/simulator.hpp"
+#include "moeflow/sgd/statistics.hpp"
+#include "test_util.hpp"
+
+namespace moeflow {
+namespace {
+
+FlowSetup ModelSetup(const std::string& file, const std::vector<std::string>& overrides) {
+  io::ModelFile model = io::ModelFile::Load(testing::ModelPath(file));
+  for (const std::string& s : overrides) model.Set(s);
+  return BuildFlow(model);
+}
+
+std::vector<std::uint64_t> Seeds(int count) {
+  std::vector<std::uint64_t> s;
+  for (int i = 0; i < count; ++i) s.push_back(100 + static_cast<std::uint64_t>(i));
+  return s;
+}
+
+double Value(const SgdRun& run, const std::string& name, int index, std::size_t row) {
+  const std::vector<int> offsets = ObservableOffsets(run.trajectory.observables);
+  for (std::size_t i = 0; i < run.trajectory.observables.size(); ++i) {
+    if (run.trajectory.observables[i].name == name) return run.trajectory.values.at(row)[offsets[i] + index];
+  }
+  ADD_FAILURE() << "no observable " << name;
+  return 0;
+}
+
+TEST(VectorsFromGram, RealiseTheGramMatrixWithTeachersOnTheAxes) {
+  const FlowSetup setup = ModelSetup("committee_erf_k4m4.ini", {"d=40", "seed=7"});
+  const Eigen::MatrixXd u = VectorsFromGram(setup.initial_gram, setup.system->students(), 40);
+  EXPECT_LE((u * u.transpose() - setup.initial_gram).cwiseAbs().maxCoeff(), 1e-13);
+  EXPECT_LE((u.bottomLeftCorner(4, 4) - Eigen::MatrixXd::Identity(4, 4)).cwiseAbs().maxCoeff(), 0.0);
+  Eigen::MatrixXd bad = setup.initial_gram;
+  bad(0, 1) = bad(1, 0) = 3.0;  // |overlap| > norms: not a Gram matrix
+  EXPECT_THROW(VectorsFromGram(bad, setup.system->students(), 40), InputError);
+}
+
+// Mean and standard error over the seeds of one observable at the last recorded row.
+struct Moments {
+  double mean = 0, se = 0;
+};
+Moments Final(const std::vector<SgdRun>& runs, const std::string& name, int index) {
+  std::vector<double> v;
+  for (const SgdRun& r : runs) v.push_back(Value(r, name, index, r.trajectory.values.size() - 1));
+  double mean = 0, var = 0;
+  for (double x : v) mean += x;
+  mean /= static_cast<double>(v.size());
+  for (double x : v) var += (x - mean) * (x - mean);
+  var /= static_cast<double>(v.size() - 1);
+  return {mean, std::sqrt(var / static_cast<double>(v.size()))};
+}
+
+// The overlap engine is exact in law: over 400 seeds, the final overlaps of both engines have
+// the same mean (within 5 combined standard errors) and the same spread (within 20%), for
+// free (committee, with label noise and batch 4), spherical (He3) and normalised gated units.
+struct LawCase {
+  const char* name;
+  const char* file;
+  std::vector<std::string> overrides;
+  std::vector<std::pair<std::string, int>> observables;
+};
+
+class EnginesAgree : public ::testing::TestWithParam<LawCase> {};
+
+TEST_P(EnginesAgree, InLaw) {
+  const LawCase& c = GetParam();
+  std::vector<std::vector<SgdRun>> runs;
+  for (const char* engine : {"vectors", "overlaps"}) {
+    std::vector<std::string> o = c.overrides;
+    o.push_back(std::string("sgd.engine=") + engine);
+    const FlowSetup setup = ModelSetup(c.file, o);
+    runs.push_back(SimulateSgdSeeds(
+        *setup.system, [&](std::uint64_t s) { return MakeInitialGram(setup.init, s); }, setup.sgd, setup.options,
+        {}, Seeds(400), 2));
+  }
+  for (const auto& [name, index] : c.observables) {
+    const Moments v = Final(runs[0], name, index), o = Final(runs[1], name, index);
+    const double se = std::hypot(v.se, o.se);
+    EXPECT_LE(std::abs(v.mean - o.mean), 5 * se) << c.name << " " << name << "[" << index << "]: vectors " << v.mean
+                                                 << " overlaps " << o.mean << " se " << se;
+    EXPECT_NEAR(v.se / o.se, 1.0, 0.2) << c.name << " " << name << "[" << index << "] spread";
+    EXPECT_GT(o.se, 1e-7) << "the observable must fluctuate for the test to mean anything";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sgd, EnginesAgree,
+    ::testing::Values(
+        LawCase{"committee_free_noise_batch4", "committee_erf_k2m2.ini",
+                {"d=30", "teacher.noise=0.1", "sgd.batch=4", "integrate.t_end=3", "output.points=5"},
+                {{"M", 0}, {"M", 1}, {"Q", 0}, {"Q", 1}, {"risk", 0}}},
+        LawCase{"he3_spherical", "single_index_he3.ini",
+                {"d=20", "sgd.lr=0.2", "sgd.lr_exponent=1", "integrate.t_end=5", "output.points=5",
+                 "event.escape.stop=false"},
+                {{"M", 0}, {"risk", 0}}},
+        LawCase{"soft_routed_normalised", "soft_routed_moe.ini",
+                {"d=30", "student.units=2", "teacher.units=2", "sgd.lr=0.05", "integrate.t_end=2", "output.points=5"},
+                {{"M", 0}, {"M", 5}, {"Q", 1}, {"norm", 0}, {"norm", 2}}}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+// Acceptance (issue 5, item 4): a seed's run is bit-identical with 1 and with 2 threads, for
+// both engines and for a fixed training set.
+TEST(SgdSeeds, BitIdenticalWhateverTheThreadCount) {
+  for (const char* engine : {"vectors", "overlaps"}) {
+    for (const char* samples : {"0", "200"}) {
+      if (std::string(engine) == "overlaps" && std::string(samples) != "0") continue;
+      const FlowSetup setup =
+          ModelSetup("committee_erf_k2m2.ini", {"d=50", std::string("sgd.engine=") + engine, std::string("sgd.samples=") + samples,
+                                           "sgd.test_samples=64", "integrate.t_end=4", "output.points=20"});
+      auto initial = [&](std::uint64_t s) { return MakeInitialGram(setup.init, s); };
+      const auto one = SimulateSgdSeeds(*setup.system, initial, setup.sgd, setup.options, setup.events, Seeds(5), 1);
+      const auto two = SimulateSgdSeeds(*setup.system, initial, setup.sgd, setup.options, setup.events, Seeds(5), 2);
+      ASSERT_EQ(one.size(), two.size());
+      for (std::size_t s = 0; s < one.size(); ++s) {
+        ASSERT_EQ(one[s].trajectory.values.size(), two[s].trajectory.values.size());
+        EXPECT_EQ(one[s].steps, two[s].steps);
+        for (std::size_t r = 0; r < one[s].trajectory.values.size(); ++r) {
+          EXPECT_TRUE(one[s].trajectory.values[r] == two[s].trajectory.values[r]) << engine << " seed " << s << " row " << r;
+        }
+      }
+      // Different seeds differ (the comparison above is not vacuous).
+      EXPECT_FALSE(one[0].trajectory.values.back() == one[1].trajectory.values.back());
+    }
+  }
+}
+
+TEST(SgdOptions, BadValuesAreRejectedByName) {
+  struct Case {
+    std::vector<std::string> overrides;
+    const char* key;
+  };
+  for (const Case& c : std::vector<Case>{{{"sgd.lr=-1"}, "sgd.lr"},
+                                        {{"sgd.batch=0"}, "sgd.batch"},
+                                        {{"sgd.engine=exact"}, "sgd.engine"},
+                                        {{"sgd.samples=100", "sgd.engine=overlaps"}, "sgd.engine"},
+                                        {{"sgd.samples=2", "sgd.batch=4"}, "sgd.samples"},
+                                        {{"sgd.event_resolution=0"}, "sgd.event_resolution"},
+                                        {{"sgd.colour=red"}, "sgd.colour"}}) {
+    try {
+      const FlowSetup setup = ModelSetup("committee_erf_k2m2.ini", c.overrides);
+      setup.sgd.Validate(setup.system->vectors());
+      ADD_FAILURE() << "accepted " << c.overrides.front();
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.key), std::string::npos) << e.what();
+    }
+  }
+  // A gradient-flow model without [sgd] lr has no learning rate for SGD.
+  const FlowSetup he3 = ModelSetup("single_index_he3.ini", {});
+  EXPECT_THROW(he3.sgd.Validate(he3.system->vectors()), InputError);
+}
+
+TEST(Statistics, QuantilesCountMissingEventsAsInfinite) {
+  const double nan = std::nan("");
+  const TimeStatistics s = Summarise({4, 1, 3, 2, nan});
+  EXPECT_EQ(s.runs, 5);
+  EXPECT_EQ(s.occurred, 4);
+  EXPECT_DOUBLE_EQ(s.median, 3.0);
+  EXPECT_DOUBLE_EQ(s.q25, 2.0);
+  EXPECT_TRUE(std::isnan(s.q75) || s.q75 == 4.0);
+  EXPECT_TRUE(std::isnan(Summarise({nan, nan, 1}).median));
+  const PowerLawFit fit = FitPowerLaw({1, 10, 100}, {3, 30 * std::sqrt(10.0) / 10 * 10, 300});
+  EXPECT_NEAR(FitPowerLaw({1, 10, 100}, {2, 2 * std::sqrt(10.0), 20}).exponent, 0.5, 1e-12);
+  EXPECT_EQ(fit.points, 3);
+}
+
+}  // namespace
+}  // namespace moeflow
