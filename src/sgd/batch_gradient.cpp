@@ -5,8 +5,9 @@ namespace moeflow {
 BatchGradient::BatchGradient(const TwoLayerFlow& model)
     : spec_(model.spec()), ps_(spec_.student.units), kt_(spec_.teacher.units), p_(model.students()) {}
 
-Eigen::VectorXd BatchGradient::Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise) const {
-  Eigen::VectorXd y = noise;
+void BatchGradient::Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise, Eigen::VectorXd* out) const {
+  Eigen::VectorXd& y = *out;
+  y = noise;
   const Link& sigma = *spec_.teacher.link;
   for (Eigen::Index b = 0; b < h.rows(); ++b) {
     double sum = 0.0;
@@ -16,7 +17,6 @@ Eigen::VectorXd BatchGradient::Labels(const Eigen::MatrixXd& h, const Eigen::Vec
     }
     y[b] += spec_.teacher.weight * sum;
   }
-  return y;
 }
 
 double BatchGradient::StudentOutput(const Eigen::MatrixXd& hbar, Eigen::Index b) const {

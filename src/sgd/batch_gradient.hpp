@@ -14,7 +14,7 @@ class BatchGradient {
   explicit BatchGradient(const TwoLayerFlow& model);
 
   // y = Σ_l a* π*(r*_l) σ*(h*_l) + noise (teacher vectors have unit norm).
-  Eigen::VectorXd Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise) const;
+  void Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise, Eigen::VectorXd* y) const;
 
   // With h̄ = H with the student columns divided by `norms` (ones unless normalised):
   // residual F = f(h̄) − y and g (B × p) = ∂ℓ/∂h̄: F a π(r_i) σ'(h_i) for expert i,

@@ -13,6 +13,7 @@
 #include "moeflow/error.hpp"
 #include "moeflow/sgd/compare.hpp"
 #include "sgd/batch_gradient.hpp"
+#include "sgd/random.hpp"
 
 namespace moeflow {
 namespace {
@@ -25,10 +26,10 @@ std::uint64_t StreamSeed(std::uint64_t seed, std::uint64_t stream) {
   return z ^ (z >> 31);
 }
 
-using Rng = std::mt19937_64;
+using Rng = sgd::Xoshiro256;
 
 void FillNormal(Rng& rng, double* out, Eigen::Index count) {
-  std::normal_distribution<double> normal(0.0, 1.0);
+  const sgd::ZigguratNormal& normal = sgd::StandardNormal();
   for (Eigen::Index i = 0; i < count; ++i) out[i] = normal(rng);
 }
 
@@ -100,25 +101,37 @@ class VectorEngine final : public Engine {
 class OverlapEngine final : public Engine {
  public:
   OverlapEngine(const Eigen::MatrixXd& gram, int p, long long d, int batch)
-      : p_(p), d_(d), gram_(gram), h_(batch, gram.rows()), xx_(batch, batch) {}
+      : p_(p), d_(d), gram_(gram), next_(gram), llt_(gram.rows()), raw_(batch, gram.rows()),
+        xx_(batch, batch), z_(batch, gram.rows()), t_(batch, batch), tmat_(p, gram.rows()), ddelta_(p, p),
+        sd_(batch, p) {}
 
   void DrawBatch(Rng& rng, Eigen::MatrixXd* h) override {
-    double worst = 0.0;
-    if (!GramFactor(gram_, &factor_, &worst)) {
-      std::ostringstream os;
-      os << "the Gram matrix of the SGD state is not positive semi-definite (pivot " << worst << ")";
-      throw Error(os.str());
+    const Eigen::Index batch = raw_.rows(), n = gram_.rows();
+    // h = L z with Ω = L Lᵀ: Cholesky while Ω is positive definite, the pivoted LDLᵀ otherwise.
+    llt_.compute(gram_);
+    Eigen::Index r = n;
+    const Eigen::MatrixXd* factor = nullptr;
+    if (llt_.info() == Eigen::Success) {
+      lower_ = llt_.matrixL();
+      factor = &lower_;
+    } else {
+      double worst = 0.0;
+      if (!GramFactor(gram_, &semidefinite_, &worst)) {
+        std::ostringstream os;
+        os << "the Gram matrix of the SGD state is not positive semi-definite (pivot " << worst << ")";
+        throw Error(os.str());
+      }
+      factor = &semidefinite_;
+      r = semidefinite_.cols();
     }
-    const Eigen::Index batch = h_.rows(), r = factor_.cols();
-    z_.resize(batch, r);
+    if (z_.cols() != r) z_.resize(batch, r);
     FillNormal(rng, z_.data(), z_.size());
-    h->noalias() = z_ * factor_.transpose();
+    h->noalias() = z_ * factor->transpose();
     // X Xᵀ = Z Zᵀ + W, W ~ Wishart_B(d − r) by Bartlett's decomposition W = T Tᵀ.
-    t_.setZero(batch, batch);
-    std::normal_distribution<double> normal(0.0, 1.0);
+    const sgd::ZigguratNormal& normal = sgd::StandardNormal();
+    t_.setZero();
     for (Eigen::Index i = 0; i < batch; ++i) {
-      std::chi_squared_distribution<double> chi2(static_cast<double>(d_ - r - i));
-      t_(i, i) = std::sqrt(chi2(rng));
+      t_(i, i) = std::sqrt(sgd::ChiSquared(rng, static_cast<double>(d_ - r - i)));
       for (Eigen::Index j = 0; j < i; ++j) t_(i, j) = normal(rng);
     }
     xx_.noalias() = z_ * z_.transpose();
@@ -126,23 +139,40 @@ class OverlapEngine final : public Engine {
     raw_ = *h;
   }
   void Update(const Eigen::VectorXd& a, const Eigen::MatrixXd& delta) override {
+    // With T = Δᵀ H (p × n) and a_j = 1 for teachers, on the student rows:
+    //   Ω'_ij = a_i a_j Ω_ij − a_i T_ji [j student] − T_ij a_j + (Δᵀ XXᵀ Δ)_ij [j student].
     const Eigen::Index n = gram_.rows();
-    Eigen::VectorXd full_a = Eigen::VectorXd::Ones(n);
-    full_a.head(p_) = a;
-    // T = Δᵀ H (p × n); Ω' = AΩA − A Tᵀ − T A + Δᵀ XXᵀ Δ on the student rows and columns.
     tmat_.noalias() = delta.transpose() * raw_;
-    gram_ = full_a.asDiagonal() * gram_ * full_a.asDiagonal();
-    gram_.topRows(p_).noalias() -= tmat_ * full_a.asDiagonal();
-    gram_.leftCols(p_).noalias() -= full_a.asDiagonal() * tmat_.transpose();
-    gram_.topLeftCorner(p_, p_).noalias() += delta.transpose() * xx_ * delta;
-    gram_ = 0.5 * (gram_ + gram_.transpose()).eval();
+    sd_.noalias() = xx_ * delta;
+    ddelta_.noalias() = delta.transpose() * sd_;
+    for (Eigen::Index i = 0; i < p_; ++i) {
+      for (Eigen::Index j = 0; j < n; ++j) {
+        const bool student = j < p_;
+        const double aj = student ? a[j] : 1.0;
+        double v = a[i] * aj * gram_(i, j) - tmat_(i, j) * aj;
+        if (student) v += ddelta_(i, j) - a[i] * tmat_(j, i);
+        next_(i, j) = v;
+      }
+    }
+    for (Eigen::Index i = 0; i < p_; ++i) {
+      for (Eigen::Index j = 0; j < n; ++j) {
+        const double v = j < p_ ? 0.5 * (next_(i, j) + next_(j, i)) : next_(i, j);
+        gram_(i, j) = v;
+        gram_(j, i) = v;
+      }
+    }
   }
   void Normalise() override {
-    const Eigen::VectorXd inv = gram_.diagonal().head(p_).cwiseSqrt().cwiseInverse();
-    Eigen::VectorXd scale = Eigen::VectorXd::Ones(gram_.rows());
-    scale.head(p_) = inv;
-    gram_ = scale.asDiagonal() * gram_ * scale.asDiagonal();
-    gram_.diagonal().head(p_).setOnes();
+    const Eigen::Index n = gram_.rows();
+    for (Eigen::Index i = 0; i < p_; ++i) inverse_norm_[i] = 1.0 / std::sqrt(gram_(i, i));
+    for (Eigen::Index i = 0; i < p_; ++i) {
+      for (Eigen::Index j = i; j < n; ++j) {
+        const double v = gram_(i, j) * inverse_norm_[i] * (j < p_ ? inverse_norm_[j] : 1.0);
+        gram_(i, j) = v;
+        gram_(j, i) = v;
+      }
+      gram_(i, i) = 1.0;
+    }
   }
   Eigen::MatrixXd Gram() const override { return gram_; }
   Eigen::VectorXd StudentNorms() const override { return gram_.diagonal().head(p_).cwiseSqrt(); }
@@ -150,8 +180,11 @@ class OverlapEngine final : public Engine {
  private:
   int p_;
   long long d_;
-  Eigen::MatrixXd gram_;
-  Eigen::MatrixXd h_, xx_, raw_, factor_, z_, t_, tmat_;
+  Eigen::MatrixXd gram_, next_;
+  Eigen::LLT<Eigen::MatrixXd> llt_;
+  Eigen::MatrixXd lower_, semidefinite_;
+  Eigen::MatrixXd raw_, xx_, z_, t_, tmat_, ddelta_, sd_;
+  Eigen::VectorXd inverse_norm_ = Eigen::VectorXd::Zero(p_);
 };
 
 // A fixed training set: inputs, labels, and the order of the current epoch.
@@ -303,7 +336,8 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
     const Eigen::MatrixXd h = train.x * vectors->vectors().transpose();
     Eigen::VectorXd noise(options.samples);
     FillNormal(rng, noise.data(), noise.size());
-    train.y = gradient.Labels(h, std::sqrt(model.spec().noise_variance) * noise);
+    noise *= std::sqrt(model.spec().noise_variance);
+    gradient.Labels(h, noise, &train.y);
     train.order.resize(static_cast<std::size_t>(options.samples));
     std::iota(train.order.begin(), train.order.end(), 0);
     train.next = train.order.size();  // shuffle before the first batch
@@ -317,7 +351,7 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   for (std::size_t i = 0; i < events.size(); ++i) run.summary.events[i].spec = events[i];
 
   Eigen::MatrixXd h(batch, n), hbar(batch, n), g(batch, p), delta(batch, p), xb(batch, options.d > 0 ? options.d : 1);
-  Eigen::VectorXd residual(batch), noise(batch), a(p), labels(batch);
+  Eigen::VectorXd residual(batch), noise(batch), a(p), labels(batch), norms = Eigen::VectorXd::Ones(p);
   const double noise_sd = std::sqrt(model.spec().noise_variance);
   std::vector<double> multiplier(p);
   for (int i = 0; i < p; ++i) multiplier[i] = model.StudentMultiplier(i);
@@ -353,7 +387,9 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
       }
       Eigen::VectorXd tn(batch);
       FillNormal(test_rng, tn.data(), tn.size());
-      const Eigen::VectorXd ty = gradient.Labels(th, noise_sd * tn);
+      tn *= noise_sd;
+      Eigen::VectorXd ty;
+      gradient.Labels(th, tn, &ty);
       sum += gradient.Risk(th, model_norms(), ty) * static_cast<double>(batch);
       done += batch;
     }
@@ -449,9 +485,10 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
     } else {
       engine->DrawBatch(rng, &h);
       FillNormal(rng, noise.data(), batch);
-      labels = gradient.Labels(h, noise_sd * noise);
+      noise *= noise_sd;
+      gradient.Labels(h, noise, &labels);
     }
-    const Eigen::VectorXd norms = model_norms();
+    if (constraint == VectorConstraint::kNormalised) norms = engine->StudentNorms();
     gradient.Compute(h, norms, labels, &hbar, &residual, &g);
     for (int i = 0; i < p; ++i) {
       const double norm = constraint == VectorConstraint::kFree ? 1.0 : norms[i];
