@@ -19,22 +19,33 @@ HermitePolynomialLink::HermitePolynomialLink(std::vector<double> coefficients, s
     : c_(std::move(coefficients)), spec_(std::move(spec)) {
   while (c_.size() > 1 && c_.back() == 0.0) c_.pop_back();
   if (c_.empty()) c_.push_back(0.0);
+  for (std::size_t k = 0; k <= c_.size(); ++k) {
+    root_.push_back(std::sqrt(static_cast<double>(k)));
+    inverse_root_.push_back(k == 0 ? 0.0 : 1.0 / root_.back());
+  }
 }
 
+// Σ_k c_k h_k(z) by the forward recurrence h_{k+1} = (z h_k − √k h_{k−1})/√(k+1), no storage.
 double HermitePolynomialLink::Value(double z) const {
-  const std::vector<double> h = NormalisedHermiteValues(static_cast<int>(c_.size()) - 1, z);
-  double f = 0.0;
-  for (std::size_t k = 0; k < c_.size(); ++k) f += c_[k] * h[k];
+  double previous = 0.0, current = 1.0, f = c_[0];
+  for (std::size_t k = 0; k + 1 < c_.size(); ++k) {
+    const double next = (z * current - root_[k] * previous) * inverse_root_[k + 1];
+    previous = current;
+    current = next;
+    f += c_[k + 1] * current;
+  }
   return f;
 }
 
 // h_k' = sqrt(k) h_{k-1}.
 double HermitePolynomialLink::Derivative(double z) const {
   if (c_.size() < 2) return 0.0;
-  const std::vector<double> h = NormalisedHermiteValues(static_cast<int>(c_.size()) - 2, z);
-  double df = 0.0;
-  for (std::size_t k = 1; k < c_.size(); ++k) {
-    df += c_[k] * std::sqrt(static_cast<double>(k)) * h[k - 1];
+  double previous = 0.0, current = 1.0, df = c_[1];
+  for (std::size_t k = 0; k + 2 < c_.size(); ++k) {
+    const double next = (z * current - root_[k] * previous) * inverse_root_[k + 1];
+    previous = current;
+    current = next;
+    df += c_[k + 2] * root_[k + 2] * current;
   }
   return df;
 }

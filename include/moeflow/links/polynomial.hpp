@@ -24,6 +24,7 @@ class HermitePolynomialLink final : public Link {
 
  private:
   std::vector<double> c_;
+  std::vector<double> root_, inverse_root_;  // √k and 1/√k (0 at k = 0)
   std::string spec_;
 };
 
