@@ -329,18 +329,29 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
     engine = std::make_unique<OverlapEngine>(initial_gram, p, options.d, batch);
   }
 
+  // The training set is drawn batch by batch in the order online SGD draws its batches (inputs,
+  // then label noises) and the first epoch visits it in that order: a run whose steps fit in
+  // one epoch is bit-identical to the online run of the same seed, and the difference between
+  // the two measures the reuse of samples alone (common random numbers). Later epochs are
+  // reshuffled.
   TrainingSet train;
   if (options.samples > 0) {
     train.x.resize(options.samples, options.d);
-    FillNormal(rng, train.x.data(), train.x.size());
-    const Eigen::MatrixXd h = train.x * vectors->vectors().transpose();
     Eigen::VectorXd noise(options.samples);
-    FillNormal(rng, noise.data(), noise.size());
+    Eigen::MatrixXd chunk(batch, options.d);
+    Eigen::VectorXd chunk_noise(batch);
+    for (long long first = 0; first < options.samples; first += batch) {
+      FillNormal(rng, chunk.data(), chunk.size());
+      FillNormal(rng, chunk_noise.data(), batch);
+      const long long rows = std::min<long long>(batch, options.samples - first);
+      train.x.middleRows(first, rows) = chunk.topRows(rows);
+      noise.segment(first, rows) = chunk_noise.head(rows);
+    }
+    const Eigen::MatrixXd h = train.x * vectors->vectors().transpose();
     noise *= std::sqrt(model.spec().noise_variance);
     gradient.Labels(h, noise, &train.y);
     train.order.resize(static_cast<std::size_t>(options.samples));
     std::iota(train.order.begin(), train.order.end(), 0);
-    train.next = train.order.size();  // shuffle before the first batch
   }
 
   const Recorder recorder(model, options);
