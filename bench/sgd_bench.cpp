@@ -9,6 +9,7 @@
 #include "moeflow/io/model_file.hpp"
 #include "moeflow/models/model_builder.hpp"
 #include "moeflow/sgd/simulator.hpp"
+#include "sgd/random.hpp"
 
 namespace {
 
@@ -72,7 +73,20 @@ void BM_Gemm(benchmark::State& state) {
 }
 BENCHMARK(BM_Gemm)->Args({256, 4096, 4})->Args({512, 512, 512})->Unit(benchmark::kMicrosecond);
 
-// Standard normal draws per second (the vectors engine draws B·d of them per step).
+// Standard normal draws per second (the vectors engine draws B·d of them per step): the
+// simulator's ziggurat on xoshiro256++, and std::normal_distribution on mt19937_64 for scale.
+void BM_ZigguratDraws(benchmark::State& state) {
+  moeflow::sgd::Xoshiro256 rng(1);
+  const moeflow::sgd::ZigguratNormal& normal = moeflow::sgd::StandardNormal();
+  double sum = 0;
+  for (auto _ : state) {
+    for (int i = 0; i < 4096; ++i) sum += normal(rng);
+  }
+  benchmark::DoNotOptimize(sum);
+  state.counters["draws"] = benchmark::Counter(4096, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_ZigguratDraws);
+
 void BM_NormalDraws(benchmark::State& state) {
   std::mt19937_64 rng(1);
   std::normal_distribution<double> normal;

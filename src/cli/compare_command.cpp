@@ -35,7 +35,7 @@ void PrintHelp() {
                "the population ODE from that seed's own initial overlaps, on the SGD run's time grid.\n"
                "Prints every event's time (ODE median over seeds, SGD median and interquartile range,\n"
                "relative gap, SGD steps), the sup-norm distance between the SGD and ODE overlaps\n"
-               "(median over seeds of the difference), and the log-log exponents of the event times\n"
+               "(per seed, the sup over t; its median over seeds), and the log-log exponents of the event times\n"
                "and of that distance against d; writes all of it, with every run, to HDF5.\n\n"
             << Options() << "\n"
             << "Exit status: 0 done, 1 error, 2 bad input, 130 interrupted (nothing written).\n";

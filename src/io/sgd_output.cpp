@@ -145,8 +145,8 @@ Group CompareResultFile(const ModelFile& model, const OdeSgdComparison& comparis
     table.datasets.push_back({name, {rows}, *data, {}});
   }
   table.datasets.push_back({"overlap_distance", {distance.size()}, distance,
-                            {{"description", std::string("sup over t and the entries of M, Q of |median over seeds "
-                                                         "of (SGD - ODE)|, one per d")}}});
+                            {{"description", std::string("median over the seeds of sup over t and the entries of M, Q "
+                                                         "of |SGD - ODE|, one per d")}}});
   Group& scaling = root.Subgroup("scaling");
   for (const EventScaling& s : comparison.scaling) {
     Group& g = scaling.Subgroup(s.name);
@@ -183,7 +183,7 @@ std::string CompareReport(const OdeSgdComparison& comparison) {
          << std::setw(10) << ode << "  " << std::setw(10) << s.median << " [" << s.q25 << ", " << s.q75 << "]"
          << std::setw(12) << (s.median - ode) / ode << std::setw(14) << s.median / c.learning_rate << "\n";
     }
-    os << std::setw(7) << c.d << "  overlap distance (sup |median SGD - ODE|): " << c.overlap_distance << "\n";
+    os << std::setw(7) << c.d << "  overlap distance (median over seeds of sup |SGD - ODE|): " << c.overlap_distance << "\n";
   }
   os << "log-log exponents against d (time / steps):\n";
   for (const EventScaling& s : comparison.scaling) {

@@ -31,7 +31,8 @@ struct DimensionComparison {
   std::vector<Trajectory> ode_trajectories;
   // Per event: the ODE's median over seeds and the SGD statistics.
   std::vector<TimeStatistics> ode_times, sgd_times;
-  // sup over the common times and the entries of M and Q of |median over seeds of (SGD − ODE)|.
+  // Median over the seeds of sup over the common times and the entries of M and Q of
+  // |SGD − ODE| (each seed against the ODE from its own initial overlaps).
   double overlap_distance = 0.0;
 };
 
