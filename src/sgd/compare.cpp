@@ -97,6 +97,8 @@ OdeSgdComparison CompareOdeSgd(const io::ModelFile& model, const CompareOptions&
     ParallelFor(seeds.size(), options.threads, [&](std::size_t s) {
       IntegratorOptions o = setup.options;  // the ODE on the SGD run's own recorded times
       o.output_times = c.sgd[s].trajectory.time;
+      // The last SGD step may pass t_end by less than η.
+      if (!o.output_times.empty()) o.t_end = std::max(o.t_end, o.output_times.back());
       o.output_every_step = false;
       IntegrationControl control;
       control.interrupt = options.control.interrupt;
