@@ -101,20 +101,17 @@ class VectorEngine final : public Engine {
 class OverlapEngine final : public Engine {
  public:
   OverlapEngine(const Eigen::MatrixXd& gram, int p, long long d, int batch)
-      : p_(p), d_(d), gram_(gram), next_(gram), llt_(gram.rows()), raw_(batch, gram.rows()),
+      : p_(p), d_(d), gram_(gram), next_(gram), lower_(Eigen::MatrixXd::Zero(gram.rows(), gram.rows())),
+        raw_(batch, gram.rows()),
         xx_(batch, batch), z_(batch, gram.rows()), t_(batch, batch), tmat_(p, gram.rows()), ddelta_(p, p),
         sd_(batch, p) {}
 
   void DrawBatch(Rng& rng, Eigen::MatrixXd* h) override {
     const Eigen::Index batch = raw_.rows(), n = gram_.rows();
     // h = L z with Ω = L Lᵀ: Cholesky while Ω is positive definite, the pivoted LDLᵀ otherwise.
-    llt_.compute(gram_);
     Eigen::Index r = n;
-    const Eigen::MatrixXd* factor = nullptr;
-    if (llt_.info() == Eigen::Success) {
-      lower_ = llt_.matrixL();
-      factor = &lower_;
-    } else {
+    const Eigen::MatrixXd* factor = &lower_;
+    if (!Cholesky()) {
       double worst = 0.0;
       if (!GramFactor(gram_, &semidefinite_, &worst)) {
         std::ostringstream os;
@@ -126,25 +123,45 @@ class OverlapEngine final : public Engine {
     }
     if (z_.cols() != r) z_.resize(batch, r);
     FillNormal(rng, z_.data(), z_.size());
-    h->noalias() = z_ * factor->transpose();
-    // X Xᵀ = Z Zᵀ + W, W ~ Wishart_B(d − r) by Bartlett's decomposition W = T Tᵀ.
     const sgd::ZigguratNormal& normal = sgd::StandardNormal();
-    t_.setZero();
-    for (Eigen::Index i = 0; i < batch; ++i) {
-      t_(i, i) = std::sqrt(sgd::ChiSquared(rng, static_cast<double>(d_ - r - i)));
-      for (Eigen::Index j = 0; j < i; ++j) t_(i, j) = normal(rng);
+    if (batch == 1) {  // the common online case, without Eigen's small-product overheads
+      const double* z = z_.data();
+      double zz = 0.0;
+      for (Eigen::Index k = 0; k < r; ++k) zz += z[k] * z[k];
+      for (Eigen::Index i = 0; i < n; ++i) {
+        double v = 0.0;
+        for (Eigen::Index k = 0; k < r; ++k) v += (*factor)(i, k) * z[k];
+        (*h)(0, i) = v;
+      }
+      xx_(0, 0) = zz + sgd::ChiSquared(rng, static_cast<double>(d_ - r));
+    } else {
+      h->noalias() = z_ * factor->transpose();
+      // X Xᵀ = Z Zᵀ + W, W ~ Wishart_B(d − r) by Bartlett's decomposition W = T Tᵀ.
+      t_.setZero();
+      for (Eigen::Index i = 0; i < batch; ++i) {
+        t_(i, i) = std::sqrt(sgd::ChiSquared(rng, static_cast<double>(d_ - r - i)));
+        for (Eigen::Index j = 0; j < i; ++j) t_(i, j) = normal(rng);
+      }
+      xx_.noalias() = z_ * z_.transpose();
+      xx_.noalias() += t_ * t_.transpose();
     }
-    xx_.noalias() = z_ * z_.transpose();
-    xx_.noalias() += t_ * t_.transpose();
     raw_ = *h;
   }
   void Update(const Eigen::VectorXd& a, const Eigen::MatrixXd& delta) override {
     // With T = Δᵀ H (p × n) and a_j = 1 for teachers, on the student rows:
     //   Ω'_ij = a_i a_j Ω_ij − a_i T_ji [j student] − T_ij a_j + (Δᵀ XXᵀ Δ)_ij [j student].
     const Eigen::Index n = gram_.rows();
-    tmat_.noalias() = delta.transpose() * raw_;
-    sd_.noalias() = xx_ * delta;
-    ddelta_.noalias() = delta.transpose() * sd_;
+    if (raw_.rows() == 1) {
+      const double xx = xx_(0, 0);
+      for (Eigen::Index i = 0; i < p_; ++i) {
+        for (Eigen::Index j = 0; j < n; ++j) tmat_(i, j) = delta(0, i) * raw_(0, j);
+        for (Eigen::Index j = 0; j < p_; ++j) ddelta_(i, j) = xx * delta(0, i) * delta(0, j);
+      }
+    } else {
+      tmat_.noalias() = delta.transpose() * raw_;
+      sd_.noalias() = xx_ * delta;
+      ddelta_.noalias() = delta.transpose() * sd_;
+    }
     for (Eigen::Index i = 0; i < p_; ++i) {
       for (Eigen::Index j = 0; j < n; ++j) {
         const bool student = j < p_;
@@ -178,10 +195,28 @@ class OverlapEngine final : public Engine {
   Eigen::VectorXd StudentNorms() const override { return gram_.diagonal().head(p_).cwiseSqrt(); }
 
  private:
+  // lower_ = the Cholesky factor of Ω; false if a pivot is not clearly positive.
+  bool Cholesky() {
+    const Eigen::Index n = gram_.rows();
+    const double floor = 1e-13 * std::max(1.0, gram_.diagonal().maxCoeff());
+    for (Eigen::Index j = 0; j < n; ++j) {
+      double diagonal = gram_(j, j);
+      for (Eigen::Index k = 0; k < j; ++k) diagonal -= lower_(j, k) * lower_(j, k);
+      if (!(diagonal > floor)) return false;
+      const double root = std::sqrt(diagonal);
+      lower_(j, j) = root;
+      for (Eigen::Index i = j + 1; i < n; ++i) {
+        double v = gram_(i, j);
+        for (Eigen::Index k = 0; k < j; ++k) v -= lower_(i, k) * lower_(j, k);
+        lower_(i, j) = v / root;
+      }
+    }
+    return true;
+  }
+
   int p_;
   long long d_;
   Eigen::MatrixXd gram_, next_;
-  Eigen::LLT<Eigen::MatrixXd> llt_;
   Eigen::MatrixXd lower_, semidefinite_;
   Eigen::MatrixXd raw_, xx_, z_, t_, tmat_, ddelta_, sd_;
   Eigen::VectorXd inverse_norm_ = Eigen::VectorXd::Zero(p_);
@@ -249,6 +284,10 @@ SgdEngine SgdOptions::ResolvedEngine() const {
 }
 
 void SgdOptions::Validate(int vectors) const {
+  if (learning_rate == 0.0) {
+    throw InputError("key 'sgd.lr' is missing: this model's dynamics is gradient flow, so SGD has no default "
+                     "learning rate; set sgd.lr (and sgd.lr_exponent for η = lr · d^(-lr_exponent))");
+  }
   if (!(learning_rate > 0) || !std::isfinite(learning_rate)) {
     ThrowBadValue("sgd.lr", detail::FormatNumber(learning_rate), "must be a finite number > 0");
   }

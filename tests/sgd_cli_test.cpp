@@ -1,0 +1,106 @@
+// End to end through the moeflow executable: `moeflow sgd` and `moeflow compare` write files
+// that h5py reads (one group per seed, the event statistics, the comparison table); bad input
+// exits 2 with a message naming the key and writes nothing.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "test_util.hpp"
+
+namespace moeflow {
+namespace {
+
+using testing::CliPath;
+using testing::ModelPath;
+using testing::RunCommand;
+using testing::TempDir;
+
+TEST(SgdCli, WritesOneGroupPerSeedThatH5pyReads) {
+  const std::string out = TempDir() + "/committee_sgd.h5";
+  std::string output;
+  ASSERT_EQ(RunCommand(CliPath() + " sgd " + ModelPath("committee_erf_k2m2.ini") +
+                           " --set d=200 --set integrate.t_end=20 --seeds 3 --threads 2 -o " + out,
+                       &output),
+            0)
+      << output;
+  EXPECT_NE(output.find("event plateau: median t = "), std::string::npos) << output;
+  EXPECT_NE(output.find("seed 3: reached_end"), std::string::npos) << output;
+  const std::string script = "import h5py, numpy as np\n"
+                             "f = h5py.File('" + out + "')\n"
+                             "assert f.attrs['kind'] == 'sgd', f.attrs['kind']\n"
+                             "assert abs(f.attrs['learning_rate'] - 0.5 / 200) < 1e-15\n"
+                             "assert list(f.attrs['seeds']) == [3, 4, 5]\n"
+                             "assert 'd = 200' in f.attrs['model'] or 'd=200' in f.attrs['overrides']\n"
+                             "for s in (3, 4, 5):\n"
+                             "    g = f['seed_%d' % s]\n"
+                             "    t, steps = g['trajectory/time'][:], g['trajectory/steps'][:]\n"
+                             "    assert np.allclose(t, steps * 0.5 / 200)\n"
+                             "    assert g['trajectory/M'].shape == (len(t), 2, 2)\n"
+                             "    assert g['trajectory/norm'].shape == (len(t), 2)\n"
+                             "    assert g['initial_gram'].shape == (4, 4)\n"
+                             "    assert g.attrs['termination'] == 'reached_end'\n"
+                             "    assert np.isfinite(g['events/plateau'][()])\n"
+                             "e = f['event_statistics/plateau']\n"
+                             "assert e.attrs['runs'] == 3 and e.attrs['q25'] <= e[()] <= e.attrs['q75']\n"
+                             "print('ok')\n";
+  ASSERT_EQ(testing::RunPython(script, &output), 0) << output;
+}
+
+TEST(SgdCli, CompareWritesTheTableAndTheExponents) {
+  const std::string out = TempDir() + "/compare.h5";
+  std::string output;
+  ASSERT_EQ(RunCommand(CliPath() + " compare " + ModelPath("committee_erf_k2m2.ini") +
+                           " --d 100,400 --seeds 2 --set integrate.t_end=10 -o " + out,
+                       &output),
+            0)
+      << output;
+  EXPECT_NE(output.find("log-log exponents against d"), std::string::npos) << output;
+  const std::string script = "import h5py, numpy as np\n"
+                             "f = h5py.File('" + out + "')\n"
+                             "assert f.attrs['kind'] == 'compare'\n"
+                             "t = f['table']\n"
+                             "assert list(t['d'][:]) == [100, 100, 400, 400]\n"
+                             "assert f.attrs['event_names'].split('\\n') == ['plateau', 'specialised']\n"
+                             "assert np.isfinite(t['ode_median'][0]) and np.isfinite(t['sgd_median'][0])\n"
+                             "assert t['overlap_distance'].shape == (2,)\n"
+                             "assert 'sgd_steps' in f['scaling/plateau'].attrs\n"
+                             "assert f['d_400/sgd/seed_3/trajectory/M'].shape[1:] == (2, 2)\n"
+                             "assert f['d_400/ode/seed_3/trajectory/time'][-1] >= 10\n"
+                             "print('ok')\n";
+  ASSERT_EQ(testing::RunPython(script, &output), 0) << output;
+}
+
+TEST(SgdCli, BadInputNamesTheKeyAndWritesNothing) {
+  struct Case {
+    std::string args;
+    const char* expected;
+  };
+  const std::string dir = TempDir();
+  const std::string out = dir + "/never.h5";
+  for (const Case& c : std::vector<Case>{
+           {" sgd " + ModelPath("committee_erf_k2m2.ini") + " --set sgd.lr=-1", "sgd.lr"},
+           {" sgd " + ModelPath("committee_erf_k2m2.ini") + " --seeds 0", "--seeds"},
+           {" sgd " + ModelPath("committee_erf_k2m2.ini") + " --set sgd.engine=fast", "sgd.engine"},
+           {" sgd " + ModelPath("soft_routed_moe.ini"), "sgd.lr"},
+           {" sgd " + ModelPath("committee_erf_k2m2.ini") + " --set d=3", "'d'"},
+           {" compare " + ModelPath("committee_erf_k2m2.ini") + " --d 100,-5", "--d"},
+           {" compare " + ModelPath("committee_erf_k2m2.ini"), "--d"}}) {
+    std::string output;
+    EXPECT_EQ(RunCommand(CliPath() + c.args + " -o " + out, &output), 2) << c.args << "\n" << output;
+    EXPECT_NE(output.find(c.expected), std::string::npos) << c.args << "\n" << output;
+    EXPECT_FALSE(std::filesystem::exists(out)) << c.args;
+  }
+}
+
+TEST(SgdCli, HelpDocumentsTheSgdKeys) {
+  std::string output;
+  ASSERT_EQ(RunCommand(CliPath() + " sgd --help", &output), 0);
+  for (const char* key : {"lr_exponent", "samples", "test_samples", "engine", "overlaps", "event_resolution"}) {
+    EXPECT_NE(output.find(key), std::string::npos) << key;
+  }
+  ASSERT_EQ(RunCommand(CliPath() + " compare --help", &output), 0);
+  EXPECT_NE(output.find("--d"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace moeflow
