@@ -166,8 +166,13 @@ TEST(SgdOptions, BadValuesAreRejectedByName) {
     }
   }
   // A gradient-flow model without [sgd] lr has no learning rate for SGD.
-  const FlowSetup he3 = ModelSetup("single_index_he3.ini", {});
-  EXPECT_THROW(he3.sgd.Validate(he3.system->vectors()), InputError);
+  const FlowSetup moe = ModelSetup("soft_routed_moe.ini", {});
+  try {
+    moe.sgd.Validate(moe.system->vectors());
+    ADD_FAILURE() << "a gradient-flow model without sgd.lr was accepted for SGD";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("sgd.lr"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Statistics, QuantilesCountMissingEventsAsInfinite) {

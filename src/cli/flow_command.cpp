@@ -69,17 +69,18 @@ int RunFlow(const Args& args) {
     };
   }
   Trajectory trajectory;
-  const RunSummary summary = Integrate(*setup.system, setup.initial_state, setup.options, setup.events,
-                                       &trajectory, control);
+  std::vector<StageRecord> stages;
+  const RunSummary summary = RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events,
+                                         setup.stages, &trajectory, &stages, control);
   if (show_progress) std::fprintf(stderr, "\r%40s\r", "");
   if (summary.termination == Termination::kInterrupted) {
     std::cerr << "moeflow flow: interrupted at t = " << summary.t_final << "; nothing written\n";
     return kExitInterrupted;
   }
-  io::WriteFileAtomically(output, io::FlowResultFile(model, setup, summary, trajectory, CommandLine("flow", args)));
+  io::WriteFileAtomically(output, io::FlowResultFile(model, setup, summary, trajectory, stages, CommandLine("flow", args)));
   if (!quiet) {
     std::cout << "model:          " << model_path << "\n"
-              << io::FlowReport(setup, summary, trajectory) << "written:        " << output << "\n";
+              << io::FlowReport(setup, summary, trajectory, stages) << "written:        " << output << "\n";
   }
   if (!summary.Ok()) {
     std::cerr << "moeflow flow: the run ended abnormally: " << summary.message << "\n";

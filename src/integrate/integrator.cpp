@@ -174,8 +174,9 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
     trajectory->time.push_back(t);
     trajectory->values.push_back(values);
   };
-  auto finish = [&](Termination termination, double t, std::string message) {
+  auto finish = [&](Termination termination, double t, std::string message, const Eigen::VectorXd& x) {
     summary.termination = termination;
+    summary.final_state = x;
     summary.t_final = t;
     summary.message = std::move(message);
     summary.drift_evaluations = evaluations;
@@ -196,7 +197,7 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
       stop_now = stop_now || events[e].stop;
     }
   }
-  if (stop_now) return finish(Termination::kStoppedOnEvent, 0.0, "a stopping event holds at t = 0");
+  if (stop_now) return finish(Termination::kStoppedOnEvent, 0.0, "a stopping event holds at t = 0", x0);
 
   std::vector<double> row_times;
   std::size_t next_output = 0;
@@ -206,18 +207,20 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
   while (true) {
     if (control.interrupt != nullptr && control.interrupt->load()) {
       return finish(Termination::kInterrupted, driver->CurrentTime(),
-                    "interrupted at t = " + Num(driver->CurrentTime()));
+                    "interrupted at t = " + Num(driver->CurrentTime()), driver->CurrentState());
     }
     if (summary.accepted_steps >= options.max_steps) {
       return finish(Termination::kMaxSteps, driver->CurrentTime(),
                     "stopped after max_steps = " + std::to_string(options.max_steps) +
-                        " accepted steps at t = " + Num(driver->CurrentTime()) + " < t_end = " + Num(options.t_end));
+                        " accepted steps at t = " + Num(driver->CurrentTime()) + " < t_end = " + Num(options.t_end),
+                    driver->CurrentState());
     }
     const double t_before = driver->CurrentTime();
     try {
       driver->Step();
     } catch (const detail::StepSizeUnderflow& e) {
-      return finish(Termination::kStepUnderflow, t_before, std::string("step-size underflow: ") + e.what());
+      return finish(Termination::kStepUnderflow, t_before, std::string("step-size underflow: ") + e.what(),
+                    driver->CurrentState());
     }
     ++summary.accepted_steps;
     const double t0 = driver->PreviousTime();
@@ -226,25 +229,28 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
     if (t1 - t0 < options.dt_min * std::max(1.0, std::abs(t1))) {
       return finish(Termination::kStepUnderflow, t1,
                     "step-size underflow: accepted step " + Num(t1 - t0) + " < dt_min * max(1, |t|) = " +
-                        Num(options.dt_min * std::max(1.0, std::abs(t1))) + " at t = " + Num(t1));
+                        Num(options.dt_min * std::max(1.0, std::abs(t1))) + " at t = " + Num(t1),
+                    x1);
     }
     if (!x1.allFinite()) {
       Eigen::Index i = 0;
       for (; i < x1.size() && std::isfinite(x1[i]); ++i) {}
       return finish(Termination::kNotFinite, t0,
                     "state component " + std::to_string(i) + " became " + Num(x1[i]) +
-                        " in the step from t = " + Num(t0) + " to t = " + Num(t1));
+                        " in the step from t = " + Num(t0) + " to t = " + Num(t1),
+                    x1);
     }
     const double largest = x1.cwiseAbs().maxCoeff();
     if (largest > options.divergence_threshold) {
       record(t1, x1);
       return finish(Termination::kDiverged, t1,
                     "diverged: max |x| = " + Num(largest) + " > divergence threshold " +
-                        Num(options.divergence_threshold) + " at t = " + Num(t1));
+                        Num(options.divergence_threshold) + " at t = " + Num(t1),
+                    x1);
     }
     if (std::string violation = system.CheckInvariants(x1); !violation.empty()) {
       record(t1, x1);
-      return finish(Termination::kInvariantViolated, t1, violation + " at t = " + Num(t1));
+      return finish(Termination::kInvariantViolated, t1, violation + " at t = " + Num(t1), x1);
     }
 
     // Events in (t0, t_hi]; a stopping event truncates the step at its time.
@@ -292,11 +298,13 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
 
     if (std::isfinite(stop_time)) {
       if (trajectory->time.back() < stop_time) output_at(stop_time);
-      return finish(Termination::kStoppedOnEvent, stop_time, "stopped on event at t = " + Num(stop_time));
+      driver->StateAt(stop_time, &state);
+      return finish(Termination::kStoppedOnEvent, stop_time, "stopped on event at t = " + Num(stop_time), state);
     }
     if (t1 >= options.t_end) {
       if (trajectory->time.back() < options.t_end) output_at(options.t_end);
-      return finish(Termination::kReachedEnd, options.t_end, "reached t_end = " + Num(options.t_end));
+      driver->StateAt(options.t_end, &state);
+      return finish(Termination::kReachedEnd, options.t_end, "reached t_end = " + Num(options.t_end), state);
     }
     if (control.progress) {
       const auto now = std::chrono::steady_clock::now();

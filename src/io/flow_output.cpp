@@ -97,8 +97,30 @@ Attributes RunAttributes(const std::string& kind, const ModelFile& model, const 
   };
 }
 
+Group StagesGroup(const std::vector<StageRecord>& stages) {
+  Group group;
+  group.name = "stages";
+  for (std::size_t i = 0; i < stages.size(); ++i) {
+    const StageRecord& s = stages[i];
+    group.datasets.push_back({s.name, {}, {s.t_start},
+                              {{"t_end", s.t_end}, {"ended_by", s.ended_by}, {"index", static_cast<std::int64_t>(i)}}});
+  }
+  return group;
+}
+
+std::string StagesReport(const std::vector<StageRecord>& stages) {
+  std::ostringstream os;
+  if (stages.size() < 2) return {};
+  os << std::setprecision(8);
+  for (const StageRecord& s : stages) {
+    os << "stage " << s.name << ": t = " << s.t_start << " -> " << s.t_end << " (" << s.ended_by << ")\n";
+  }
+  return os.str();
+}
+
 Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSummary& summary,
-                     const Trajectory& trajectory, const std::string& command_line) {
+                     const Trajectory& trajectory, const std::vector<StageRecord>& stages,
+                     const std::string& command_line) {
   Group root;
   const IntegratorOptions& o = setup.options;
   root.attributes = RunAttributes("flow", model, setup, command_line);
@@ -115,10 +137,12 @@ Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSu
   });
   root.groups.push_back(TrajectoryGroup(trajectory));
   root.groups.push_back(EventsGroup(summary.events));
+  root.groups.push_back(StagesGroup(stages));
   return root;
 }
 
-std::string FlowReport(const FlowSetup& setup, const RunSummary& summary, const Trajectory& trajectory) {
+std::string FlowReport(const FlowSetup& setup, const RunSummary& summary, const Trajectory& trajectory,
+                       const std::vector<StageRecord>& stages) {
   std::ostringstream os;
   os << std::setprecision(10);
   os << "outcome:        " << ToString(summary.termination) << " (" << summary.message << ")\n"
@@ -136,6 +160,7 @@ std::string FlowReport(const FlowSetup& setup, const RunSummary& summary, const 
          << e.spec.threshold << ")\n";
     }
   }
+  os << StagesReport(stages);
   const std::vector<std::int64_t> ranks = EventRanks(summary.events);
   std::vector<std::size_t> order;
   for (std::size_t i = 0; i < ranks.size(); ++i) {

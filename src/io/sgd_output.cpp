@@ -43,6 +43,7 @@ Group SgdSeedGroup(const SgdRun& run) {
                              Dataset{"steps", {run.steps.size()}, run.steps, {{"description", std::string("SGD steps")}}});
   group.groups.push_back(std::move(trajectory));
   group.groups.push_back(EventsGroup(run.summary.events));
+  group.groups.push_back(StagesGroup(run.stages));
   const Eigen::MatrixXd& g = run.initial_gram;
   Dataset gram{"initial_gram", {static_cast<std::size_t>(g.rows()), static_cast<std::size_t>(g.cols())}, {}, {}};
   for (Eigen::Index i = 0; i < g.rows(); ++i) {
@@ -166,6 +167,7 @@ Group CompareResultFile(const ModelFile& model, const OdeSgdComparison& comparis
                         {"message", c.ode[s].message}};
       run.groups.push_back(TrajectoryGroup(c.ode_trajectories[s]));
       run.groups.push_back(EventsGroup(c.ode[s].events));
+      run.groups.push_back(StagesGroup(c.ode_stages[s]));
     }
   }
   return root;

@@ -230,6 +230,13 @@ Eigen::MatrixXd TwoLayerFlow::GatedGradientOverlaps(const Eigen::MatrixXd& gram)
   return a * gram;  // teacher rows of a are zero
 }
 
+TwoLayerFlow TwoLayerFlow::WithLearningRates(double expert_lr, double router_lr) const {
+  TwoLayerFlow copy = *this;
+  copy.spec_.learning_rate = expert_lr;
+  copy.spec_.router_learning_rate = router_lr;
+  return copy;
+}
+
 double TwoLayerFlow::StudentMultiplier(int a) const {
   const bool router = spec_.student.gate && a >= spec_.student.units;
   return router ? spec_.router_learning_rate : spec_.learning_rate;

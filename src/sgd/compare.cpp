@@ -94,6 +94,7 @@ OdeSgdComparison CompareOdeSgd(const io::ModelFile& model, const CompareOptions&
     }
     c.ode.resize(seeds.size());
     c.ode_trajectories.resize(seeds.size());
+    c.ode_stages.resize(seeds.size());
     ParallelFor(seeds.size(), options.threads, [&](std::size_t s) {
       IntegratorOptions o = setup.options;  // the ODE on the SGD run's own recorded times
       o.output_times = c.sgd[s].trajectory.time;
@@ -102,8 +103,8 @@ OdeSgdComparison CompareOdeSgd(const io::ModelFile& model, const CompareOptions&
       o.output_every_step = false;
       IntegrationControl control;
       control.interrupt = options.control.interrupt;
-      c.ode[s] = Integrate(*setup.system, setup.system->Pack(c.sgd[s].initial_gram), o, setup.events,
-                           &c.ode_trajectories[s], control);
+      c.ode[s] = RunProtocol(*setup.system, setup.system->Pack(c.sgd[s].initial_gram), o, setup.events,
+                             setup.stages, &c.ode_trajectories[s], &c.ode_stages[s], control);
     });
     for (std::size_t e = 0; e < setup.events.size(); ++e) {
       std::vector<double> ode, sgd;

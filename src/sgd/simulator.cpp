@@ -403,8 +403,32 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   Eigen::MatrixXd h(batch, n), hbar(batch, n), g(batch, p), delta(batch, p), xb(batch, options.d > 0 ? options.d : 1);
   Eigen::VectorXd residual(batch), noise(batch), a(p), labels(batch), norms = Eigen::VectorXd::Ones(p);
   const double noise_sd = std::sqrt(model.spec().noise_variance);
+  // The protocol: the stages' multipliers per student vector and their stop rules.
+  std::vector<Stage> stages = options.stages;
+  if (stages.empty()) {
+    Stage all;
+    all.learning_rate = model.spec().learning_rate;
+    all.router_learning_rate = model.spec().router_learning_rate;
+    stages.push_back(all);
+  }
+  std::size_t stage = 0;
+  double stage_start = 0.0;
+  int until = -1;  // the index of the current stage's `until` event
   std::vector<double> multiplier(p);
-  for (int i = 0; i < p; ++i) multiplier[i] = model.StudentMultiplier(i);
+  auto enter_stage = [&](double t) {
+    stage_start = t;
+    until = -1;
+    if (stage >= stages.size()) return;
+    for (std::size_t e = 0; e < events.size(); ++e) {
+      if (events[e].name == stages[stage].until) until = static_cast<int>(e);
+    }
+    const bool gated = static_cast<bool>(model.spec().student.gate);
+    for (int i = 0; i < p; ++i) {
+      const bool router = gated && i >= model.spec().student.units;
+      multiplier[i] = router ? stages[stage].router_learning_rate : stages[stage].learning_rate;
+    }
+  };
+  enter_stage(0.0);
 
   // The norms the model divides the projections by: ‖w‖ when normalised, else 1.
   auto model_norms = [&]() -> Eigen::VectorXd {
@@ -450,7 +474,10 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   std::size_t next_record = 0;
   long long step = 0, next_check = 0, reported = 0;
   bool finished = false;
+  long long last_recorded = -1;
   auto observe = [&](bool record) {
+    record = record && step != last_recorded;
+    if (record) last_recorded = step;
     const Eigen::MatrixXd raw = engine->Gram();
     const double t = eta * static_cast<double>(step);
     const Eigen::VectorXd values = recorder.Values(raw, record ? train_risk() : 0.0, record ? test_risk() : 0.0);
@@ -501,6 +528,24 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
     }
     if (record || step >= next_check || step >= last_step) observe(record || step >= last_step);
     if (finished) break;
+    // Stage ends: its duration elapsed or its `until` event happened (events are seen at checks).
+    bool protocol_done = false;
+    while (stage < stages.size()) {
+      const bool elapsed = t - stage_start >= stages[stage].duration - 1e-12 * std::max(1.0, t);
+      const bool event = until >= 0 && run.summary.events[static_cast<std::size_t>(until)].occurred;
+      if (!elapsed && !event) break;
+      run.stages.push_back({stages[stage].name, stage_start, t, event ? "event " + stages[stage].until : "duration"});
+      observe(true);  // a row at every stage boundary
+      ++stage;
+      enter_stage(t);
+      protocol_done = stage == stages.size();
+    }
+    if (finished) break;
+    if (protocol_done) {
+      run.summary.termination = Termination::kReachedEnd;
+      run.summary.message = "the protocol's last stage ended at t = " + detail::FormatNumber(t);
+      break;
+    }
     if (step >= last_step) {
       run.summary.termination = step >= options.max_steps && t < integrator.t_end ? Termination::kMaxSteps
                                                                                    : Termination::kReachedEnd;
@@ -554,6 +599,14 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
       run.summary.message = "a NaN or infinity in the output at step " + std::to_string(step);
       break;
     }
+  }
+  if (stage < stages.size()) {
+    const std::string ended = run.summary.termination == Termination::kReachedEnd
+                                  ? "t_end"
+                                  : (run.summary.termination == Termination::kStoppedOnEvent
+                                         ? "stop event"
+                                         : std::string(ToString(run.summary.termination)));
+    run.stages.push_back({stages[stage].name, stage_start, eta * static_cast<double>(step), ended});
   }
   if (control.progress && step > reported) control.progress(step - reported);
   run.summary.accepted_steps = step;

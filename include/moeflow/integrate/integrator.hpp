@@ -72,6 +72,7 @@ struct RunSummary {
   long long drift_evaluations = 0;
   double wall_seconds = 0.0;
   std::vector<EventRecord> events;
+  Eigen::VectorXd final_state;  // the state at t_final
 
   // True for the normal endings (t_end reached or stopped on an event).
   bool Ok() const;

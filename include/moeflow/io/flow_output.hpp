@@ -5,6 +5,7 @@
 //                     termination, message, t_final, accepted_steps, drift_evaluations, wall_seconds
 //   /trajectory/time  (T)
 //   /trajectory/<obs> (T), (T x n) or (T x rows x cols)
+//   /stages/<name>    scalar: the stage's start time; attributes t_end, ended_by, index
 //   /events/<name>    scalar: the event time (NaN if it did not happen); attributes value,
 //                     occurred, observable, op, threshold, stop
 // and a readable report of the same run.
@@ -28,10 +29,17 @@ Attributes RunAttributes(const std::string& kind, const ModelFile& model, const 
 std::vector<std::int64_t> EventRanks(const std::vector<EventRecord>& events);
 Group EventsGroup(const std::vector<EventRecord>& events);
 
+// /stages/<name>: scalar start time; attributes t_end, ended_by, index (the order of the stages).
+Group StagesGroup(const std::vector<StageRecord>& stages);
+
 Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSummary& summary,
-                     const Trajectory& trajectory, const std::string& command_line);
+                     const Trajectory& trajectory, const std::vector<StageRecord>& stages,
+                     const std::string& command_line);
 
 // A few lines for the terminal: outcome, steps, events, final risk.
-std::string FlowReport(const FlowSetup& setup, const RunSummary& summary, const Trajectory& trajectory);
+std::string FlowReport(const FlowSetup& setup, const RunSummary& summary, const Trajectory& trajectory,
+                       const std::vector<StageRecord>& stages = {});
+// One line per stage, for protocols of more than one stage.
+std::string StagesReport(const std::vector<StageRecord>& stages);
 
 }  // namespace moeflow::io

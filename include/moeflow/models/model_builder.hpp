@@ -11,6 +11,7 @@
 #include "moeflow/integrate/flow_system.hpp"
 #include "moeflow/integrate/integrator.hpp"
 #include "moeflow/io/model_file.hpp"
+#include "moeflow/models/protocol.hpp"
 #include "moeflow/models/two_layer.hpp"
 #include "moeflow/sgd/simulator.hpp"
 
@@ -39,6 +40,7 @@ struct FlowSetup {
   SgdOptions sgd;  // the [sgd] section (learning_rate 0 if the model gives none)
   IntegratorOptions options;
   std::vector<EventSpec> events;
+  std::vector<Stage> stages;  // at least one
   long long d = 0;
   std::uint64_t seed = 0;
 };

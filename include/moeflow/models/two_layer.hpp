@@ -83,6 +83,8 @@ class TwoLayerFlow final : public FlowSystem {
   explicit TwoLayerFlow(TwoLayerSpec spec);
 
   const TwoLayerSpec& spec() const { return spec_; }
+  // The same model with other learning-rate multipliers (a stage of a protocol).
+  TwoLayerFlow WithLearningRates(double expert_lr, double router_lr) const;
   // The learning-rate multiplier of student vector a's block (student.lr or student.router_lr).
   double StudentMultiplier(int a) const;
   int students() const { return p_; }

@@ -29,6 +29,7 @@ struct DimensionComparison {
   std::vector<SgdRun> sgd;
   std::vector<RunSummary> ode;            // one per seed
   std::vector<Trajectory> ode_trajectories;
+  std::vector<std::vector<StageRecord>> ode_stages;
   // Per event: the ODE's median over seeds and the SGD statistics.
   std::vector<TimeStatistics> ode_times, sgd_times;
   // Median over the seeds of sup over the common times and the entries of M and Q of

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "moeflow/integrate/integrator.hpp"
+#include "moeflow/models/protocol.hpp"
 #include "moeflow/models/two_layer.hpp"
 
 namespace moeflow {
@@ -44,6 +45,8 @@ struct SgdOptions {
   double event_resolution = 1e-3;
   long long max_steps = 10'000'000'000LL;
   long long d = 0;
+  // The protocol: each stage's multipliers and stop rule (empty: one stage, the model's own).
+  std::vector<Stage> stages;
 
   SgdEngine ResolvedEngine() const;
   // Throws InputError naming the key (sgd.*) for impossible values.
@@ -60,6 +63,7 @@ struct SgdRun {
   Trajectory trajectory;    // on the integrator's output grid (first step with η·steps ≥ t)
   std::vector<double> steps;  // SGD steps of each recorded row
   Eigen::MatrixXd initial_gram;
+  std::vector<StageRecord> stages;
 };
 
 struct SgdControl {

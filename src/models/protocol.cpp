@@ -1,0 +1,101 @@
+#include "moeflow/models/protocol.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/text.hpp"
+
+namespace moeflow {
+
+RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, const IntegratorOptions& options,
+                       const std::vector<EventSpec>& events, const std::vector<Stage>& stages,
+                       Trajectory* trajectory, std::vector<StageRecord>* records, const IntegrationControl& control) {
+  RunSummary total;
+  total.events.resize(events.size());
+  for (std::size_t e = 0; e < events.size(); ++e) total.events[e].spec = events[e];
+  trajectory->observables = flow.Observables();
+  records->clear();
+  Eigen::VectorXd x = x0;
+  double t = 0.0;
+  total.termination = Termination::kReachedEnd;
+  total.message = "reached t_end = " + detail::FormatNumber(options.t_end);
+  for (std::size_t s = 0; s < stages.size(); ++s) {
+    const Stage& stage = stages[s];
+    StageRecord record{stage.name, t, t, ""};
+    // A stage whose `until` event has already happened is empty.
+    bool already = false;
+    for (const EventRecord& e : total.events) already = already || (e.spec.name == stage.until && e.occurred);
+    if (already) {
+      record.ended_by = "event " + stage.until + " (already happened)";
+      records->push_back(record);
+      continue;
+    }
+    const TwoLayerFlow stage_flow = flow.WithLearningRates(stage.learning_rate, stage.router_learning_rate);
+    IntegratorOptions o = options;
+    const double length = std::min(stage.duration, options.t_end - t);
+    o.t_end = length;
+    o.output_times.clear();
+    for (double g : options.output_times) {
+      if (g > t && g <= t + length) o.output_times.push_back(std::min(g - t, length));
+    }
+    std::vector<EventSpec> stage_events;  // the events not yet seen, `until` made a stop rule
+    std::vector<std::size_t> index;
+    for (std::size_t e = 0; e < events.size(); ++e) {
+      if (total.events[e].occurred) continue;
+      EventSpec spec = events[e];
+      if (spec.name == stage.until) spec.stop = true;
+      stage_events.push_back(spec);
+      index.push_back(e);
+    }
+    Trajectory part;
+    const RunSummary summary = Integrate(stage_flow, x, o, stage_events, &part, control);
+    for (std::size_t r = (s == 0 ? 0 : 1); r < part.time.size(); ++r) {
+      trajectory->time.push_back(t + part.time[r]);
+      trajectory->values.push_back(part.values[r]);
+    }
+    bool global_stop = false, until_hit = false;
+    for (std::size_t i = 0; i < stage_events.size(); ++i) {
+      const EventRecord& e = summary.events[i];
+      if (!e.occurred) continue;
+      EventRecord& out = total.events[index[i]];
+      out.occurred = true;
+      out.time = t + e.time;
+      out.value = e.value;
+      if (summary.termination == Termination::kStoppedOnEvent && e.time == summary.t_final) {
+        global_stop = global_stop || events[index[i]].stop;
+        until_hit = until_hit || events[index[i]].name == stage.until;
+      }
+    }
+    total.accepted_steps += summary.accepted_steps;
+    total.rejected_steps += summary.rejected_steps;
+    total.drift_evaluations += summary.drift_evaluations;
+    total.wall_seconds += summary.wall_seconds;
+    t += summary.t_final;
+    x = summary.final_state;
+    record.t_end = t;
+    total.t_final = t;
+    total.final_state = x;
+    if (!summary.Ok()) {
+      record.ended_by = ToString(summary.termination);
+      records->push_back(record);
+      total.termination = summary.termination;
+      total.message = stages.size() == 1 ? summary.message : "stage '" + stage.name + "': " + summary.message;
+      return total;
+    }
+    if (global_stop) {
+      record.ended_by = "stop event";
+      records->push_back(record);
+      total.termination = Termination::kStoppedOnEvent;
+      total.message = stages.size() == 1 ? summary.message
+                                         : "stopped on event at t = " + detail::FormatNumber(t) + " (stage '" +
+                                               stage.name + "')";
+      return total;
+    }
+    record.ended_by = until_hit ? "event " + stage.until : (t >= options.t_end ? "t_end" : "duration");
+    records->push_back(record);
+    if (t >= options.t_end) break;
+  }
+  return total;
+}
+
+}  // namespace moeflow

@@ -1,0 +1,134 @@
+// Staged protocols ([stage.NAME] sections) in the ODE and in SGD. References: the single-index
+// closed form T(m0 → m1) = [−1/(3m) + atanh(m)/3] (theory.md §3.1) — a stage with multiplier Λ
+// runs the same flow Λ times faster, a stage with Λ = 0 holds the state — and the exact
+// invariance of frozen blocks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "moeflow/error.hpp"
+#include "moeflow/io/model_file.hpp"
+#include "moeflow/models/model_builder.hpp"
+#include "moeflow/models/protocol.hpp"
+#include "moeflow/sgd/simulator.hpp"
+#include "test_util.hpp"
+
+namespace moeflow {
+namespace {
+
+double T(double m0, double m1) {
+  auto primitive = [](double m) { return -1.0 / (3.0 * m) + std::atanh(m) / 3.0; };
+  return primitive(m1) - primitive(m0);
+}
+
+FlowSetup He3(const std::vector<std::string>& overrides) {
+  io::ModelFile model = io::ModelFile::Load(testing::ModelPath("single_index_he3.ini"));
+  for (const std::string& s : overrides) model.Set(s);
+  return BuildFlow(model);
+}
+
+struct ProtocolRun {
+  RunSummary summary;
+  Trajectory trajectory;
+  std::vector<StageRecord> stages;
+};
+
+ProtocolRun Flow(const FlowSetup& setup) {
+  ProtocolRun r;
+  r.summary = RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events, setup.stages, &r.trajectory,
+                          &r.stages);
+  return r;
+}
+
+// Frozen for t ∈ [0, 5], then the flow at double speed until m = 0.3 (an event ends the stage),
+// then unit speed to the escape m = 0.5: escape at 5 + T(m0, 0.3)/2 + T(0.3, 0.5), to 1e-8.
+TEST(Protocol, StagesScaleTimeByTheirMultiplierAndStopOnDurationOrEvent) {
+  const FlowSetup setup = He3({"d=1e4", "stage.hold.duration=5", "stage.hold.lr=0", "stage.fast.until=third",
+                               "stage.fast.lr=2", "stage.rest.lr=1", "event.third.observable=m",
+                               "event.third.threshold=0.3"});
+  ASSERT_EQ(setup.stages.size(), 3u);
+  const ProtocolRun r = Flow(setup);
+  ASSERT_EQ(r.summary.termination, Termination::kStoppedOnEvent) << r.summary.message;
+  const double m0 = 1e-2;
+  const double expected_third = 5 + T(m0, 0.3) / 2, expected_escape = expected_third + T(0.3, 0.5);
+  double escape = 0, third = 0;
+  for (const EventRecord& e : r.summary.events) (e.spec.name == "escape" ? escape : third) = e.time;
+  EXPECT_NEAR(third / expected_third, 1.0, 1e-8);
+  EXPECT_NEAR(escape / expected_escape, 1.0, 1e-8);
+  ASSERT_EQ(r.stages.size(), 3u);
+  EXPECT_EQ(r.stages[0].ended_by, "duration");
+  EXPECT_DOUBLE_EQ(r.stages[0].t_end, 5.0);
+  EXPECT_EQ(r.stages[1].ended_by, "event third");
+  EXPECT_NEAR(r.stages[1].t_end, expected_third, 1e-7 * expected_third);
+  EXPECT_EQ(r.stages[2].ended_by, "stop event");
+  // While frozen, m does not move at all; the time axis runs on across stages.
+  const std::vector<int> offsets = ObservableOffsets(r.trajectory.observables);
+  for (std::size_t row = 0; row < r.trajectory.time.size(); ++row) {
+    if (r.trajectory.time[row] <= 5.0) EXPECT_EQ(r.trajectory.values[row][offsets[1]], m0);
+    if (row > 0) EXPECT_GT(r.trajectory.time[row], r.trajectory.time[row - 1]);
+  }
+}
+
+// The same protocol in SGD (d = 64, η = 0.2): the student does not move during the frozen stage
+// (m stays at m0 = 1/8 to round-off), the stages end by duration, by event and by the model's
+// stop event, and the stage records say so.
+TEST(Protocol, SgdFollowsTheSameStages) {
+  const FlowSetup setup = He3({"d=64", "stage.hold.duration=2", "stage.hold.lr=0", "stage.fast.until=third",
+                               "stage.fast.lr=2", "stage.rest.lr=1", "event.third.observable=m",
+                               "event.third.threshold=0.3", "sgd.lr=0.2"});
+  const SgdRun run = SimulateSgd(*setup.system, setup.initial_gram, setup.sgd, setup.options, setup.events, 5);
+  ASSERT_EQ(run.stages.size(), 3u);
+  EXPECT_EQ(run.stages[0].ended_by, "duration");
+  EXPECT_NEAR(run.stages[0].t_end, 2.0, setup.sgd.learning_rate);
+  EXPECT_EQ(run.stages[1].ended_by, "event third");
+  EXPECT_EQ(run.stages[2].ended_by, "stop event");
+  EXPECT_EQ(run.summary.termination, Termination::kStoppedOnEvent) << run.summary.message;
+  const std::vector<int> offsets = ObservableOffsets(run.trajectory.observables);
+  for (std::size_t row = 0; row < run.trajectory.time.size(); ++row) {
+    if (run.trajectory.time[row] < 2.0 - setup.sgd.learning_rate) {
+      EXPECT_NEAR(run.trajectory.values[row][offsets[1]], 0.125, 1e-15) << row;
+    }
+  }
+  for (const EventRecord& e : run.summary.events) EXPECT_TRUE(e.occurred) << e.spec.name;
+}
+
+TEST(Protocol, BadStagesAreRejectedByName) {
+  EXPECT_THROW(He3({"stage.a.until=nothing"}), InputError);
+  EXPECT_THROW(He3({"stage.a.lr=1", "stage.b.duration=1"}), InputError);  // a has no stop rule
+  EXPECT_THROW(He3({"stage.a.duration=-1"}), InputError);
+  EXPECT_THROW(He3({"stage.a.duration=1", "stage.a.router_lr=0"}), InputError);  // no routers here
+  try {
+    He3({"stage.a.until=nothing"});
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("stage.a.until"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("escape"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace moeflow
+
+namespace moeflow {
+namespace {
+
+TEST(Protocol, FlowFileRecordsTheStages) {
+  const std::string out = testing::TempDir() + "/staged.h5";
+  std::string output;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " flow " + testing::ModelPath("single_index_he3.ini") +
+                                    " --set stage.hold.duration=5 --set stage.hold.lr=0 --set stage.go.lr=1 -o " + out,
+                                &output),
+            0)
+      << output;
+  EXPECT_NE(output.find("stage hold: t = 0 -> 5 (duration)"), std::string::npos) << output;
+  const std::string script = "import h5py\n"
+                             "f = h5py.File('" + out + "')\n"
+                             "s = f['stages']\n"
+                             "assert s['hold'][()] == 0 and s['hold'].attrs['t_end'] == 5, s['hold'].attrs['t_end']\n"
+                             "assert s['go'][()] == 5 and s['go'].attrs['ended_by'] == 'stop event'\n"
+                             "assert abs(f['events/escape'][()] - 5 - 32.84643527) < 1e-6\n"
+                             "print('ok')\n";
+  ASSERT_EQ(testing::RunPython(script, &output), 0) << output;
+}
+
+}  // namespace
+}  // namespace moeflow
