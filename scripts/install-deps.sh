@@ -7,7 +7,7 @@ packages=(
   g++ make cmake
   libboost-dev libboost-program-options-dev libeigen3-dev libhdf5-dev
   libgtest-dev libbenchmark-dev
-  python3 python3-numpy python3-h5py
+  python3 python3-numpy python3-h5py python3-matplotlib
 )
 
 missing=()

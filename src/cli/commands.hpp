@@ -29,5 +29,6 @@ int RunInspectCommand(const Args& args);
 int RunHermiteCommand(const Args& args);
 int RunSgdCommand(const Args& args);
 int RunCompareCommand(const Args& args);
+int RunPlotCommand(const Args& args);
 
 }  // namespace moeflow::cli

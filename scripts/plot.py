@@ -1,0 +1,225 @@
+#!/usr/bin/python3
+"""Plots a moeflow result file (flow, sgd or compare) to a PNG. Called by `moeflow plot`.
+
+Usage: plot.py FILE -o PNG [--log-time] [--observable NAME]
+
+  flow     risk (log scale) and the best cosines per teacher (`m`, and `m_router` for gated
+           models) against t, with the events as vertical lines and the stage boundaries shaded.
+  sgd      the same for every seed (thin lines) and the median over the seeds (thick), with the
+           median event times.
+  compare  every event's time against d (log-log): the ODE median, the SGD median with its
+           interquartile range, and the fitted exponents; the SGD-ODE overlap distance against d.
+
+The PNG is written to a temporary file beside the target and renamed, so a failed plot never
+leaves a partial file.
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+import h5py
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def series(group, name):
+    """A (T, k) array of a scalar, vector or matrix observable (matrices flattened)."""
+    data = group[name][:]
+    return data.reshape(data.shape[0], -1)
+
+
+def events_of(group):
+    out = []
+    if "events" not in group:
+        return out
+    for name, ds in group["events"].items():
+        t = float(ds[()])
+        if np.isfinite(t):
+            out.append((t, name))
+    return sorted(out)
+
+
+def mark_events(ax, events, log_time):
+    for t, name in events:
+        if log_time and t <= 0:
+            continue
+        ax.axvline(t, color="0.5", lw=0.6, ls=":")
+    if len(events) <= 12:
+        for t, name in events:
+            if log_time and t <= 0:
+                continue
+            ax.text(t, 1.0, " " + name, rotation=90, va="top", ha="left", fontsize=6, color="0.3",
+                    transform=ax.get_xaxis_transform())
+
+
+def shade_stages(axes, group):
+    if "stages" not in group or len(group["stages"]) < 2:
+        return
+    stages = sorted(((float(ds[()]), float(ds.attrs["t_end"]), name) for name, ds in group["stages"].items()))
+    for i, (t0, t1, name) in enumerate(stages):
+        for ax in axes:
+            if i % 2:
+                ax.axvspan(t0, t1, color="0.92", zorder=0)
+        axes[0].text(0.5 * (t0 + t1) if t1 > t0 else t0, 0.02, name, fontsize=7, ha="center",
+                     transform=axes[0].get_xaxis_transform())
+
+
+def cosine_names(group):
+    return [n for n in ("m", "m_router") if n in group]
+
+
+def time_axes(log_time, rows):
+    fig, axes = plt.subplots(rows, 1, figsize=(7, 2.6 * rows), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    for ax in axes:
+        if log_time:
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("t (= η·steps for SGD)")
+    return fig, axes
+
+
+def positive(t, *ys, log_time):
+    if not log_time:
+        return (t,) + ys
+    keep = t > 0
+    return (t[keep],) + tuple(y[keep] for y in ys)
+
+
+def plot_flow(f, args):
+    traj = f["trajectory"]
+    names = cosine_names(traj)
+    fig, axes = time_axes(args.log_time, 1 + len(names))
+    t = traj["time"][:]
+    tt, risk = positive(t, traj["risk"][:], log_time=args.log_time)
+    axes[0].semilogy(tt, np.maximum(risk, 1e-300), color="k")
+    axes[0].set_ylabel("risk")
+    for ax, name in zip(axes[1:], names):
+        values = series(traj, name)
+        for j in range(values.shape[1]):
+            tt, v = positive(t, values[:, j], log_time=args.log_time)
+            ax.plot(tt, v, lw=1, label=f"{name}[{j}]" if values.shape[1] > 1 else name)
+        ax.set_ylabel(name)
+        if values.shape[1] <= 10:
+            ax.legend(fontsize=7, ncol=min(5, values.shape[1]))
+    for ax in axes:
+        mark_events(ax, events_of(f), args.log_time)
+    shade_stages(axes, f)
+    axes[0].set_title(f"{os.path.basename(text(f.attrs.get('model_file', args.file)))}  (flow, d = {f.attrs['d']})",
+                      fontsize=9)
+    return fig
+
+
+def plot_sgd(f, args):
+    seeds = sorted(k for k in f.keys() if k.startswith("seed_"))
+    first = f[seeds[0]]["trajectory"]
+    names = cosine_names(first)
+    fig, axes = time_axes(args.log_time, 1 + len(names))
+    for row, name in enumerate(["risk"] + names):
+        ax = axes[row]
+        curves = []
+        for s in seeds:
+            traj = f[s]["trajectory"]
+            t = traj["time"][:]
+            values = series(traj, name)
+            v = values.max(axis=1) if name != "risk" else values[:, 0]
+            tt, vv = positive(t, v, log_time=args.log_time)
+            (ax.semilogy if name == "risk" else ax.plot)(tt, np.maximum(vv, 1e-300) if name == "risk" else vv,
+                                                         color="C0", lw=0.5, alpha=0.4)
+            curves.append((t, v))
+        length = min(len(c[0]) for c in curves)
+        median = np.median(np.array([c[1][:length] for c in curves]), axis=0)
+        tt, mm = positive(curves[0][0][:length], median, log_time=args.log_time)
+        (ax.semilogy if name == "risk" else ax.plot)(tt, np.maximum(mm, 1e-300) if name == "risk" else mm,
+                                                     color="C3", lw=1.8, label="median over seeds")
+        ax.set_ylabel(name if name == "risk" else f"max {name}")
+    axes[0].legend(fontsize=7)
+    medians = []
+    if "event_statistics" in f:
+        for name, ds in f["event_statistics"].items():
+            if np.isfinite(ds[()]):
+                medians.append((float(ds[()]), name))
+    for ax in axes:
+        mark_events(ax, sorted(medians), args.log_time)
+    axes[0].set_title(f"{os.path.basename(text(f.attrs.get('model_file', args.file)))}  (SGD, d = {f.attrs['d']}, "
+                      f"η = {f.attrs['learning_rate']:.3g}, {len(seeds)} seeds)", fontsize=9)
+    return fig
+
+
+def plot_compare(f, args):
+    table = f["table"]
+    names = text(f.attrs["event_names"]).split("\n") if text(f.attrs["event_names"]) else []
+    d, event = table["d"][:], table["event"][:].astype(int)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    ax = axes[0]
+    for e, name in enumerate(names):
+        rows = event == e
+        ode, med = table["ode_median"][rows], table["sgd_median"][rows]
+        q25, q75 = table["sgd_q25"][rows], table["sgd_q75"][rows]
+        scaling = f["scaling"][name].attrs if name in f["scaling"] else {}
+        ax.loglog(d[rows], ode, "o-", color=f"C{e}", label=f"{name}: ODE (slope {scaling.get('ode_time', np.nan):.2f})")
+        ax.errorbar(d[rows], med, yerr=[np.maximum(med - q25, 0), np.maximum(q75 - med, 0)], fmt="s--",
+                    color=f"C{e}", alpha=0.7, capsize=3,
+                    label=f"{name}: SGD median, IQR (slope {scaling.get('sgd_time', np.nan):.2f})")
+    ax.set_xlabel("d")
+    ax.set_ylabel("event time t")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    ax = axes[1]
+    dims = np.unique(d)
+    distance = table["overlap_distance"][:]
+    ax.loglog(dims, distance, "o-", color="k",
+              label=f"median over seeds of sup |SGD − ODE| (slope {f.attrs.get('distance_exponent', np.nan):.2f})")
+    ax.loglog(dims, distance[0] * np.sqrt(dims[0] / dims), ":", color="0.5", label="∝ d^(-1/2)")
+    ax.set_xlabel("d")
+    ax.set_ylabel("overlap distance")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    fig.suptitle(f"{os.path.basename(text(f.attrs.get('model_file', args.file)))}: ODE vs SGD, "
+                 f"{f.attrs['seeds']} seeds per d", fontsize=9)
+    return fig
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Plot a moeflow result file to a PNG.")
+    parser.add_argument("file")
+    parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("--log-time", action="store_true")
+    args = parser.parse_args()
+    try:
+        f = h5py.File(args.file, "r")
+    except OSError as e:
+        print(f"moeflow plot: error: cannot read '{args.file}' as HDF5 ({e})", file=sys.stderr)
+        return 2
+    kind = text(f.attrs.get("kind", ""))
+    plotters = {"flow": plot_flow, "sgd": plot_sgd, "compare": plot_compare}
+    if kind not in plotters:
+        print(f"moeflow plot: error: '{args.file}' has kind '{kind}'; plot knows flow, sgd, compare", file=sys.stderr)
+        return 2
+    fig = plotters[kind](f, args)
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(args.output))
+    fd, tmp = tempfile.mkstemp(prefix=".moeflow-plot-", suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; a picture is for sharing
+        os.replace(tmp, args.output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
