@@ -20,6 +20,7 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 1;        // I/O or internal failure
 inline constexpr int kExitInputError = 2;   // bad model file, option or value
 inline constexpr int kExitOutcome = 3;      // the run ended abnormally (diverged, NaN, ...)
+inline constexpr int kExitCheckFailed = 4;   // moeflow verify: some check failed
 inline constexpr int kExitInterrupted = 130;
 
 const std::vector<Command>& AllCommands();
@@ -30,5 +31,6 @@ int RunHermiteCommand(const Args& args);
 int RunSgdCommand(const Args& args);
 int RunCompareCommand(const Args& args);
 int RunPlotCommand(const Args& args);
+int RunVerifyCommand(const Args& args);
 
 }  // namespace moeflow::cli

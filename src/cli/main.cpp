@@ -14,6 +14,7 @@ const std::vector<Command>& AllCommands() {
       {"flow", "integrate a model's population gradient flow (ODE over order parameters)", RunFlowCommand},
       {"sgd", "run finite-d SGD on a model over seeds (same observables, events and layout)", RunSgdCommand},
       {"compare", "ODE vs SGD event times over a list of d, with log-log exponents", RunCompareCommand},
+      {"verify", "check a model's claims ([check.NAME]: event order, scaling in d, bounds)", RunVerifyCommand},
       {"plot", "draw a flow, sgd or compare file to a PNG (matplotlib)", RunPlotCommand},
       {"inspect", "print a readable summary of a moeflow HDF5 file", RunInspectCommand},
       {"hermite", "print the Hermite coefficients of a link, E[f^2], the tail, the information exponent", RunHermiteCommand},
@@ -32,7 +33,7 @@ void PrintUsage(std::ostream& os) {
     os << "  " << c.name << std::string(10 - std::strlen(c.name), ' ') << c.summary << "\n";
   }
   os << "\nExit status: 0 success, 1 error, 2 bad input, 3 run ended abnormally "
-        "(diverged, NaN, step-size underflow), 130 interrupted.\n";
+        "(diverged, NaN, step-size underflow), 4 a verify check failed, 130 interrupted.\n";
 }
 
 }  // namespace

@@ -183,4 +183,39 @@ std::string FlowReport(const FlowSetup& setup, const RunSummary& summary, const 
   return os.str();
 }
 
+Group VerifyResultFile(const ModelFile& model, const FlowSetup& setup, const Verification& verification,
+                       const std::string& command_line) {
+  Group root = FlowResultFile(model, setup, verification.summary, verification.trajectory, verification.stages,
+                              command_line);
+  root.attributes["kind"] = std::string("verify");
+  root.attributes["all_passed"] = static_cast<std::int64_t>(verification.AllPassed());
+  Group& checks = root.Subgroup("checks");
+  const char* kinds[] = {"order", "before", "scaling", "bound", "final"};
+  for (const CheckResult& r : verification.results) {
+    const double status = r.status == CheckStatus::kPass ? 1.0 : (r.status == CheckStatus::kFail ? 0.0 : -1.0);
+    checks.datasets.push_back({r.spec.name, {}, {status},
+                               {{"kind", std::string(kinds[static_cast<int>(r.spec.kind)])},
+                                {"claim", r.spec.description},
+                                {"expected", r.expected},
+                                {"measured", r.measured},
+                                {"status", std::string(ToString(r.status))},
+                                {"values", r.values}}});
+  }
+  return root;
+}
+
+std::string VerifyReport(const Verification& verification) {
+  std::ostringstream os;
+  int pass = 0, fail = 0, skip = 0;
+  for (const CheckResult& r : verification.results) {
+    os << ToString(r.status) << "  " << r.spec.name << (r.spec.description.empty() ? "" : ": " + r.spec.description)
+       << "\n      expected: " << r.expected << "\n      measured: " << r.measured << "\n";
+    pass += r.status == CheckStatus::kPass;
+    fail += r.status == CheckStatus::kFail;
+    skip += r.status == CheckStatus::kSkipped;
+  }
+  os << pass << " passed, " << fail << " failed, " << skip << " skipped\n";
+  return os.str();
+}
+
 }  // namespace moeflow::io

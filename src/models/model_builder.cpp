@@ -1,6 +1,7 @@
 #include "moeflow/models/model_builder.hpp"
 
 #include <Eigen/Eigenvalues>
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <sstream>
@@ -266,6 +267,84 @@ std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& sp
   return stages;
 }
 
+// An event name, or NAME[*] for every expanded NAME_i.
+std::vector<std::string> EventNames(const std::string& key, const std::string& name, const std::vector<EventSpec>& events) {
+  std::vector<std::string> names, known;
+  for (const EventSpec& e : events) known.push_back(e.name);
+  const std::size_t star = name.find("[*]");
+  if (star == std::string::npos) {
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      ThrowBadValue(key, name, "must name an event of the model (known: " + detail::Join(known, ", ") + ")");
+    }
+    return {name};
+  }
+  const std::string base = name.substr(0, star) + "_";
+  for (int i = 0;; ++i) {
+    const std::string n = base + std::to_string(i);
+    if (std::find(known.begin(), known.end(), n) == known.end()) break;
+    names.push_back(n);
+  }
+  if (names.empty()) ThrowBadValue(key, name, "uses [*] but the model has no events " + base + "0, " + base + "1, ...");
+  return names;
+}
+
+std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<EventSpec>& events,
+                                  const std::vector<ObservableInfo>& observables) {
+  std::vector<CheckSpec> checks;
+  for (const std::string& name : model.SubsectionNames("check")) {
+    const std::string prefix = "check." + name + ".";
+    CheckSpec c;
+    c.name = name;
+    c.description = model.GetString(prefix + "claim", "");
+    const std::string kind = model.GetChoice(prefix + "kind", "order", {"order", "before", "scaling", "bound", "final"});
+    if (kind == "order") {
+      c.kind = CheckKind::kOrder;
+      for (const std::string& e : model.GetStringList(prefix + "events", {})) {
+        for (const std::string& n : EventNames(prefix + "events", e, events)) c.events.push_back(n);
+      }
+      if (c.events.size() < 2) ThrowBadValue(prefix + "events", "", "must list at least two events");
+    } else if (kind == "before") {
+      c.kind = CheckKind::kBefore;
+      const auto first = EventNames(prefix + "first", model.GetString(prefix + "first"), events);
+      const auto second = EventNames(prefix + "second", model.GetString(prefix + "second"), events);
+      if (first.size() != second.size()) {
+        throw InputError("keys '" + prefix + "first' and '" + prefix + "second' expand to " +
+                         std::to_string(first.size()) + " and " + std::to_string(second.size()) +
+                         " events: they must pair up");
+      }
+      for (std::size_t i = 0; i < first.size(); ++i) c.events.push_back(first[i]), c.events.push_back(second[i]);
+    } else if (kind == "scaling") {
+      c.kind = CheckKind::kScaling;
+      c.events = EventNames(prefix + "event", model.GetString(prefix + "event"), events);
+      if (c.events.size() != 1) ThrowBadValue(prefix + "event", c.events.front(), "must name one event");
+      c.exponent = model.GetDouble(prefix + "exponent");
+      c.tolerance = model.GetPositive(prefix + "tolerance", 0.05);
+      c.dimensions = model.GetDoubleList(prefix + "dimensions", {});
+      if (c.dimensions.size() < 2) ThrowBadValue(prefix + "dimensions", "", "must list at least two dimensions");
+      for (double d : c.dimensions) {
+        if (!(d >= 1) || d != std::floor(d)) ThrowBadValue(prefix + "dimensions", Num(d), "must hold integers >= 1");
+      }
+      c.sgd = model.GetBool(prefix + "sgd", false);
+      if (c.sgd) c.seeds = static_cast<int>(model.GetInteger(prefix + "seeds", 8, 1));
+    } else {
+      c.kind = kind == "bound" ? CheckKind::kBound : CheckKind::kFinal;
+      c.observable = model.GetString(prefix + "observable");
+      ObservableSelector(c.observable, observables, prefix + "observable");
+      if (c.kind == CheckKind::kBound) {
+        c.constant = model.GetPositive(prefix + "constant", 1.0);
+        c.power = model.GetDouble(prefix + "power", 0.0);
+        c.until = model.GetPositive(prefix + "until", 1.0);
+      } else {
+        const std::string op = model.GetString(prefix + "op", "<=");
+        if (!FromString(op, &c.comparison)) ThrowBadValue(prefix + "op", op, "is not one of: >=, >, <=, <");
+        c.threshold = model.GetDouble(prefix + "threshold");
+      }
+    }
+    checks.push_back(c);
+  }
+  return checks;
+}
+
 }  // namespace
 
 Eigen::MatrixXd SampleInitialGram(int p, int k, long long d, std::uint64_t seed) {
@@ -336,6 +415,7 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
     ObservableSelector(e.observable, setup.system->Observables(), "event." + e.name + ".observable");
   }
   setup.stages = ReadStages(model, spec, setup.events);
+  setup.checks = ReadChecks(model, setup.events, setup.system->Observables());
   setup.sgd.stages = setup.stages;
   model.CheckAllKeysUsed();
   return setup;

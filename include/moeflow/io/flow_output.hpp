@@ -17,6 +17,7 @@
 #include "moeflow/io/model_file.hpp"
 #include "moeflow/io/record.hpp"
 #include "moeflow/models/model_builder.hpp"
+#include "moeflow/verify/checks.hpp"
 
 namespace moeflow::io {
 
@@ -35,6 +36,14 @@ Group StagesGroup(const std::vector<StageRecord>& stages);
 Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSummary& summary,
                      const Trajectory& trajectory, const std::vector<StageRecord>& stages,
                      const std::string& command_line);
+
+// A verify report: the model's run as in a flow file (kind = "verify"), plus
+//   /checks/<name>   scalar status: 1 PASS, 0 FAIL, -1 SKIP; attributes kind, claim, expected,
+//                    measured, values (the measured numbers)
+Group VerifyResultFile(const ModelFile& model, const FlowSetup& setup, const Verification& verification,
+                       const std::string& command_line);
+// The table: check, expected, measured, PASS/FAIL/SKIP.
+std::string VerifyReport(const Verification& verification);
 
 // A few lines for the terminal: outcome, steps, events, final risk.
 std::string FlowReport(const FlowSetup& setup, const RunSummary& summary, const Trajectory& trajectory,

@@ -14,6 +14,7 @@
 #include "moeflow/models/protocol.hpp"
 #include "moeflow/models/two_layer.hpp"
 #include "moeflow/sgd/simulator.hpp"
+#include "moeflow/verify/checks.hpp"
 
 namespace moeflow {
 
@@ -41,6 +42,7 @@ struct FlowSetup {
   IntegratorOptions options;
   std::vector<EventSpec> events;
   std::vector<Stage> stages;  // at least one
+  std::vector<CheckSpec> checks;  // [check.NAME] sections (moeflow verify)
   long long d = 0;
   std::uint64_t seed = 0;
 };

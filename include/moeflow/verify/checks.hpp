@@ -1,0 +1,78 @@
+// moeflow/verify/checks.hpp
+// Claims of a paper as declarative checks in a model file ([check.NAME] sections), measured on
+// the ODE (and, where a check asks, on SGD):
+//   kind = order    events = a, b, c        the events happen, in this order
+//   kind = before   first = A, second = B   T_A ≤ T_B; with NAME[*] on both sides, for every
+//                                           element pair (A_i, B_i) of the expanded events
+//   kind = scaling  event = E, exponent = x, tolerance = δ, dimensions = d1, d2, ...
+//                   the log-log slope of T_E against d is x ± δ (verify runs the sweep; with
+//                   sgd = true the SGD median in steps, over `seeds` seeds, needs --sgd)
+//   kind = bound    observable = EXPR, constant = C, power = p, until = T
+//                   |EXPR| ≤ C·d^p at every recorded t ≤ T
+//   kind = final    observable = EXPR, op = <=, threshold = v   the value at the end of the run
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "moeflow/integrate/events.hpp"
+
+namespace moeflow {
+
+enum class CheckKind { kOrder, kBefore, kScaling, kBound, kFinal };
+
+struct CheckSpec {
+  std::string name;
+  CheckKind kind = CheckKind::kOrder;
+  std::vector<std::string> events;  // order: the sequence; before: {first, second}; scaling: {event}
+  std::string observable;           // bound, final
+  double exponent = 0.0, tolerance = 0.0;  // scaling
+  std::vector<double> dimensions;          // scaling
+  bool sgd = false;                        // scaling on SGD steps
+  int seeds = 8;                           // scaling on SGD
+  double constant = 0.0, power = 0.0, until = 0.0;  // bound
+  Comparison comparison = Comparison::kLessEqual;   // final
+  double threshold = 0.0;                           // final
+  std::string description;  // the claim in words (optional key `claim`)
+};
+
+enum class CheckStatus { kPass, kFail, kSkipped };
+const char* ToString(CheckStatus status);
+
+struct CheckResult {
+  CheckSpec spec;
+  CheckStatus status = CheckStatus::kFail;
+  std::string expected;  // the rule with its numbers
+  std::string measured;  // what the run gave
+  std::vector<double> values;  // the measured numbers (event times, the slope, ...)
+};
+
+}  // namespace moeflow
+
+#include "moeflow/integrate/integrator.hpp"
+#include "moeflow/io/model_file.hpp"
+#include "moeflow/models/protocol.hpp"
+
+namespace moeflow {
+
+struct VerifyOptions {
+  bool sgd = false;  // run the checks that need SGD (else they are skipped)
+  int threads = 1;
+  IntegrationControl control;
+};
+
+// The model's own ODE run (the one `moeflow flow` makes) and every check's result.
+struct Verification {
+  RunSummary summary;
+  Trajectory trajectory;
+  std::vector<StageRecord> stages;
+  std::vector<CheckResult> results;
+
+  bool AllPassed() const;  // no FAIL (skipped checks do not fail)
+};
+
+// Runs what the model's checks need and evaluates them. Throws InputError for a bad model or a
+// model without checks.
+Verification Verify(const io::ModelFile& model, const VerifyOptions& options);
+
+}  // namespace moeflow

@@ -1,0 +1,190 @@
+#include "moeflow/verify/checks.hpp"
+
+#include <cmath>
+#include <sstream>
+
+#include "common/text.hpp"
+#include "moeflow/error.hpp"
+#include "moeflow/models/model_builder.hpp"
+#include "moeflow/sgd/compare.hpp"
+#include "moeflow/sgd/statistics.hpp"
+
+namespace moeflow {
+namespace {
+
+std::string Num(double v) { return detail::FormatNumber(v); }
+
+const EventRecord* FindEvent(const RunSummary& summary, const std::string& name) {
+  for (const EventRecord& e : summary.events) {
+    if (e.spec.name == name) return &e;
+  }
+  return nullptr;
+}
+
+std::string Time(const RunSummary& summary, const std::string& name) {
+  const EventRecord* e = FindEvent(summary, name);
+  return name + (e != nullptr && e->occurred ? " at t = " + Num(e->time) : " did not happen");
+}
+
+CheckResult Order(const CheckSpec& c, const RunSummary& summary) {
+  CheckResult r{c};
+  r.expected = "in this order: " + detail::Join(c.events, " <= ");
+  bool ok = true;
+  double previous = -1;
+  std::vector<std::string> parts;
+  for (const std::string& name : c.events) {
+    const EventRecord* e = FindEvent(summary, name);
+    const double t = e != nullptr && e->occurred ? e->time : std::nan("");
+    r.values.push_back(t);
+    ok = ok && std::isfinite(t) && t >= previous;
+    previous = std::isfinite(t) ? t : previous;
+    parts.push_back(Time(summary, name));
+  }
+  r.measured = detail::Join(parts, ", ");
+  r.status = ok ? CheckStatus::kPass : CheckStatus::kFail;
+  return r;
+}
+
+CheckResult Before(const CheckSpec& c, const RunSummary& summary) {
+  CheckResult r{c};
+  std::vector<std::string> rules, parts;
+  bool ok = true;
+  for (std::size_t i = 0; i + 1 < c.events.size(); i += 2) {
+    const EventRecord* a = FindEvent(summary, c.events[i]);
+    const EventRecord* b = FindEvent(summary, c.events[i + 1]);
+    const double ta = a != nullptr && a->occurred ? a->time : std::nan("");
+    const double tb = b != nullptr && b->occurred ? b->time : std::nan("");
+    r.values.push_back(ta);
+    r.values.push_back(tb);
+    const bool pair_ok = std::isfinite(ta) && std::isfinite(tb) && ta <= tb;
+    ok = ok && pair_ok;
+    rules.push_back(c.events[i] + " <= " + c.events[i + 1]);
+    parts.push_back(Num(ta) + (pair_ok ? " <= " : " vs ") + Num(tb));
+  }
+  r.expected = detail::Join(rules, ", ");
+  r.measured = detail::Join(parts, ", ");
+  r.status = ok ? CheckStatus::kPass : CheckStatus::kFail;
+  return r;
+}
+
+CheckResult Scaling(const CheckSpec& c, const io::ModelFile& model, const VerifyOptions& options) {
+  CheckResult r{c};
+  const std::string& event = c.events.front();
+  std::ostringstream expected;
+  expected << "T(" << event << ") ~ d^" << Num(c.exponent) << " +- " << Num(c.tolerance)
+           << (c.sgd ? " in SGD steps (median over " + std::to_string(c.seeds) + " seeds)" : " (ODE time)");
+  r.expected = expected.str();
+  std::vector<double> times;
+  if (c.sgd) {
+    if (!options.sgd) {
+      r.status = CheckStatus::kSkipped;
+      r.measured = "needs SGD: run moeflow verify --sgd";
+      return r;
+    }
+    CompareOptions co;
+    for (double d : c.dimensions) co.dimensions.push_back(static_cast<long long>(d));
+    co.seeds = c.seeds;
+    co.threads = options.threads;
+    co.control.interrupt = options.control.interrupt;
+    const OdeSgdComparison cmp = CompareOdeSgd(model, co);
+    std::size_t index = 0;
+    for (std::size_t e = 0; e < cmp.events.size(); ++e) {
+      if (cmp.events[e].name == event) index = e;
+    }
+    for (const DimensionComparison& dc : cmp.dimensions) times.push_back(dc.sgd_times[index].median / dc.learning_rate);
+  } else {
+    std::vector<double> ds;
+    for (double d : c.dimensions) {
+      io::ModelFile at_d = model;
+      at_d.Set("d=" + Num(d));
+      const FlowSetup setup = BuildFlow(at_d);
+      Trajectory trajectory;
+      std::vector<StageRecord> stages;
+      const RunSummary s = RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events, setup.stages,
+                                       &trajectory, &stages, options.control);
+      const EventRecord* e = FindEvent(s, event);
+      times.push_back(e != nullptr && e->occurred ? e->time : std::nan(""));
+    }
+  }
+  const PowerLawFit fit = FitPowerLaw(c.dimensions, times);
+  r.values = times;
+  r.values.push_back(fit.exponent);
+  std::vector<std::string> parts;
+  for (std::size_t i = 0; i < times.size(); ++i) parts.push_back(Num(times[i]));
+  bool all = true;
+  for (double t : times) all = all && std::isfinite(t);
+  r.measured = "slope " + Num(fit.exponent) + " (" + (c.sgd ? "steps " : "t = ") + detail::Join(parts, ", ") + ")";
+  r.status = all && std::abs(fit.exponent - c.exponent) <= c.tolerance ? CheckStatus::kPass : CheckStatus::kFail;
+  return r;
+}
+
+CheckResult Bound(const CheckSpec& c, const Trajectory& trajectory, long long d) {
+  CheckResult r{c};
+  const double bound = c.constant * std::pow(static_cast<double>(d), c.power);
+  const ObservableSelector selector(c.observable, trajectory.observables, "check." + c.name + ".observable");
+  double largest = 0.0, at = 0.0;
+  for (std::size_t row = 0; row < trajectory.time.size() && trajectory.time[row] <= c.until; ++row) {
+    const double v = std::abs(selector.Evaluate(trajectory.values[row]));
+    if (v > largest) largest = v, at = trajectory.time[row];
+  }
+  r.expected = "|" + c.observable + "| <= " + Num(c.constant) + " d^" + Num(c.power) + " = " + Num(bound) +
+               " for t <= " + Num(c.until);
+  r.measured = "max " + Num(largest) + " at t = " + Num(at);
+  r.values = {largest, bound};
+  r.status = largest <= bound ? CheckStatus::kPass : CheckStatus::kFail;
+  return r;
+}
+
+CheckResult Final(const CheckSpec& c, const Trajectory& trajectory) {
+  CheckResult r{c};
+  const ObservableSelector selector(c.observable, trajectory.observables, "check." + c.name + ".observable");
+  const double v = trajectory.values.empty() ? std::nan("") : selector.Evaluate(trajectory.values.back());
+  EventSpec rule;
+  rule.comparison = c.comparison;
+  rule.threshold = c.threshold;
+  r.expected = c.observable + " " + ToString(c.comparison) + " " + Num(c.threshold) + " at the end";
+  r.measured = Num(v) + " at t = " + Num(trajectory.time.empty() ? 0.0 : trajectory.time.back());
+  r.values = {v};
+  r.status = std::isfinite(v) && EventConditionHolds(rule, v) ? CheckStatus::kPass : CheckStatus::kFail;
+  return r;
+}
+
+}  // namespace
+
+const char* ToString(CheckStatus status) {
+  switch (status) {
+    case CheckStatus::kPass: return "PASS";
+    case CheckStatus::kFail: return "FAIL";
+    case CheckStatus::kSkipped: return "SKIP";
+  }
+  return "?";
+}
+
+bool Verification::AllPassed() const {
+  for (const CheckResult& r : results) {
+    if (r.status == CheckStatus::kFail) return false;
+  }
+  return true;
+}
+
+Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
+  const FlowSetup setup = BuildFlow(model);
+  if (setup.checks.empty()) {
+    throw InputError("the model has no [check.NAME] sections: nothing to verify (see moeflow verify --help)");
+  }
+  Verification v;
+  v.summary = RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events, setup.stages,
+                          &v.trajectory, &v.stages, options.control);
+  for (const CheckSpec& c : setup.checks) {
+    switch (c.kind) {
+      case CheckKind::kOrder: v.results.push_back(Order(c, v.summary)); break;
+      case CheckKind::kBefore: v.results.push_back(Before(c, v.summary)); break;
+      case CheckKind::kScaling: v.results.push_back(Scaling(c, model, options)); break;
+      case CheckKind::kBound: v.results.push_back(Bound(c, v.trajectory, setup.d)); break;
+      case CheckKind::kFinal: v.results.push_back(Final(c, v.trajectory)); break;
+    }
+  }
+  return v;
+}
+
+}  // namespace moeflow
