@@ -50,14 +50,15 @@ TEST(VerifyCli, ABrokenClaimFailsWithTheMeasuredNumbers) {
       << output;
   EXPECT_NE(output.find("FAIL  ode_escape_exponent"), std::string::npos) << output;
   EXPECT_NE(output.find("measured: slope 0.50"), std::string::npos) << output;
-  // A teacher with information exponent 1 (h1) and a student h3: the overlap never escapes by
-  // the h3 mechanism; the committee's order check fails when its events cannot happen.
-  EXPECT_EQ(RunCommand(CliPath() + " verify " + ModelPath("committee_erf_k2m2.ini") +
-                           " --set teacher.link=h(1) --set student.link=h(1) --set integrate.t_end=50 -o " + out,
+  // Teacher and student links with information exponent 1 (h1): the escape takes O(1) time,
+  // not ∝ √d, and the scaling claim fails with the measured slope.
+  EXPECT_EQ(RunCommand(CliPath() + " verify " + ModelPath("single_index_he3.ini") +
+                           " --set \"teacher.link=h(1)\" --set \"student.link=h(1)\" -o " + out,
                        &output),
             4)
       << output;
-  EXPECT_NE(output.find("FAIL  plateau_then_specialisation"), std::string::npos) << output;
+  EXPECT_NE(output.find("FAIL  ode_escape_exponent"), std::string::npos) << output;
+  EXPECT_NE(output.find("measured: slope 0.0"), std::string::npos) << output;
 }
 
 TEST(VerifyChecks, BadChecksAreRejectedByKey) {
