@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Plots a moeflow result file (flow, sgd or compare) to a PNG. Called by `moeflow plot`.
+"""Plots a moeflow result file (flow, sgd, compare or verify) to a PNG. Called by `moeflow plot`.
 
 Usage: plot.py FILE -o PNG [--log-time] [--observable NAME]
 
@@ -9,6 +9,7 @@ Usage: plot.py FILE -o PNG [--log-time] [--observable NAME]
            median event times.
   compare  every event's time against d (log-log): the ODE median, the SGD median with its
            interquartile range, and the fitted exponents; the SGD-ODE overlap distance against d.
+  verify   the model's run as for flow, with each check's PASS/FAIL/SKIP and measured numbers.
 
 The PNG is written to a temporary file beside the target and renamed, so a failed plot never
 leaves a partial file.
@@ -34,6 +35,13 @@ def series(group, name):
     """A (T, k) array of a scalar, vector or matrix observable (matrices flattened)."""
     data = group[name][:]
     return data.reshape(data.shape[0], -1)
+
+
+def floor_risk(values):
+    """Risk on a log axis: values below 1e-15 of the largest (round-off, or exactly 0) shown at that floor."""
+    values = np.asarray(values, dtype=float)
+    top = np.nanmax(values) if values.size else 1.0
+    return np.maximum(values, max(top, 1e-300) * 1e-15)
 
 
 def events_of(group):
@@ -100,7 +108,7 @@ def plot_flow(f, args):
     fig, axes = time_axes(args.log_time, 1 + len(names))
     t = traj["time"][:]
     tt, risk = positive(t, traj["risk"][:], log_time=args.log_time)
-    axes[0].semilogy(tt, np.maximum(risk, 1e-300), color="k")
+    axes[0].semilogy(tt, floor_risk(risk), color="k")
     axes[0].set_ylabel("risk")
     for ax, name in zip(axes[1:], names):
         values = series(traj, name)
@@ -132,13 +140,13 @@ def plot_sgd(f, args):
             values = series(traj, name)
             v = values.max(axis=1) if name != "risk" else values[:, 0]
             tt, vv = positive(t, v, log_time=args.log_time)
-            (ax.semilogy if name == "risk" else ax.plot)(tt, np.maximum(vv, 1e-300) if name == "risk" else vv,
+            (ax.semilogy if name == "risk" else ax.plot)(tt, floor_risk(vv) if name == "risk" else vv,
                                                          color="C0", lw=0.5, alpha=0.4)
             curves.append((t, v))
         length = min(len(c[0]) for c in curves)
         median = np.median(np.array([c[1][:length] for c in curves]), axis=0)
         tt, mm = positive(curves[0][0][:length], median, log_time=args.log_time)
-        (ax.semilogy if name == "risk" else ax.plot)(tt, np.maximum(mm, 1e-300) if name == "risk" else mm,
+        (ax.semilogy if name == "risk" else ax.plot)(tt, floor_risk(mm) if name == "risk" else mm,
                                                      color="C3", lw=1.8, label="median over seeds")
         ax.set_ylabel(name if name == "risk" else f"max {name}")
     axes[0].legend(fontsize=7)
@@ -188,6 +196,18 @@ def plot_compare(f, args):
     return fig
 
 
+def plot_verify(f, args):
+    """The model's run as a flow plot, with the checks' verdicts in a box."""
+    fig = plot_flow(f, args)
+    lines = []
+    for name, ds in f["checks"].items():
+        lines.append(f"{text(ds.attrs['status'])}  {name}: {text(ds.attrs['measured'])[:70]}")
+    fig.axes[0].text(0.01, 0.03, "\n".join(lines), transform=fig.axes[0].transAxes, fontsize=6, va="bottom",
+                     family="monospace", bbox=dict(facecolor="white", alpha=0.85, edgecolor="0.7"))
+    fig.axes[0].set_title(fig.axes[0].get_title().replace("(flow,", "(verify,"), fontsize=9)
+    return fig
+
+
 def main():
     parser = argparse.ArgumentParser(description="Plot a moeflow result file to a PNG.")
     parser.add_argument("file")
@@ -200,9 +220,9 @@ def main():
         print(f"moeflow plot: error: cannot read '{args.file}' as HDF5 ({e})", file=sys.stderr)
         return 2
     kind = text(f.attrs.get("kind", ""))
-    plotters = {"flow": plot_flow, "sgd": plot_sgd, "compare": plot_compare}
+    plotters = {"flow": plot_flow, "sgd": plot_sgd, "compare": plot_compare, "verify": plot_verify}
     if kind not in plotters:
-        print(f"moeflow plot: error: '{args.file}' has kind '{kind}'; plot knows flow, sgd, compare", file=sys.stderr)
+        print(f"moeflow plot: error: '{args.file}' has kind '{kind}'; plot knows flow, sgd, compare, verify", file=sys.stderr)
         return 2
     fig = plotters[kind](f, args)
     fig.tight_layout()

@@ -1,4 +1,4 @@
-// `moeflow plot` draws every file type (flow, sgd, compare) to a PNG (checked by its signature
+// `moeflow plot` draws every file type (flow, sgd, compare, verify) to a PNG (checked by its signature
 // and size), and rejects a missing file or a file of another kind with exit 2 and no picture.
 #include <gtest/gtest.h>
 
@@ -22,7 +22,7 @@ bool IsPng(const std::string& path) {
   return in.gcount() == 8 && std::string(head + 1, 3) == "PNG" && std::filesystem::file_size(path) > 10000;
 }
 
-TEST(PlotCli, DrawsFlowSgdAndCompareFiles) {
+TEST(PlotCli, DrawsFlowSgdCompareAndVerifyFiles) {
   const std::string dir = TempDir();
   const std::string model = ModelPath("committee_erf_k2m2.ini");
   std::string output;
@@ -32,7 +32,8 @@ TEST(PlotCli, DrawsFlowSgdAndCompareFiles) {
   for (const Case& c : std::vector<Case>{
            {" flow " + model + " --set integrate.t_end=50 -q -o ", dir + "/flow.h5"},
            {" sgd " + model + " --set d=200 --set integrate.t_end=20 --seeds 3 -q -o ", dir + "/sgd.h5"},
-           {" compare " + model + " --d 100,400 --seeds 2 --set integrate.t_end=10 -q -o ", dir + "/compare.h5"}}) {
+           {" compare " + model + " --d 100,400 --seeds 2 --set integrate.t_end=10 -q -o ", dir + "/compare.h5"},
+           {" verify " + model + " -q -o ", dir + "/verify.h5"}}) {
     ASSERT_EQ(RunCommand(CliPath() + c.run + c.file, &output), 0) << output;
     const std::string png = c.file + ".png";
     ASSERT_EQ(RunCommand(CliPath() + " plot " + c.file + " --log-time -o " + png, &output), 0) << output;

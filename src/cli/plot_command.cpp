@@ -1,4 +1,4 @@
-// moeflow plot FILE [-o PNG] [--log-time]: a picture of a flow, sgd or compare file.
+// moeflow plot FILE [-o PNG] [--log-time]: a picture of a flow, sgd, compare or verify file.
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,7 +36,8 @@ void PrintHelp() {
                "  sgd      the same for every seed (thin) and the median over seeds (thick), with the\n"
                "           median event times;\n"
                "  compare  event times against d (ODE, SGD median and interquartile range, fitted\n"
-               "           exponents) and the SGD-ODE overlap distance against d.\n"
+               "           exponents) and the SGD-ODE overlap distance against d;\n"
+               "  verify   the model's run as for flow, with each check's verdict and numbers.\n"
                "The picture is drawn by scripts/plot.py with Debian's python3-matplotlib (installed by\n"
                "scripts/install-deps.sh); set MOEFLOW_PLOT_SCRIPT to use another copy of the script.\n\n"
             << Options() << "\n"
