@@ -1,11 +1,8 @@
 // moeflow compare MODEL --d LIST [--seeds S] [--threads T] [-o OUT]: ODE vs SGD event times.
 #include <boost/program_options.hpp>
-#include <chrono>
-#include <cstdio>
+#include <cmath>
 #include <iostream>
-#include <mutex>
 #include <sstream>
-#include <thread>
 
 #include "cli/commands.hpp"
 #include "cli/options.hpp"
@@ -70,28 +67,14 @@ int RunCompare(const Args& args) {
   CompareOptions options;
   options.dimensions = ParseDimensions(vm["d"].as<std::string>());
   options.seeds = vm["seeds"].as<int>();
-  options.threads = vm["threads"].as<int>();
-  if (options.threads < 0) ThrowBadValue("--threads", std::to_string(options.threads), "must be >= 0");
-  if (options.threads == 0) options.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  options.threads = ResolveThreads(vm);
   options.control.interrupt = InstallInterruptHandler();
   const bool quiet = vm.count("quiet") > 0;
-  std::mutex mutex;
-  long long steps_done = 0;
-  const auto start = std::chrono::steady_clock::now();
-  if (ShowProgress(quiet)) {
-    options.control.progress = [&](long long steps) {
-      const std::lock_guard<std::mutex> lock(mutex);
-      steps_done += steps;
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::fprintf(stderr, "\r  %lld SGD steps, %.3g steps/s, %.0f s", steps_done, steps_done / std::max(seconds, 1e-9),
-                   seconds);
-      std::fflush(stderr);
-    };
-  }
+  if (ShowProgress(quiet)) options.control.progress = SgdProgressLine();
   const std::string model_path = vm["model"].as<std::string>();
   const std::string output = vm.count("output") ? vm["output"].as<std::string>() : DefaultOutput(model_path, "_compare");
   const OdeSgdComparison comparison = CompareOdeSgd(model, options);
-  if (options.control.progress) std::fprintf(stderr, "\r%70s\r", "");
+  if (options.control.progress) ClearProgressLine();
   if (options.control.interrupt->load() || comparison.dimensions.size() != options.dimensions.size()) {
     std::cerr << "moeflow compare: interrupted; nothing written\n";
     return kExitInterrupted;

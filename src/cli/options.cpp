@@ -2,8 +2,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
 
 #include "moeflow/error.hpp"
 
@@ -67,5 +73,30 @@ const std::atomic<bool>* InstallInterruptHandler() {
 }
 
 bool ShowProgress(bool quiet) { return !quiet && isatty(STDERR_FILENO); }
+
+int ResolveThreads(const boost::program_options::variables_map& vm) {
+  const int threads = vm["threads"].as<int>();
+  if (threads < 0) ThrowBadValue("--threads", std::to_string(threads), "must be >= 0 (0: one per core)");
+  return threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+std::function<void(long long)> SgdProgressLine() {
+  struct State {
+    std::mutex mutex;
+    long long steps = 0;
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  };
+  auto state = std::make_shared<State>();
+  return [state](long long steps) {
+    const std::lock_guard<std::mutex> lock(state->mutex);
+    state->steps += steps;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - state->start).count();
+    std::fprintf(stderr, "\r  %lld SGD steps, %.3g steps/s, %.0f s", state->steps,
+                 static_cast<double>(state->steps) / std::max(seconds, 1e-9), seconds);
+    std::fflush(stderr);
+  };
+}
+
+void ClearProgressLine() { std::fprintf(stderr, "\r%70s\r", ""); }
 
 }  // namespace moeflow::cli

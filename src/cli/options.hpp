@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <boost/program_options.hpp>
 #include <string>
 
@@ -27,5 +28,11 @@ io::ModelFile LoadModel(const boost::program_options::variables_map& vm, const c
 const std::atomic<bool>* InstallInterruptHandler();
 // Progress lines go to stderr only on a terminal and never with --quiet.
 bool ShowProgress(bool quiet);
+// --threads: 0 means one per core; negative is rejected.
+int ResolveThreads(const boost::program_options::variables_map& vm);
+// A thread-safe SGD progress callback ("N SGD steps, rate, elapsed") on stderr, and the call
+// that clears its line.
+std::function<void(long long)> SgdProgressLine();
+void ClearProgressLine();
 
 }  // namespace moeflow::cli

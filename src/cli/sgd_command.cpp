@@ -1,10 +1,6 @@
 // moeflow sgd MODEL [--set KEY=VALUE ...] [--seeds S] [--threads T] [-o OUT]: finite-d SGD.
 #include <boost/program_options.hpp>
-#include <chrono>
-#include <cstdio>
 #include <iostream>
-#include <mutex>
-#include <thread>
 
 #include "cli/commands.hpp"
 #include "cli/options.hpp"
@@ -70,9 +66,7 @@ int RunSgd(const Args& args) {
   const bool quiet = vm.count("quiet") > 0;
   const int seeds = vm["seeds"].as<int>();
   if (seeds < 1) ThrowBadValue("--seeds", std::to_string(seeds), "must be >= 1");
-  int threads = vm["threads"].as<int>();
-  if (threads < 0) ThrowBadValue("--threads", std::to_string(threads), "must be >= 0 (0: one per core)");
-  if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = ResolveThreads(vm);
 
   const FlowSetup setup = BuildFlow(model);
   setup.sgd.Validate(setup.system->vectors());
@@ -81,22 +75,11 @@ int RunSgd(const Args& args) {
 
   SgdControl control;
   control.interrupt = InstallInterruptHandler();
-  std::mutex mutex;
-  long long steps_done = 0;
-  const auto start = std::chrono::steady_clock::now();
-  if (ShowProgress(quiet)) {
-    control.progress = [&](long long steps) {
-      const std::lock_guard<std::mutex> lock(mutex);
-      steps_done += steps;
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::fprintf(stderr, "\r  %lld SGD steps, %.3g steps/s", steps_done, steps_done / std::max(seconds, 1e-9));
-      std::fflush(stderr);
-    };
-  }
+  if (ShowProgress(quiet)) control.progress = SgdProgressLine();
   const std::vector<SgdRun> runs = SimulateSgdSeeds(
       *setup.system, [&setup](std::uint64_t seed) { return MakeInitialGram(setup.init, seed); }, setup.sgd,
       setup.options, setup.events, seed_list, threads, control);
-  if (control.progress) std::fprintf(stderr, "\r%60s\r", "");
+  if (control.progress) ClearProgressLine();
   bool ok = true;
   for (const SgdRun& r : runs) {
     if (r.summary.termination == Termination::kInterrupted) {

@@ -2,7 +2,6 @@
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <iostream>
-#include <thread>
 
 #include "cli/commands.hpp"
 #include "cli/options.hpp"
@@ -60,9 +59,7 @@ int RunVerify(const Args& args) {
   const bool quiet = vm.count("quiet") > 0;
   VerifyOptions options;
   options.sgd = vm.count("sgd") > 0;
-  options.threads = vm["threads"].as<int>();
-  if (options.threads < 0) ThrowBadValue("--threads", std::to_string(options.threads), "must be >= 0");
-  if (options.threads == 0) options.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  options.threads = ResolveThreads(vm);
   options.control.interrupt = InstallInterruptHandler();
   if (ShowProgress(quiet)) {
     options.control.progress = [](double t, double t_end) {
