@@ -75,6 +75,15 @@ EngineRun RunEngine(const std::vector<std::string>& overrides) {
   return run;
 }
 
+int OffsetOf(const std::vector<ObservableInfo>& observables, const std::string& name) {
+  const std::vector<int> offsets = ObservableOffsets(observables);
+  for (std::size_t i = 0; i < observables.size(); ++i) {
+    if (observables[i].name == name) return offsets[i];
+  }
+  ADD_FAILURE() << "no observable " << name;
+  return 0;
+}
+
 // |engine − reference| ≤ 1e-6 (|reference| + 1e-3): relative, with a floor for values near 0.
 constexpr double kRelTol = 1e-6;
 constexpr double kFloor = 1e-3;
@@ -85,6 +94,7 @@ TEST(SaadSollaCommittee, EngineMatchesAnIndependentRk4OfTheClosedForms) {
                              "integrate.rel_tol=1e-12", "integrate.abs_tol=1e-14"});
   ASSERT_EQ(run.summary.termination, Termination::kReachedEnd) << run.summary.message;
   Eigen::Matrix4d C = run.setup.initial_gram;
+  const int m_offset = OffsetOf(run.trajectory.observables, "M"), q_offset = OffsetOf(run.trajectory.observables, "Q");
   const int steps_per_row = static_cast<int>(std::lround(t_end / 75 / dt));
   double worst = 0;
   for (std::size_t row = 0; row < run.trajectory.time.size(); ++row) {
@@ -95,7 +105,7 @@ TEST(SaadSollaCommittee, EngineMatchesAnIndependentRk4OfTheClosedForms) {
         C += dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4);
       }
     }
-    const Eigen::VectorXd& v = run.trajectory.values[row];  // risk, m(2), M(2x2), Q(2x2)
+    const Eigen::VectorXd& v = run.trajectory.values[row];
     auto check = [&](double engine, double reference, const char* what) {
       const double err = std::abs(engine - reference) / (std::abs(reference) + kFloor);
       worst = std::max(worst, err);
@@ -103,8 +113,8 @@ TEST(SaadSollaCommittee, EngineMatchesAnIndependentRk4OfTheClosedForms) {
     };
     check(v[0], ReferenceRisk(C), "risk");
     for (int i = 0; i < 2; ++i) {
-      for (int n = 0; n < 2; ++n) check(v[3 + 2 * i + n], C(i, 2 + n), "M");
-      for (int j = 0; j < 2; ++j) check(v[7 + 2 * i + j], C(i, j), "Q");
+      for (int n = 0; n < 2; ++n) check(v[m_offset + 2 * i + n], C(i, 2 + n), "M");
+      for (int j = 0; j < 2; ++j) check(v[q_offset + 2 * i + j], C(i, j), "Q");
     }
   }
   std::cout << "largest relative difference engine vs RK4 reference: " << worst << "\n";
@@ -112,6 +122,7 @@ TEST(SaadSollaCommittee, EngineMatchesAnIndependentRk4OfTheClosedForms) {
 
 TEST(SaadSollaCommittee, PlateauThenSpecialisation) {
   EngineRun run = RunEngine({"dynamics.lr=0.5"});
+  const int m_offset = OffsetOf(run.trajectory.observables, "M");
   const auto& t = run.trajectory.time;
   const auto& values = run.trajectory.values;
   ASSERT_TRUE(run.summary.events[0].occurred && run.summary.events[1].occurred);
@@ -119,10 +130,10 @@ TEST(SaadSollaCommittee, PlateauThenSpecialisation) {
   std::size_t mid = 0;
   while (t[mid] < 20) ++mid;
   EXPECT_NEAR(values[mid][0], 0.0152, 0.001);
-  const Eigen::VectorXd M = values[mid].segment(3, 4);
+  const Eigen::VectorXd M = values[mid].segment(m_offset, 4);
   EXPECT_LT(M.maxCoeff() - M.minCoeff(), 0.05) << M.transpose();
   // Specialised at the end: each student aligned with one teacher only.
-  const Eigen::VectorXd end = values.back().segment(3, 4);
+  const Eigen::VectorXd end = values.back().segment(m_offset, 4);
   EXPECT_GT(std::max(end[0], end[1]), 0.99);
   EXPECT_LT(std::min(std::abs(end[0]), std::abs(end[1])), 0.01);
   EXPECT_LT(values.back()[0], 1e-8);

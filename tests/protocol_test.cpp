@@ -132,3 +132,53 @@ TEST(Protocol, FlowFileRecordsTheStages) {
 
 }  // namespace
 }  // namespace moeflow
+
+namespace moeflow {
+namespace {
+
+// Pruning on a hand-made state of the soft-routed model (3 students, 1 teacher, orthonormal
+// directions a, b, c, e): student 0 is the teacher pair (expert a, router b); students 1 and 2
+// share router e with experts c and −c, so for the odd He3 they cancel exactly. The risk is 0;
+// `cancelling` removes 1 and 2 and the risk stays 0 (to 1e-12), one unit survives; with student
+// 2 made a copy of student 0 instead, `duplicates` merges it into 0 (weight 2 on 0 and 1 on 1
+// then reproduce the same function: the risk is unchanged).
+TEST(Protocol, PruningRemovesCancellingPairsAndMergesDuplicates) {
+  io::ModelFile model = io::ModelFile::Load(testing::ModelPath("soft_routed_moe.ini"));
+  for (const char* s : {"student.units=3", "teacher.units=1", "d=100"}) model.Set(s);
+  const FlowSetup setup = BuildFlow(model);
+  const TwoLayerFlow& flow = *setup.system;
+  // Vectors: student experts 0..2, student routers 3..5, teacher expert 6, teacher router 7.
+  Eigen::MatrixXd u = Eigen::MatrixXd::Zero(8, 4);  // rows in the basis a, b, c, e
+  u(0, 0) = 1, u(3, 1) = 1, u(6, 0) = 1, u(7, 1) = 1;  // student 0 = teacher
+  u(1, 2) = 1, u(4, 3) = 1;                            // student 1: expert c, router e
+  u(2, 2) = -1, u(5, 3) = 1;                           // student 2: expert −c, router e
+  Eigen::MatrixXd gram = u * u.transpose();
+  EXPECT_NEAR(flow.Risk(gram), 0.0, 1e-12);
+  std::string report;
+  const std::vector<double> w = Prune(flow, gram, "cancelling", 0.05, &report);
+  EXPECT_EQ(w, (std::vector<double>{1, 0, 0})) << report;
+  EXPECT_EQ(report, "cancelling pair (1, 2)");
+  const TwoLayerFlow pruned = flow.WithStudentWeights(w);
+  EXPECT_NEAR(pruned.Risk(gram), 0.0, 1e-12);
+  Eigen::VectorXd values;
+  pruned.Observe(pruned.Pack(gram), &values);
+  const std::vector<int> offsets = ObservableOffsets(pruned.Observables());
+  for (std::size_t i = 0; i < pruned.Observables().size(); ++i) {
+    if (pruned.Observables()[i].name == "units") EXPECT_EQ(values[offsets[i]], 1.0);
+  }
+  // Student 2 a copy of student 0: duplicates merges it; the function (and risk) is unchanged.
+  u.row(2) = u.row(0);
+  u.row(5) = u.row(3);
+  gram = u * u.transpose();
+  const double before = flow.Risk(gram);
+  EXPECT_GT(before, 0.1);
+  const std::vector<double> merged = Prune(flow, gram, "duplicates", 0.05, &report);
+  EXPECT_EQ(merged, (std::vector<double>{2, 1, 0})) << report;
+  EXPECT_NEAR(flow.WithStudentWeights(merged).Risk(gram), before, 1e-12 * before);
+  // Nothing to prune: the report says so.
+  EXPECT_EQ(Prune(flow, Eigen::MatrixXd::Identity(8, 8), "redundant", 0.05, &report), (std::vector<double>{1, 1, 1}));
+  EXPECT_EQ(report, "nothing");
+}
+
+}  // namespace
+}  // namespace moeflow

@@ -103,7 +103,10 @@ Group StagesGroup(const std::vector<StageRecord>& stages) {
   for (std::size_t i = 0; i < stages.size(); ++i) {
     const StageRecord& s = stages[i];
     group.datasets.push_back({s.name, {}, {s.t_start},
-                              {{"t_end", s.t_end}, {"ended_by", s.ended_by}, {"index", static_cast<std::int64_t>(i)}}});
+                              {{"t_end", s.t_end},
+                               {"ended_by", s.ended_by},
+                               {"pruned", s.pruned},
+                               {"index", static_cast<std::int64_t>(i)}}});
   }
   return group;
 }
@@ -113,7 +116,9 @@ std::string StagesReport(const std::vector<StageRecord>& stages) {
   if (stages.size() < 2) return {};
   os << std::setprecision(8);
   for (const StageRecord& s : stages) {
-    os << "stage " << s.name << ": t = " << s.t_start << " -> " << s.t_end << " (" << s.ended_by << ")\n";
+    os << "stage " << s.name << ": t = " << s.t_start << " -> " << s.t_end << " (" << s.ended_by << ")";
+    if (!s.pruned.empty()) os << "; pruned: " << s.pruned;
+    os << "\n";
   }
   return os.str();
 }

@@ -247,6 +247,11 @@ std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& sp
     }
 
     stage.learning_rate = model.GetNonNegative(prefix + "lr", spec.learning_rate);
+    stage.prune = model.GetChoice(prefix + "prune", "none", {"none", "cancelling", "duplicates", "redundant"});
+    if (stage.prune != "none") {
+      stage.prune_tolerance = model.GetPositive(prefix + "prune_tolerance", stage.prune_tolerance);
+      if (stage.prune_tolerance >= 1) ThrowBadValue(prefix + "prune_tolerance", Num(stage.prune_tolerance), "must be < 1");
+    }
     stage.router_learning_rate =
         spec.student.gate ? model.GetNonNegative(prefix + "router_lr", spec.router_learning_rate) : 1.0;
     stages.push_back(stage);

@@ -7,6 +7,41 @@
 
 namespace moeflow {
 
+std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::string& rule,
+                          double tolerance, std::string* report) {
+  std::vector<double> w = flow.StudentWeights();
+  const int units = static_cast<int>(w.size());
+  const bool gated = static_cast<bool>(flow.spec().student.gate);
+  const Eigen::VectorXd inverse = gram.diagonal().cwiseSqrt().cwiseInverse();
+  auto cosine = [&](int a, int b) { return gram(a, b) * inverse[a] * inverse[b]; };
+  auto router_close = [&](int i, int j) { return !gated || cosine(units + i, units + j) >= 1.0 - tolerance; };
+  std::vector<std::string> removed;
+  if (rule == "cancelling" || rule == "redundant") {
+    const std::vector<double> c = flow.spec().student.link->HermiteCoefficients(20);
+    bool odd = true;
+    for (std::size_t k = 0; k < c.size(); k += 2) odd = odd && std::abs(c[k]) < 1e-12;
+    for (int i = 0; i < units && odd; ++i) {
+      for (int j = i + 1; j < units && w[i] != 0.0; ++j) {
+        if (w[j] == 0.0 || w[i] != w[j] || !router_close(i, j) || cosine(i, j) > -(1.0 - tolerance)) continue;
+        removed.push_back("cancelling pair (" + std::to_string(i) + ", " + std::to_string(j) + ")");
+        w[i] = w[j] = 0.0;
+      }
+    }
+  }
+  if (rule == "duplicates" || rule == "redundant") {
+    for (int i = 0; i < units; ++i) {
+      for (int j = i + 1; j < units && w[i] != 0.0; ++j) {
+        if (w[j] == 0.0 || !router_close(i, j) || cosine(i, j) < 1.0 - tolerance) continue;
+        removed.push_back("duplicate " + std::to_string(j) + " merged into " + std::to_string(i));
+        w[i] += w[j];
+        w[j] = 0.0;
+      }
+    }
+  }
+  *report = removed.empty() ? "nothing" : detail::Join(removed, ", ");
+  return w;
+}
+
 RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, const IntegratorOptions& options,
                        const std::vector<EventSpec>& events, const std::vector<Stage>& stages,
                        Trajectory* trajectory, std::vector<StageRecord>* records, const IntegrationControl& control) {
@@ -17,6 +52,7 @@ RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, cons
   records->clear();
   Eigen::VectorXd x = x0;
   double t = 0.0;
+  std::vector<double> weights = flow.StudentWeights();
   total.termination = Termination::kReachedEnd;
   total.message = "reached t_end = " + detail::FormatNumber(options.t_end);
   for (std::size_t s = 0; s < stages.size(); ++s) {
@@ -30,7 +66,12 @@ RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, cons
       records->push_back(record);
       continue;
     }
-    const TwoLayerFlow stage_flow = flow.WithLearningRates(stage.learning_rate, stage.router_learning_rate);
+    if (stage.prune != "none") {
+      weights = Prune(flow.WithStudentWeights(weights), flow.Unpack(x), stage.prune, stage.prune_tolerance,
+                      &record.pruned);
+    }
+    const TwoLayerFlow stage_flow =
+        flow.WithStudentWeights(weights).WithLearningRates(stage.learning_rate, stage.router_learning_rate);
     IntegratorOptions o = options;
     const double length = std::min(stage.duration, options.t_end - t);
     o.t_end = length;

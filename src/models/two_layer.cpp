@@ -2,6 +2,7 @@
 
 #include <Eigen/Eigenvalues>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "moeflow/error.hpp"
@@ -30,7 +31,10 @@ int SeriesOrder(const Link& a, const Link& b) {
 }
 
 // Tolerances of the invariants watched during integration.
-constexpr double kPsdTolerance = 1e-8;     // smallest eigenvalue of Ω may not go below -this
+// The smallest eigenvalue of Ω may not go below -this. Gram matrices of converged students are
+// near-singular (duplicates, cancelling pairs): their smallest eigenvalue sits at 0 and drifts by
+// the integration error (~1e-8 at rel_tol 1e-8), so the bound is well above that error.
+constexpr double kPsdTolerance = 1e-6;
 constexpr double kSphereTolerance = 1e-7;  // |‖w_i‖² - 1| on the sphere
 
 }  // namespace
@@ -77,8 +81,13 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
                      "is the same flow as spherical: use student.vectors = spherical");
   }
   const int ps = spec_.student.units, kt = spec_.teacher.units;
+  if (!spec_.student_weights.empty() && static_cast<int>(spec_.student_weights.size()) != ps) {
+    throw InputError("student weights: " + std::to_string(spec_.student_weights.size()) + " given for " +
+                     std::to_string(ps) + " units");
+  }
   for (int i = 0; i < ps; ++i) {
-    units_.push_back({spec_.student.weight, spec_.student.link, spec_.student.gate, i, spec_.student.gate ? ps + i : -1});
+    const double weight = spec_.student_weights.empty() ? spec_.student.weight : spec_.student_weights[i];
+    units_.push_back({weight, spec_.student.link, spec_.student.gate, i, spec_.student.gate ? ps + i : -1});
   }
   for (int l = 0; l < kt; ++l) {
     units_.push_back({-spec_.teacher.weight, spec_.teacher.link, spec_.teacher.gate, p_ + l,
@@ -117,6 +126,7 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
   } else {
     observables_.push_back({"m", k_, 1, "best student cosine with each teacher, max_i w_i·w*_l / |w_i|"});
   }
+  observables_.push_back({"units", 1, 1, "number of student units not pruned (weight != 0)"});
   observables_.push_back({"M", p_, k_, "student-teacher overlaps (vectors: student experts, student routers; "
                                        "teacher experts, teacher routers)", true});
   observables_.push_back({"Q", p_, p_, "student-student overlaps", true});
@@ -237,6 +247,20 @@ TwoLayerFlow TwoLayerFlow::WithLearningRates(double expert_lr, double router_lr)
   return copy;
 }
 
+TwoLayerFlow TwoLayerFlow::WithStudentWeights(const std::vector<double>& weights) const {
+  if (static_cast<int>(weights.size()) != spec_.student.units) throw Error("WithStudentWeights: one weight per unit");
+  TwoLayerFlow copy = *this;
+  copy.spec_.student_weights = weights;
+  for (int i = 0; i < spec_.student.units; ++i) copy.units_[i].sign = weights[i];
+  return copy;
+}
+
+std::vector<double> TwoLayerFlow::StudentWeights() const {
+  std::vector<double> w;
+  for (int i = 0; i < spec_.student.units; ++i) w.push_back(units_[i].sign);
+  return w;
+}
+
 double TwoLayerFlow::StudentMultiplier(int a) const {
   const bool router = spec_.student.gate && a >= spec_.student.units;
   return router ? spec_.router_learning_rate : spec_.learning_rate;
@@ -352,12 +376,20 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) co
   (*values)[n++] = Risk(gram);
   const Eigen::VectorXd norms = gram.diagonal().head(p_).cwiseSqrt();
   const int ps = spec_.student.units, kt = spec_.teacher.units;
+  // Best cosines over the units that are not pruned (weight 0).
+  auto best = [&](auto value) {
+    double b = -std::numeric_limits<double>::infinity();
+    for (int i = 0; i < ps; ++i) {
+      if (units_[i].sign != 0.0) b = std::max(b, value(i));
+    }
+    return b;
+  };
   if (gated_) {  // expert vectors of unit i / l at i and p_ + l, routers at ps + i and p_ + kt + l
-    for (int l = 0; l < kt; ++l) (*values)[n++] = gram.block(0, p_ + l, ps, 1).maxCoeff();
+    for (int l = 0; l < kt; ++l) (*values)[n++] = best([&](int i) { return gram(i, p_ + l); });
     if (spec_.student.gate && spec_.teacher.gate) {
-      for (int l = 0; l < kt; ++l) (*values)[n++] = gram.block(ps, p_ + kt + l, ps, 1).maxCoeff();
+      for (int l = 0; l < kt; ++l) (*values)[n++] = best([&](int i) { return gram(ps + i, p_ + kt + l); });
       for (int l = 0; l < kt; ++l) {
-        (*values)[n++] = gram.block(0, p_ + l, ps, 1).cwiseMin(gram.block(ps, p_ + kt + l, ps, 1)).maxCoeff();
+        (*values)[n++] = best([&](int i) { return std::min(gram(i, p_ + l), gram(ps + i, p_ + kt + l)); });
       }
       double cross = 0.0;
       for (const Unit& u : units_) {
@@ -366,8 +398,11 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) co
       (*values)[n++] = cross;
     }
   } else {
-    for (int l = 0; l < k_; ++l) (*values)[n++] = gram.block(0, p_ + l, p_, 1).cwiseQuotient(norms).maxCoeff();
+    for (int l = 0; l < k_; ++l) (*values)[n++] = best([&](int i) { return gram(i, p_ + l) / norms[i]; });
   }
+  int alive = 0;
+  for (int i = 0; i < ps; ++i) alive += units_[i].sign != 0.0;
+  (*values)[n++] = alive;
   for (int i = 0; i < p_; ++i) {
     for (int l = 0; l < k_; ++l) (*values)[n++] = gram(i, p_ + l);
   }

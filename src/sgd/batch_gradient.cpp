@@ -3,7 +3,8 @@
 namespace moeflow {
 
 BatchGradient::BatchGradient(const TwoLayerFlow& model)
-    : spec_(model.spec()), ps_(spec_.student.units), kt_(spec_.teacher.units), p_(model.students()) {}
+    : spec_(model.spec()), ps_(spec_.student.units), kt_(spec_.teacher.units), p_(model.students()),
+      weights_(model.StudentWeights()) {}
 
 void BatchGradient::Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise, Eigen::VectorXd* out) const {
   Eigen::VectorXd& y = *out;
@@ -22,10 +23,11 @@ void BatchGradient::Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& nois
 double BatchGradient::StudentOutput(const Eigen::MatrixXd& hbar, Eigen::Index b) const {
   double f = 0.0;
   for (int i = 0; i < ps_; ++i) {
+    if (weights_[i] == 0.0) continue;
     const double expert = spec_.student.link->Value(hbar(b, i));
-    f += spec_.student.gate ? spec_.student.gate->Value(hbar(b, ps_ + i)) * expert : expert;
+    f += weights_[i] * (spec_.student.gate ? spec_.student.gate->Value(hbar(b, ps_ + i)) * expert : expert);
   }
-  return spec_.student.weight * f;
+  return f;
 }
 
 void BatchGradient::Compute(const Eigen::MatrixXd& h, const Eigen::VectorXd& norms, const Eigen::VectorXd& y,
@@ -33,11 +35,11 @@ void BatchGradient::Compute(const Eigen::MatrixXd& h, const Eigen::VectorXd& nor
   *hbar = h;
   for (int i = 0; i < p_; ++i) hbar->col(i) /= norms[i];
   const Link& sigma = *spec_.student.link;
-  const double a = spec_.student.weight;
   for (Eigen::Index b = 0; b < h.rows(); ++b) {
     const double r = StudentOutput(*hbar, b) - y[b];
     (*residual)[b] = r;
     for (int i = 0; i < ps_; ++i) {
+      const double a = weights_[i];
       const double z = (*hbar)(b, i);
       if (spec_.student.gate) {
         const double gate = spec_.student.gate->Value((*hbar)(b, ps_ + i));

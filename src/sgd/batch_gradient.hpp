@@ -22,6 +22,9 @@ class BatchGradient {
   void Compute(const Eigen::MatrixXd& h, const Eigen::VectorXd& norms, const Eigen::VectorXd& y,
                Eigen::MatrixXd* hbar, Eigen::VectorXd* residual, Eigen::MatrixXd* g) const;
 
+  // The students' per-unit weights (pruning sets some to 0).
+  void SetStudentWeights(const std::vector<double>& weights) { weights_ = weights; }
+
   // ½ mean (f(h̄) − y)².
   double Risk(const Eigen::MatrixXd& h, const Eigen::VectorXd& norms, const Eigen::VectorXd& y) const;
 
@@ -30,6 +33,7 @@ class BatchGradient {
 
   TwoLayerSpec spec_;
   int ps_, kt_, p_;
+  std::vector<double> weights_;
 };
 
 }  // namespace moeflow

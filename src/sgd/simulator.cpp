@@ -230,6 +230,16 @@ struct TrainingSet {
   std::size_t next = 0;
 };
 
+// The model's Gram matrix of directions (normalised: cosines) from the raw Gram matrix.
+Eigen::MatrixXd ModelGramOf(const TwoLayerFlow& model, const Eigen::MatrixXd& raw) {
+  if (model.spec().constraint != VectorConstraint::kNormalised) return raw;
+  Eigen::VectorXd scale = Eigen::VectorXd::Ones(raw.rows());
+  scale.head(model.students()) = raw.diagonal().head(model.students()).cwiseSqrt().cwiseInverse();
+  Eigen::MatrixXd g = scale.asDiagonal() * raw * scale.asDiagonal();
+  g.diagonal().head(model.students()).setOnes();
+  return g;
+}
+
 // The recorded state of a run at one step.
 class Recorder {
  public:
@@ -238,19 +248,11 @@ class Recorder {
 
   const std::vector<ObservableInfo>& observables() const { return observables_; }
 
-  // The model's Gram matrix of directions (normalised: cosines) from the raw Gram matrix.
-  Eigen::MatrixXd ModelGram(const Eigen::MatrixXd& raw) const {
-    if (model_.spec().constraint != VectorConstraint::kNormalised) return raw;
-    Eigen::VectorXd scale = Eigen::VectorXd::Ones(raw.rows());
-    scale.head(model_.students()) = raw.diagonal().head(model_.students()).cwiseSqrt().cwiseInverse();
-    Eigen::MatrixXd g = scale.asDiagonal() * raw * scale.asDiagonal();
-    g.diagonal().head(model_.students()).setOnes();
-    return g;
-  }
-
-  Eigen::VectorXd Values(const Eigen::MatrixXd& raw_gram, double train_risk, double test_risk) const {
+  // `current`: the model with the run's current (pruned) weights.
+  Eigen::VectorXd Values(const TwoLayerFlow& current, const Eigen::MatrixXd& raw_gram, double train_risk,
+                         double test_risk) const {
     Eigen::VectorXd base;
-    model_.Observe(model_.Pack(ModelGram(raw_gram)), &base);
+    current.Observe(current.Pack(ModelGramOf(current, raw_gram)), &base);
     const int p = model_.students();
     Eigen::VectorXd values(ObservableValueCount(observables_));
     values.head(base.size()) = base;
@@ -353,7 +355,7 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   run.seed = seed;
   run.initial_gram = initial_gram;
   Rng rng(StreamSeed(seed, 0)), test_rng(StreamSeed(seed, 1));
-  const BatchGradient gradient(model);
+  BatchGradient gradient(model);
   const VectorConstraint constraint = model.spec().constraint;
   const double eta = options.learning_rate;
   const int batch = options.batch;
@@ -415,10 +417,19 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   double stage_start = 0.0;
   int until = -1;  // the index of the current stage's `until` event
   std::vector<double> multiplier(p);
+  TwoLayerFlow current = model;  // the model with the current (pruned) weights, for the observables
+  std::string pruned;            // what the current stage's pruning removed
   auto enter_stage = [&](double t) {
     stage_start = t;
     until = -1;
+    pruned.clear();
     if (stage >= stages.size()) return;
+    if (stages[stage].prune != "none") {
+      const std::vector<double> weights =
+          Prune(current, ModelGramOf(current, engine->Gram()), stages[stage].prune, stages[stage].prune_tolerance, &pruned);
+      current = current.WithStudentWeights(weights);
+      gradient.SetStudentWeights(weights);
+    }
     for (std::size_t e = 0; e < events.size(); ++e) {
       if (events[e].name == stages[stage].until) until = static_cast<int>(e);
     }
@@ -480,7 +491,7 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
     if (record) last_recorded = step;
     const Eigen::MatrixXd raw = engine->Gram();
     const double t = eta * static_cast<double>(step);
-    const Eigen::VectorXd values = recorder.Values(raw, record ? train_risk() : 0.0, record ? test_risk() : 0.0);
+    const Eigen::VectorXd values = recorder.Values(current, raw, record ? train_risk() : 0.0, record ? test_risk() : 0.0);
     if (!values.allFinite() || !raw.allFinite()) {
       run.summary.termination = Termination::kNotFinite;
       run.summary.message = "a NaN or infinity in the overlaps at t = " + detail::FormatNumber(t) + " (step " +
@@ -534,7 +545,8 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
       const bool elapsed = t - stage_start >= stages[stage].duration - 1e-12 * std::max(1.0, t);
       const bool event = until >= 0 && run.summary.events[static_cast<std::size_t>(until)].occurred;
       if (!elapsed && !event) break;
-      run.stages.push_back({stages[stage].name, stage_start, t, event ? "event " + stages[stage].until : "duration"});
+      run.stages.push_back(
+          {stages[stage].name, stage_start, t, event ? "event " + stages[stage].until : "duration", pruned});
       observe(true);  // a row at every stage boundary
       ++stage;
       enter_stage(t);
@@ -606,7 +618,7 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
                                   : (run.summary.termination == Termination::kStoppedOnEvent
                                          ? "stop event"
                                          : std::string(ToString(run.summary.termination)));
-    run.stages.push_back({stages[stage].name, stage_start, eta * static_cast<double>(step), ended});
+    run.stages.push_back({stages[stage].name, stage_start, eta * static_cast<double>(step), ended, pruned});
   }
   if (control.progress && step > reported) control.progress(step - reported);
   run.summary.accepted_steps = step;

@@ -21,6 +21,10 @@ struct Stage {
   std::string until;       // the stage ends when this event of the model has happened ("": none)
   double learning_rate = 1.0;         // multiplier of the student expert vectors
   double router_learning_rate = 1.0;  // multiplier of the student router vectors
+  // Pruning applied to the state when the stage starts (see Prune): none, cancelling,
+  // duplicates or redundant (both), with the cosine tolerance of its rule.
+  std::string prune = "none";
+  double prune_tolerance = 0.05;
 };
 
 // What happened to one stage of a run.
@@ -28,7 +32,19 @@ struct StageRecord {
   std::string name;
   double t_start = 0.0, t_end = 0.0;
   std::string ended_by;  // "duration", "event NAME", "t_end", or the run's termination
+  std::string pruned;    // what the stage's pruning removed ("" if none)
 };
+
+// Redundant student units, from the cosines of the current state (gram: the model's Gram
+// matrix; vectors ordered as in TwoLayerFlow), by rule:
+//   cancelling  units i, j with equal weights, router cosine ≥ 1 − tol (gated) and expert cosine
+//               ≤ −(1 − tol), for an odd expert link (σ(−z) = −σ(z)): together they output ≈ 0;
+//               both are pruned (weight 0);
+//   duplicates  router and expert cosines ≥ 1 − tol: j is merged into i (w_i += w_j, w_j = 0);
+//   redundant   cancelling, then duplicates.
+// Returns the new per-unit weights; `report` lists what was pruned.
+std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::string& rule,
+                          double tolerance, std::string* report);
 
 // Integrates the stages one after another from x0 (time runs on across stages; the run ends at
 // options.t_end, at an event with stop = true, or after the last stage). Events are the

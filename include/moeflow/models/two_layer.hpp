@@ -60,6 +60,10 @@ struct TwoLayerSpec {
   double router_norm = 1.0;
   // η̃/B: the online-SGD term (η̃/B) Λ² E[g_a g_b] of theory.md §1 (0: pure gradient flow).
   double online_sgd_rate = 0.0;
+  // Per-unit second-layer weights of the student (empty: every unit has student.weight). A unit
+  // of weight 0 is pruned: it contributes nothing, receives no gradient and is left out of the
+  // best-cosine observables.
+  std::vector<double> student_weights;
 };
 
 // E[σ(z1) τ(z2)] for standard normals with correlation ρ, as a truncated Mehler series.
@@ -85,6 +89,9 @@ class TwoLayerFlow final : public FlowSystem {
   const TwoLayerSpec& spec() const { return spec_; }
   // The same model with other learning-rate multipliers (a stage of a protocol).
   TwoLayerFlow WithLearningRates(double expert_lr, double router_lr) const;
+  // The same model with other per-unit student weights (pruning).
+  TwoLayerFlow WithStudentWeights(const std::vector<double>& weights) const;
+  std::vector<double> StudentWeights() const;  // one per student unit
   // The learning-rate multiplier of student vector a's block (student.lr or student.router_lr).
   double StudentMultiplier(int a) const;
   int students() const { return p_; }
