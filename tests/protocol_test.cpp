@@ -175,6 +175,25 @@ TEST(Protocol, PruningRemovesCancellingPairsAndMergesDuplicates) {
   const std::vector<double> merged = Prune(flow, gram, "duplicates", 0.05, &report);
   EXPECT_EQ(merged, (std::vector<double>{2, 1, 0})) << report;
   EXPECT_NEAR(flow.WithStudentWeights(merged).Risk(gram), before, 1e-12 * before);
+  // SGD applies the same pruning when the stage starts: from the cancelling state, one unit is
+  // left, the student computes the teacher exactly, so the residual and every step are 0.
+  {
+    u.row(2) = -u.row(1);
+    u.row(5) = u.row(4);
+    const Eigen::MatrixXd cancelling = u * u.transpose();
+    io::ModelFile staged = model;
+    for (const char* s : {"stage.tidy.prune=cancelling", "stage.tidy.duration=0.5", "sgd.lr=0.01"}) staged.Set(s);
+    const FlowSetup sgd_setup = BuildFlow(staged);
+    const SgdRun run = SimulateSgd(*sgd_setup.system, cancelling, sgd_setup.sgd, sgd_setup.options, {}, 3);
+    ASSERT_FALSE(run.stages.empty());
+    EXPECT_EQ(run.stages.front().pruned, "cancelling pair (1, 2)");
+    const std::vector<int> o = ObservableOffsets(run.trajectory.observables);
+    for (std::size_t i = 0; i < run.trajectory.observables.size(); ++i) {
+      const std::string& name = run.trajectory.observables[i].name;
+      if (name == "units") EXPECT_EQ(run.trajectory.values.front()[o[i]], 1.0);
+      if (name == "risk") EXPECT_NEAR(run.trajectory.values.back()[o[i]], 0.0, 1e-12);
+    }
+  }
   // Nothing to prune: the report says so.
   EXPECT_EQ(Prune(flow, Eigen::MatrixXd::Identity(8, 8), "redundant", 0.05, &report), (std::vector<double>{1, 1, 1}));
   EXPECT_EQ(report, "nothing");
