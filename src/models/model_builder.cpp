@@ -88,6 +88,23 @@ Eigen::MatrixXd RoutersOrthogonalToExperts(const Eigen::MatrixXd& gram, int m, i
   return ProjectOut(g, student_routers, experts);
 }
 
+// Unit i overlaps m0 with teacher unit i mod k (expert with expert, router with router); q0 between
+// students' vectors of the same kind.
+Eigen::MatrixXd InformedGram(const InitialOverlaps& init) {
+  const int p = init.students, ps = init.student_units, kt = init.teacher_units;
+  Eigen::MatrixXd gram = UniformGram(p, init.teachers, 0.0, 0.0);
+  const bool gated = p == 2 * ps;
+  for (int i = 0; i < p; ++i) {
+    for (int j = 0; j < p; ++j) {
+      if (i != j && (i < ps) == (j < ps)) gram(i, j) = init.q0;
+    }
+    const int unit = i % ps;
+    const int teacher = (i < ps ? 0 : kt) + unit % kt;
+    if (gated || i < ps) gram(i, p + teacher) = gram(p + teacher, i) = init.m0;
+  }
+  return gram;
+}
+
 InitialOverlaps ReadInitialOverlaps(const io::ModelFile& model, const TwoLayerFlow& flow, long long d) {
   const TwoLayerSpec& spec = flow.spec();
   InitialOverlaps init;
@@ -97,14 +114,53 @@ InitialOverlaps ReadInitialOverlaps(const io::ModelFile& model, const TwoLayerFl
   init.teacher_units = spec.teacher.units;
   init.d = d;
   const int p = init.students, k = init.teachers;
-  init.random = model.GetChoice("student.init", "uniform", {"uniform", "random"}) == "random";
+  init.kind = model.GetChoice("student.init", "uniform", {"uniform", "random", "informed", "explicit"});
   init.norm = spec.constraint == VectorConstraint::kFree ? model.GetPositive("student.norm", 1.0) : 1.0;
   if (spec.student.gate && spec.teacher.gate) init.routers_orthogonal = model.GetBool("student.routers_orthogonal", false);
-  if (init.random) {
+  if (init.kind == "random") {
     if (d < p + k) {
       ThrowBadValue("d", std::to_string(d), "must be >= students + teachers = " + std::to_string(p + k) +
                                                 " for student.init = random");
     }
+    return init;
+  }
+  if (init.kind == "explicit") {
+    const std::vector<double> m = model.GetDoubleList("student.M", {});
+    if (static_cast<int>(m.size()) != p * k) {
+      ThrowBadValue("student.M", std::to_string(m.size()) + " numbers",
+                    "must list the " + std::to_string(p) + " x " + std::to_string(k) +
+                        " student-teacher overlaps row by row (students: experts, then routers)");
+    }
+    std::vector<double> q = model.GetDoubleList("student.Q", {});
+    if (q.empty()) {
+      for (int i = 0; i < p; ++i) {
+        for (int j = 0; j < p; ++j) q.push_back(i == j ? 1.0 : 0.0);
+      }
+    }
+    if (static_cast<int>(q.size()) != p * p) {
+      ThrowBadValue("student.Q", std::to_string(q.size()) + " numbers",
+                    "must list the " + std::to_string(p) + " x " + std::to_string(p) + " student overlaps row by row");
+    }
+    Eigen::MatrixXd gram = Eigen::MatrixXd::Identity(p + k, p + k);
+    for (int i = 0; i < p; ++i) {
+      for (int l = 0; l < k; ++l) gram(i, p + l) = gram(p + l, i) = m[i * k + l];
+      for (int j = 0; j < p; ++j) gram(i, j) = q[i * p + j];
+    }
+    if ((gram - gram.transpose()).cwiseAbs().maxCoeff() > 1e-12) {
+      ThrowBadValue("student.Q", "", "must be symmetric");
+    }
+    if (spec.constraint != VectorConstraint::kFree && (gram.diagonal().head(p).array() - 1.0).abs().maxCoeff() > 1e-12) {
+      ThrowBadValue("student.Q", "", "must have a unit diagonal: the student vectors are unit vectors (" +
+                                         std::string(spec.constraint == VectorConstraint::kSpherical ? "spherical" : "normalised") + ")");
+    }
+    const double smallest =
+        Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
+    if (smallest < -1e-12) {
+      throw InputError("keys 'student.M' and 'student.Q' give an initial Gram matrix that is not positive "
+                       "semi-definite (smallest eigenvalue " + Num(smallest) + "): no vectors have these overlaps");
+    }
+    init.explicit_gram = gram;
+    init.norm = 1.0;  // the given Q holds the norms
     return init;
   }
   const std::string m0_text = model.GetString("student.m0", "auto");
@@ -116,11 +172,11 @@ InitialOverlaps ReadInitialOverlaps(const io::ModelFile& model, const TwoLayerFl
   }
   init.q0 = model.GetDouble("student.q0", 0.0);
   if (std::abs(init.q0) > 1) ThrowBadValue("student.q0", Num(init.q0), "must be in [-1, 1]");
-  const Eigen::MatrixXd gram = UniformGram(p, k, init.m0, init.q0);
+  const Eigen::MatrixXd gram = init.kind == "informed" ? InformedGram(init) : UniformGram(p, k, init.m0, init.q0);
   const double smallest =
       Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
   if (smallest < -1e-12) {
-    throw InputError("keys 'student.m0' = " + Num(init.m0) + " and 'student.q0' = " + Num(init.q0) + " with " +
+    throw InputError("keys 'student.m0' = " + Num(init.m0) + " and 'student.q0' = " + Num(init.q0) + " (student.init = " + init.kind + ") with " +
                      std::to_string(p) + " students and " + std::to_string(k) +
                      " teachers give an initial Gram matrix that is not positive semi-definite "
                      "(smallest eigenvalue " + Num(smallest) + "): no vectors have these overlaps");
@@ -380,7 +436,10 @@ Eigen::MatrixXd SampleInitialGram(int p, int k, long long d, std::uint64_t seed)
 
 Eigen::MatrixXd MakeInitialGram(const InitialOverlaps& init, std::uint64_t seed) {
   const int p = init.students, k = init.teachers;
-  Eigen::MatrixXd gram = init.random ? SampleInitialGram(p, k, init.d, seed) : UniformGram(p, k, init.m0, init.q0);
+  if (init.kind == "explicit") return init.explicit_gram;
+  Eigen::MatrixXd gram = init.kind == "random"     ? SampleInitialGram(p, k, init.d, seed)
+                         : init.kind == "informed" ? InformedGram(init)
+                                                   : UniformGram(p, k, init.m0, init.q0);
   if (init.routers_orthogonal) gram = RoutersOrthogonalToExperts(gram, init.student_units, init.teacher_units);
   return WithStudentNorm(gram, p, init.norm);
 }

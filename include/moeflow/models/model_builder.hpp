@@ -21,7 +21,11 @@ namespace moeflow {
 // How the student starts (keys student.init, m0, q0, norm, routers_orthogonal): everything
 // but the seed, so that every seed of a sweep draws its own overlaps by the same routine.
 struct InitialOverlaps {
-  bool random = false;  // student.init = random; else uniform overlaps m0, q0
+  // student.init: uniform (every overlap m0, q0), random (seeded N(0, I_d/d)), informed (unit i
+  // overlaps m0 with teacher unit i mod k, experts with experts and routers with routers, q0
+  // between students), explicit (student.M and student.Q as given).
+  std::string kind = "uniform";
+  Eigen::MatrixXd explicit_gram;  // explicit: the whole Gram matrix
   double m0 = 0.0, q0 = 0.0;
   double norm = 1.0;    // initial ‖w_i‖ (free vectors)
   bool routers_orthogonal = false;
