@@ -71,7 +71,7 @@ class Engine {
 class VectorEngine final : public Engine {
  public:
   VectorEngine(const Eigen::MatrixXd& gram, int p, long long d, int batch)
-      : p_(p), u_(VectorsFromGram(gram, p, d)), x_(batch, d), h_(batch, gram.rows()) {}
+      : p_(p), u_(VectorsFromGram(gram, p, d)), x_(batch, d) {}
 
   void DrawBatch(Rng& rng, Eigen::MatrixXd* h) override {
     FillNormal(rng, x_.data(), x_.size());
@@ -95,7 +95,6 @@ class VectorEngine final : public Engine {
   int p_;
   Eigen::MatrixXd u_;  // n × d, row-major would not help the products here
   Eigen::MatrixXd x_;  // B × d
-  Eigen::MatrixXd h_;
 };
 
 class OverlapEngine final : public Engine {
@@ -402,7 +401,8 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   run.summary.events.resize(events.size());
   for (std::size_t i = 0; i < events.size(); ++i) run.summary.events[i].spec = events[i];
 
-  Eigen::MatrixXd h(batch, n), hbar(batch, n), g(batch, p), delta(batch, p), xb(batch, options.d > 0 ? options.d : 1);
+  Eigen::MatrixXd h(batch, n), hbar(batch, n), g(batch, p), delta(batch, p);
+  Eigen::MatrixXd xb(options.samples > 0 ? batch : 0, options.samples > 0 ? options.d : 0);  // a training batch
   Eigen::VectorXd residual(batch), noise(batch), a(p), labels(batch), norms = Eigen::VectorXd::Ones(p);
   const double noise_sd = std::sqrt(model.spec().noise_variance);
   // The protocol: the stages' multipliers per student vector and their stop rules.
@@ -590,7 +590,14 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
       }
       vectors->SetBatch(xb, &h);
     } else {
-      engine->DrawBatch(rng, &h);
+      try {
+        engine->DrawBatch(rng, &h);
+      } catch (const Error& e) {  // the overlap state left the PSD cone: an outcome, not a crash
+        run.summary.termination = Termination::kInvariantViolated;
+        run.summary.message = std::string(e.what()) + " at t = " + detail::FormatNumber(t) + " (step " +
+                              std::to_string(step) + ")";
+        break;
+      }
       FillNormal(rng, noise.data(), batch);
       noise *= noise_sd;
       gradient.Labels(h, noise, &labels);
