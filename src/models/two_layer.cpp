@@ -72,9 +72,9 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
       tt_(*spec_.teacher.link, *spec_.teacher.link, kMehlerMaxOrder),
       student_derivative_(DerivativeOf(spec_.student.link)),
       identity_(MakeLink("identity")) {
-  if (spec_.online_sgd_rate != 0.0 && (spec_.constraint != VectorConstraint::kFree || gated_)) {
-    throw InputError("the online-SGD term (dynamics.kind = online_sgd) is derived for free, ungated student "
-                     "vectors only; use student.vectors = free without gates, or dynamics.kind = gradient_flow");
+  if (spec_.online_sgd_rate != 0.0 && gated_) {
+    throw InputError("the online-SGD term (dynamics.kind = online_sgd) is derived for ungated units only (free or "
+                     "spherical vectors); use dynamics.kind = gradient_flow for gated units");
   }
   if (spec_.constraint == VectorConstraint::kNormalised && !gated_) {
     throw InputError("student.vectors = normalised is for gated units (soft-routed MoE); for ungated units it "
@@ -359,8 +359,24 @@ Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const {
     for (int a = 0; a < p_; ++a) drift(a, a) = 0.0;
   }
   if (spec_.online_sgd_rate != 0.0) {
-    const double lr = spec_.learning_rate;
-    drift.topLeftCorner(p_, p_) += spec_.online_sgd_rate * lr * lr * GradientCovariance(gram);
+    const double lr = spec_.learning_rate, rate = spec_.online_sgd_rate * lr * lr;
+    const Eigen::MatrixXd e = GradientCovariance(gram);
+    if (spec_.constraint == VectorConstraint::kFree) {
+      drift.topLeftCorner(p_, p_) += rate * e;
+    } else {
+      // Spherical SGD renormalises after each step: ‖w − ηg̃‖² = 1 + η²g²‖x − hw‖² ≈ 1 + η²g²d, so
+      // per unit time (η = η̃/d) every overlap of w_i shrinks by (η̃/2)E[g_i²] besides the η̃E[g_i g_j]
+      // of the free case (the diagonal stays 1).
+      for (int i = 0; i < p_; ++i) {
+        for (int b = 0; b < vectors(); ++b) {
+          if (b == i) continue;
+          const double shrink = b < p_ ? 0.5 * (e(i, i) + e(b, b)) : 0.5 * e(i, i);
+          const double add = b < p_ ? e(i, b) : 0.0;
+          drift(i, b) += rate * (add - shrink * gram(i, b));
+          if (b >= p_) drift(b, i) = drift(i, b);
+        }
+      }
+    }
   }
   return drift;
 }

@@ -13,7 +13,8 @@
 //   free:       du_a/dt · u_b = −Λ D_ab,
 //   spherical:  du_a/dt · u_b = −Λ (D_ab − D_aa Ω_ab)          (tangent projection),
 //   dΩ_ab/dt = du_a/dt·u_b + u_a·du_b/dt  (+ (η̃/B) Λ² E[g_a g_b] for students a, b in the
-//   online-SGD limit, free vectors).
+//   online-SGD limit; spherical vectors also lose (η̃/2B) Λ² (E[g_a²] + E[g_b²]) Ω_ab, and
+//   (η̃/2B) Λ² E[g_a²] Ω_al with a teacher l, from the renormalisation of every SGD step).
 // With unit-variance projections (spherical) the pair expectations are Mehler series and
 // D = 2 G Ω with G = ∂R/∂Ω, a fast path of the same quantity; otherwise the Gaussian
 // expectation engine (closed forms for erf) computes them.
@@ -83,7 +84,7 @@ class MehlerKernel {
 // teacher routers (if gated); "students" and "teachers" below count vectors.
 class TwoLayerFlow final : public FlowSystem {
  public:
-  // Throws InputError for combinations not derived yet (online-SGD term with spherical vectors).
+  // Throws InputError for combinations not derived yet (the online-SGD term for gated units).
   explicit TwoLayerFlow(TwoLayerSpec spec);
 
   const TwoLayerSpec& spec() const { return spec_; }
