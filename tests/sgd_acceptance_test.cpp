@@ -222,7 +222,9 @@ TEST(SgdAcceptance, SphericalOnlineSgdTermPredictsTheSgdMean) {
                   c.sgd.front().trajectory.time[row], mean, se, ode, flow);
       worst_gap = std::max(worst_gap, std::abs(mean - ode));
       EXPECT_GT(std::abs(mean - flow), 20 * se) << "gradient flow should not describe this SGD";
-      if (d == 100000) EXPECT_LE(std::abs(mean - ode), 5 * se) << "t = " << target;
+      if (d == 100000) {
+        EXPECT_LE(std::abs(mean - ode), 5 * se) << "t = " << target;
+      }
     }
     gaps.push_back(worst_gap);
   }
