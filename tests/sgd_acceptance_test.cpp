@@ -125,7 +125,7 @@ INSTANTIATE_TEST_SUITE_P(
         ConvergenceCase{"soft_routed_m2", "soft_routed_moe.ini",
                         {"student.units=2", "teacher.units=2", "sgd.lr=0.001", "sgd.lr_exponent=1",
                          "integrate.t_end=1"}}),
-    [](const auto& info) { return std::string(info.param.name); });
+    [](const auto& param_info) { return std::string(param_info.param.name); });
 
 // Acceptance 3. Erf committee K = M = 2, d = 100, η = 0.5/d, B = 1, 16 seeds, to t = 60 (12 000 steps): with a
 // training set of n samples the final train risk is below the final test (population) risk,

@@ -117,7 +117,7 @@ INSTANTIATE_TEST_SUITE_P(
         LawCase{"soft_routed_normalised", "soft_routed_moe.ini",
                 {"d=30", "student.units=2", "teacher.units=2", "sgd.lr=0.002", "integrate.t_end=0.4", "output.points=5"},
                 {{"M", 0}, {"M", 5}, {"Q", 1}, {"norm", 0}, {"norm", 2}}}),
-    [](const auto& info) { return std::string(info.param.name); });
+    [](const auto& param_info) { return std::string(param_info.param.name); });
 
 // Acceptance (issue 5, item 4): a seed's run is bit-identical with 1 and with 2 threads, for
 // both engines and for a fixed training set.
