@@ -5,9 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
-#include <random>
 #include <sstream>
-#include <thread>
 
 #include "common/text.hpp"
 #include "moeflow/error.hpp"
