@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -72,7 +73,11 @@ const std::atomic<bool>* InstallInterruptHandler() {
   return &g_interrupted;
 }
 
-bool ShowProgress(bool quiet) { return !quiet && isatty(STDERR_FILENO); }
+bool ShowProgress(bool quiet) {
+  if (quiet) return false;
+  const char* force = std::getenv("MOEFLOW_PROGRESS");  // "1": also when stderr is not a terminal
+  return isatty(STDERR_FILENO) || (force != nullptr && std::string(force) == "1");
+}
 
 int ResolveThreads(const boost::program_options::variables_map& vm) {
   const int threads = vm["threads"].as<int>();

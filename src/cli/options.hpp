@@ -26,7 +26,8 @@ std::string DefaultOutput(const std::string& model_path, const std::string& suff
 io::ModelFile LoadModel(const boost::program_options::variables_map& vm, const char* command);
 // Ctrl-C and SIGTERM set the returned flag; runs poll it and stop cleanly.
 const std::atomic<bool>* InstallInterruptHandler();
-// Progress lines go to stderr only on a terminal and never with --quiet.
+// Progress lines go to stderr only on a terminal (or with MOEFLOW_PROGRESS=1 in the environment)
+// and never with --quiet.
 bool ShowProgress(bool quiet);
 // --threads: 0 means one per core; negative is rejected.
 int ResolveThreads(const boost::program_options::variables_map& vm);
