@@ -16,13 +16,8 @@ std::vector<double> EventTimes(const std::vector<SgdRun>& runs, std::size_t even
 }
 
 double FinalRisk(const SgdRun& run) {
-  const std::vector<int> offsets = ObservableOffsets(run.trajectory.observables);
-  for (std::size_t i = 0; i < run.trajectory.observables.size(); ++i) {
-    if (run.trajectory.observables[i].name == "risk" && !run.trajectory.values.empty()) {
-      return run.trajectory.values.back()[offsets[i]];
-    }
-  }
-  return std::numeric_limits<double>::quiet_NaN();
+  if (run.trajectory.values.empty()) return std::numeric_limits<double>::quiet_NaN();
+  return ObservableSelector("risk", run.trajectory.observables, "risk").Evaluate(run.trajectory.values.back());
 }
 
 }  // namespace
@@ -124,13 +119,13 @@ Group CompareResultFile(const ModelFile& model, const OdeSgdComparison& comparis
   root.attributes["event_names"] = names;
   root.attributes["distance_exponent"] = comparison.distance_scaling.exponent;
   Group& table = root.Subgroup("table");
-  std::vector<double> col_d, col_event, ode, med, q25, q75, gap, ode_steps, sgd_steps, distance;
+  std::vector<double> col_d, col_event, ode_median, med, q25, q75, gap, ode_steps, sgd_steps, distance;
   for (const DimensionComparison& c : comparison.dimensions) {
     distance.push_back(c.overlap_distance);
     for (std::size_t e = 0; e < comparison.events.size(); ++e) {
       col_d.push_back(static_cast<double>(c.d));
       col_event.push_back(static_cast<double>(e));
-      ode.push_back(c.ode_times[e].median);
+      ode_median.push_back(c.ode_times[e].median);
       med.push_back(c.sgd_times[e].median);
       q25.push_back(c.sgd_times[e].q25);
       q75.push_back(c.sgd_times[e].q75);
@@ -141,7 +136,7 @@ Group CompareResultFile(const ModelFile& model, const OdeSgdComparison& comparis
   }
   const std::size_t rows = col_d.size();
   for (auto& [name, data] : std::vector<std::pair<std::string, std::vector<double>*>>{
-           {"d", &col_d}, {"event", &col_event}, {"ode_median", &ode}, {"sgd_median", &med}, {"sgd_q25", &q25},
+           {"d", &col_d}, {"event", &col_event}, {"ode_median", &ode_median}, {"sgd_median", &med}, {"sgd_q25", &q25},
            {"sgd_q75", &q75}, {"relative_gap", &gap}, {"ode_steps", &ode_steps}, {"sgd_steps", &sgd_steps}}) {
     table.datasets.push_back({name, {rows}, *data, {}});
   }

@@ -280,54 +280,6 @@ std::vector<EventSpec> ExpandEvents(const std::vector<EventSpec>& events, const 
   return out;
 }
 
-// [stage.NAME] sections in file order; none: one stage with the student's multipliers.
-std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& spec, const std::vector<EventSpec>& events) {
-  std::vector<Stage> stages;
-  for (const std::string& name : model.SubsectionNames("stage")) {
-    const std::string prefix = "stage." + name + ".";
-    Stage stage;
-    stage.name = name;
-    if (model.Has(prefix + "duration")) stage.duration = model.GetPositive(prefix + "duration", 1.0);
-    stage.until = model.GetString(prefix + "until", "");
-    if (!stage.until.empty()) {
-      bool known = false;
-      std::vector<std::string> names;
-      for (const EventSpec& e : events) {
-        known = known || e.name == stage.until;
-        names.push_back(e.name);
-      }
-      if (!known) {
-        ThrowBadValue(prefix + "until", stage.until,
-                      "must name an event of the model (known: " + detail::Join(names, ", ") + ")");
-      }
-    }
-
-    stage.learning_rate = model.GetNonNegative(prefix + "lr", spec.learning_rate);
-    stage.prune = model.GetChoice(prefix + "prune", "none", {"none", "cancelling", "duplicates", "redundant"});
-    if (stage.prune != "none") {
-      stage.prune_tolerance = model.GetPositive(prefix + "prune_tolerance", stage.prune_tolerance);
-      if (stage.prune_tolerance >= 1) ThrowBadValue(prefix + "prune_tolerance", Num(stage.prune_tolerance), "must be < 1");
-    }
-    stage.router_learning_rate =
-        spec.student.gate ? model.GetNonNegative(prefix + "router_lr", spec.router_learning_rate) : 1.0;
-    stages.push_back(stage);
-  }
-  for (std::size_t s = 0; s + 1 < stages.size(); ++s) {
-    if (std::isinf(stages[s].duration) && stages[s].until.empty()) {
-      throw InputError("stage '" + stages[s].name + "' has no stop rule: give stage." + stages[s].name +
-                       ".duration, stage." + stages[s].name + ".until (an event), or both (only the last stage "
-                       "may run on to integrate.t_end)");
-    }
-  }
-  if (stages.empty()) {
-    Stage all;
-    all.learning_rate = spec.learning_rate;
-    all.router_learning_rate = spec.router_learning_rate;
-    stages.push_back(all);
-  }
-  return stages;
-}
-
 // An event name, or NAME[*] for every expanded NAME_i.
 std::vector<std::string> EventNames(const std::string& key, const std::string& name, const std::vector<EventSpec>& events) {
   std::vector<std::string> names, known;
@@ -347,6 +299,40 @@ std::vector<std::string> EventNames(const std::string& key, const std::string& n
   }
   if (names.empty()) ThrowBadValue(key, name, "uses [*] but the model has no events " + base + "0, " + base + "1, ...");
   return names;
+}
+
+// [stage.NAME] sections in file order; none: one stage with the student's multipliers.
+std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& spec, const std::vector<EventSpec>& events) {
+  std::vector<Stage> stages;
+  for (const std::string& name : model.SubsectionNames("stage")) {
+    const std::string prefix = "stage." + name + ".";
+    Stage stage;
+    stage.name = name;
+    if (model.Has(prefix + "duration")) stage.duration = model.GetPositive(prefix + "duration", 1.0);
+    stage.until = model.GetString(prefix + "until", "");
+    if (!stage.until.empty() && EventNames(prefix + "until", stage.until, events).size() != 1) {
+      ThrowBadValue(prefix + "until", stage.until, "must name one event (not NAME[*])");
+    }
+
+    stage.learning_rate = model.GetNonNegative(prefix + "lr", spec.learning_rate);
+    stage.prune = model.GetChoice(prefix + "prune", "none", {"none", "cancelling", "duplicates", "redundant"});
+    if (stage.prune != "none") {
+      stage.prune_tolerance = model.GetPositive(prefix + "prune_tolerance", stage.prune_tolerance);
+      if (stage.prune_tolerance >= 1) ThrowBadValue(prefix + "prune_tolerance", Num(stage.prune_tolerance), "must be < 1");
+    }
+    stage.router_learning_rate =
+        spec.student.gate ? model.GetNonNegative(prefix + "router_lr", spec.router_learning_rate) : 1.0;
+    stages.push_back(stage);
+  }
+  for (std::size_t s = 0; s + 1 < stages.size(); ++s) {
+    if (std::isinf(stages[s].duration) && stages[s].until.empty()) {
+      throw InputError("stage '" + stages[s].name + "' has no stop rule: give stage." + stages[s].name +
+                       ".duration, stage." + stages[s].name + ".until (an event), or both (only the last stage "
+                       "may run on to integrate.t_end)");
+    }
+  }
+  if (stages.empty()) stages.push_back(WholeRunStage(spec));
+  return stages;
 }
 
 std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<EventSpec>& events,

@@ -42,6 +42,23 @@ std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram,
   return w;
 }
 
+Stage WholeRunStage(const TwoLayerSpec& spec) {
+  Stage all;
+  all.learning_rate = spec.learning_rate;
+  all.router_learning_rate = spec.router_learning_rate;
+  return all;
+}
+
+TwoLayerFlow StageModel(const TwoLayerFlow& current, const Stage& stage, const Eigen::MatrixXd& gram,
+                        std::string* pruned) {
+  pruned->clear();
+  const TwoLayerFlow pruned_model =
+      stage.prune == "none"
+          ? current
+          : current.WithStudentWeights(Prune(current, gram, stage.prune, stage.prune_tolerance, pruned));
+  return pruned_model.WithLearningRates(stage.learning_rate, stage.router_learning_rate);
+}
+
 RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, const IntegratorOptions& options,
                        const std::vector<EventSpec>& events, const std::vector<Stage>& stages,
                        Trajectory* trajectory, std::vector<StageRecord>* records, const IntegrationControl& control) {
@@ -52,12 +69,12 @@ RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, cons
   records->clear();
   Eigen::VectorXd x = x0;
   double t = 0.0;
-  std::vector<double> weights = flow.StudentWeights();
+  TwoLayerFlow current = flow;  // the model of the current stage (its weights carry pruning on)
   total.termination = Termination::kReachedEnd;
   total.message = "reached t_end = " + detail::FormatNumber(options.t_end);
   for (std::size_t s = 0; s < stages.size(); ++s) {
     const Stage& stage = stages[s];
-    StageRecord record{stage.name, t, t, ""};
+    StageRecord record{stage.name, t, t, "", ""};
     // A stage whose `until` event has already happened is empty.
     bool already = false;
     for (const EventRecord& e : total.events) already = already || (e.spec.name == stage.until && e.occurred);
@@ -66,12 +83,7 @@ RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, cons
       records->push_back(record);
       continue;
     }
-    if (stage.prune != "none") {
-      weights = Prune(flow.WithStudentWeights(weights), flow.Unpack(x), stage.prune, stage.prune_tolerance,
-                      &record.pruned);
-    }
-    const TwoLayerFlow stage_flow =
-        flow.WithStudentWeights(weights).WithLearningRates(stage.learning_rate, stage.router_learning_rate);
+    current = StageModel(current, stage, flow.Unpack(x), &record.pruned);
     IntegratorOptions o = options;
     const double length = std::min(stage.duration, options.t_end - t);
     o.t_end = length;
@@ -89,7 +101,7 @@ RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, cons
       index.push_back(e);
     }
     Trajectory part;
-    const RunSummary summary = Integrate(stage_flow, x, o, stage_events, &part, control);
+    const RunSummary summary = Integrate(current, x, o, stage_events, &part, control);
     for (std::size_t r = (s == 0 ? 0 : 1); r < part.time.size(); ++r) {
       trajectory->time.push_back(t + part.time[r]);
       trajectory->values.push_back(part.values[r]);

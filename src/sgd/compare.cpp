@@ -11,12 +11,6 @@
 namespace moeflow {
 namespace {
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 // Offsets and sizes of the overlap observables M and Q.
 std::vector<std::pair<int, int>> OverlapRanges(const std::vector<ObservableInfo>& observables) {
   std::vector<std::pair<int, int>> ranges;
@@ -44,7 +38,7 @@ double OverlapDistance(const DimensionComparison& c) {
     }
     sups.push_back(sup);
   }
-  return Median(sups);
+  return Summarise(sups).median;
 }
 
 }  // namespace

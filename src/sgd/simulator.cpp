@@ -241,7 +241,7 @@ Eigen::MatrixXd ModelGramOf(const TwoLayerFlow& model, const Eigen::MatrixXd& ra
 class Recorder {
  public:
   Recorder(const TwoLayerFlow& model, const SgdOptions& options)
-      : model_(model), options_(options), observables_(SgdObservables(model, options)) {}
+      : options_(options), observables_(SgdObservables(model, options)) {}
 
   const std::vector<ObservableInfo>& observables() const { return observables_; }
 
@@ -250,7 +250,7 @@ class Recorder {
                          double test_risk) const {
     Eigen::VectorXd base;
     current.Observe(current.Pack(ModelGramOf(current, raw_gram)), &base);
-    const int p = model_.students();
+    const int p = current.students();
     Eigen::VectorXd values(ObservableValueCount(observables_));
     values.head(base.size()) = base;
     values.segment(base.size(), p) = raw_gram.diagonal().head(p).cwiseSqrt();
@@ -261,7 +261,6 @@ class Recorder {
   }
 
  private:
-  const TwoLayerFlow& model_;
   const SgdOptions& options_;
   std::vector<ObservableInfo> observables_;
 };
@@ -403,39 +402,26 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   Eigen::MatrixXd xb(options.samples > 0 ? batch : 0, options.samples > 0 ? options.d : 0);  // a training batch
   Eigen::VectorXd residual(batch), noise(batch), a(p), labels(batch), norms = Eigen::VectorXd::Ones(p);
   const double noise_sd = std::sqrt(model.spec().noise_variance);
-  // The protocol: the stages' multipliers per student vector and their stop rules.
-  std::vector<Stage> stages = options.stages;
-  if (stages.empty()) {
-    Stage all;
-    all.learning_rate = model.spec().learning_rate;
-    all.router_learning_rate = model.spec().router_learning_rate;
-    stages.push_back(all);
-  }
+  // The protocol: each stage's model (pruned weights, multipliers) and stop rule.
+  const std::vector<Stage> stages = options.stages.empty() ? std::vector<Stage>{WholeRunStage(model.spec())}
+                                                           : options.stages;
   std::size_t stage = 0;
   double stage_start = 0.0;
   int until = -1;  // the index of the current stage's `until` event
   std::vector<double> multiplier(p);
-  TwoLayerFlow current = model;  // the model with the current (pruned) weights, for the observables
+  TwoLayerFlow current = model;  // the current stage's model: observables, weights, multipliers
   std::string pruned;            // what the current stage's pruning removed
   auto enter_stage = [&](double t) {
     stage_start = t;
     until = -1;
     pruned.clear();
     if (stage >= stages.size()) return;
-    if (stages[stage].prune != "none") {
-      const std::vector<double> weights =
-          Prune(current, ModelGramOf(current, engine->Gram()), stages[stage].prune, stages[stage].prune_tolerance, &pruned);
-      current = current.WithStudentWeights(weights);
-      gradient.SetStudentWeights(weights);
-    }
+    current = StageModel(current, stages[stage], engine->Gram(), &pruned);
+    gradient.SetStudentWeights(current.StudentWeights());
     for (std::size_t e = 0; e < events.size(); ++e) {
       if (events[e].name == stages[stage].until) until = static_cast<int>(e);
     }
-    const bool gated = static_cast<bool>(model.spec().student.gate);
-    for (int i = 0; i < p; ++i) {
-      const bool router = gated && i >= model.spec().student.units;
-      multiplier[i] = router ? stages[stage].router_learning_rate : stages[stage].learning_rate;
-    }
+    for (int i = 0; i < p; ++i) multiplier[i] = current.StudentMultiplier(i);
   };
   enter_stage(0.0);
 

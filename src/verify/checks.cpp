@@ -27,7 +27,8 @@ std::string Time(const RunSummary& summary, const std::string& name) {
 }
 
 CheckResult Order(const CheckSpec& c, const RunSummary& summary) {
-  CheckResult r{c};
+  CheckResult r;
+  r.spec = c;
   r.expected = "in this order: " + detail::Join(c.events, " <= ");
   bool ok = true;
   double previous = -1;
@@ -46,7 +47,8 @@ CheckResult Order(const CheckSpec& c, const RunSummary& summary) {
 }
 
 CheckResult Before(const CheckSpec& c, const RunSummary& summary) {
-  CheckResult r{c};
+  CheckResult r;
+  r.spec = c;
   std::vector<std::string> rules, parts;
   bool ok = true;
   for (std::size_t i = 0; i + 1 < c.events.size(); i += 2) {
@@ -68,7 +70,8 @@ CheckResult Before(const CheckSpec& c, const RunSummary& summary) {
 }
 
 CheckResult Scaling(const CheckSpec& c, const io::ModelFile& model, const VerifyOptions& options) {
-  CheckResult r{c};
+  CheckResult r;
+  r.spec = c;
   const std::string& event = c.events.front();
   std::ostringstream expected;
   expected << "T(" << event << ") ~ d^" << Num(c.exponent) << " +- " << Num(c.tolerance)
@@ -119,7 +122,8 @@ CheckResult Scaling(const CheckSpec& c, const io::ModelFile& model, const Verify
 }
 
 CheckResult Bound(const CheckSpec& c, const Trajectory& trajectory, long long d) {
-  CheckResult r{c};
+  CheckResult r;
+  r.spec = c;
   const double bound = c.constant * std::pow(static_cast<double>(d), c.power);
   const ObservableSelector selector(c.observable, trajectory.observables, "check." + c.name + ".observable");
   double largest = 0.0, at = 0.0;
@@ -136,7 +140,8 @@ CheckResult Bound(const CheckSpec& c, const Trajectory& trajectory, long long d)
 }
 
 CheckResult Final(const CheckSpec& c, const Trajectory& trajectory) {
-  CheckResult r{c};
+  CheckResult r;
+  r.spec = c;
   const ObservableSelector selector(c.observable, trajectory.observables, "check." + c.name + ".observable");
   const double v = trajectory.values.empty() ? std::nan("") : selector.Evaluate(trajectory.values.back());
   EventSpec rule;

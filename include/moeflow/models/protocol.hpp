@@ -46,6 +46,15 @@ struct StageRecord {
 std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::string& rule,
                           double tolerance, std::string* report);
 
+// The stage of a run without [stage.NAME] sections: the student's own multipliers, no stop rule.
+Stage WholeRunStage(const TwoLayerSpec& spec);
+
+// The model a stage runs, for the ODE and SGD alike: `current` with the stage's pruning applied
+// to the state `gram` (the Gram matrix of the model's vectors; Prune takes cosines) and the
+// stage's learning rates. `pruned` says what was pruned ("" without a pruning rule).
+TwoLayerFlow StageModel(const TwoLayerFlow& current, const Stage& stage, const Eigen::MatrixXd& gram,
+                        std::string* pruned);
+
 // Integrates the stages one after another from x0 (time runs on across stages; the run ends at
 // options.t_end, at an event with stop = true, or after the last stage). Events are the
 // model's: each is reported once, at its first occurrence in any stage. The trajectory rows
