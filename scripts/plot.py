@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Plots a moeflow result file (flow, sgd, compare or verify) to a PNG. Called by `moeflow plot`.
+"""Plots a moeflow result file (flow, sgd, compare, verify or sweep) to a PNG. Called by `moeflow plot`.
 
 Usage: plot.py FILE -o PNG [--log-time] [--observable NAME]
 
@@ -10,6 +10,8 @@ Usage: plot.py FILE -o PNG [--log-time] [--observable NAME]
   compare  every event's time against d (log-log): the ODE median, the SGD median with its
            interquartile range, and the fitted exponents; the SGD-ODE overlap distance against d.
   verify   the model's run as for flow, with each check's PASS/FAIL/SKIP and measured numbers.
+  sweep    the final risk against the first grid key, one line per combination of the other
+           keys, each line's minimum marked (e.g. the best k for each s); event times likewise.
 
 The PNG is written to a temporary file beside the target and renamed, so a failed plot never
 leaves a partial file.
@@ -208,6 +210,75 @@ def plot_verify(f, args):
     return fig
 
 
+def grid_column(table, key):
+    """The values of a grid key per row, as numbers when they are numbers, else as the texts."""
+    data = table[key][:]
+    if "values" in table[key].attrs:
+        names = text(table[key].attrs["values"]).split("\n")
+        return np.array([names[int(i)] for i in data], dtype=object), False
+    return data, True
+
+
+def plot_sweep(f, args):
+    table = f["table"]
+    keys = [line.split("=", 1)[0] for line in text(f.attrs["grid"]).split("\n")]
+    x, numeric = grid_column(table, keys[0])
+    others = [grid_column(table, k)[0] for k in keys[1:]]
+    groups = {}
+    for row in range(len(x)):
+        label = ", ".join(f"{k}={others[j][row]}" for j, k in enumerate(keys[1:]))
+        groups.setdefault(label, []).append(row)
+    risks = [(c, style) for c, style in (("sgd_final_test_risk", "o-"), ("sgd_final_risk", "o-"),
+                                         ("flow_final_risk", "s--")) if c in table]
+    if "sgd_final_test_risk" in table:
+        risks = [r for r in risks if r[0] != "sgd_final_risk"]
+    events = [c for c in table if c.startswith("flow_event_") or c.startswith("sgd_event_")]
+    fig, axes = plt.subplots(1, 2 if events else 1, figsize=(10 if events else 6, 4), squeeze=False)
+    axes = axes[0]
+    positions = x.astype(float) if numeric else np.arange(len(x))
+    ticks = {}
+    log_x = numeric and np.all(positions > 0) and positions.max() >= 10 * positions.min()
+
+    def draw(ax, column, style, color, rows, label, mark_min):
+        y = floor_risk(table[column][:]) if mark_min else table[column][:]
+        rows = np.array(rows)
+        order = rows[np.argsort(positions[rows])]
+        finite = order[np.isfinite(y[order])]
+        ax.plot(positions[order], y[order], style, color=f"C{color}", label=label)
+        if mark_min and finite.size:
+            best = finite[np.argmin(y[finite])]
+            ax.plot(positions[best], y[best], "*", color=f"C{color}", markersize=14, markeredgecolor="k")
+        for r in order:
+            ticks[positions[r]] = x[r]
+
+    ax = axes[0]
+    for color, (group_label, rows) in enumerate(groups.items()):
+        for column, style in risks:
+            name = column.replace("_final", "").replace("_", " ")
+            draw(ax, column, style, color, rows, f"{name}{', ' + group_label if group_label else ''}", True)
+    ax.set_yscale("log")
+    ax.set_ylabel("final risk (★: minimum of the line)")
+    if events:
+        ax = axes[1]
+        for color, (group_label, rows) in enumerate(groups.items()):
+            for e, column in enumerate(events):
+                style = "osD^v<>"[e % 7] + ("--" if column.startswith("flow") else "-")
+                draw(ax, column, style, color, rows, f"{column}{', ' + group_label if group_label else ''}", False)
+        ax.set_yscale("log")
+        ax.set_ylabel("event time t")
+    for ax in axes:
+        ax.set_xlabel(keys[0])
+        if log_x:
+            ax.set_xscale("log")
+        elif not numeric:
+            ax.set_xticks(sorted(ticks), [str(ticks[p]) for p in sorted(ticks)])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6)
+    fig.suptitle(f"{os.path.basename(text(f.attrs.get('model_file', args.file)))}: sweep over "
+                 f"{', '.join(keys)} ({text(f.attrs['run'])})", fontsize=9)
+    return fig
+
+
 def main():
     parser = argparse.ArgumentParser(description="Plot a moeflow result file to a PNG.")
     parser.add_argument("file")
@@ -220,9 +291,9 @@ def main():
         print(f"moeflow plot: error: cannot read '{args.file}' as HDF5 ({e})", file=sys.stderr)
         return 2
     kind = text(f.attrs.get("kind", ""))
-    plotters = {"flow": plot_flow, "sgd": plot_sgd, "compare": plot_compare, "verify": plot_verify}
+    plotters = {"flow": plot_flow, "sgd": plot_sgd, "compare": plot_compare, "verify": plot_verify, "sweep": plot_sweep}
     if kind not in plotters:
-        print(f"moeflow plot: error: '{args.file}' has kind '{kind}'; plot knows flow, sgd, compare, verify", file=sys.stderr)
+        print(f"moeflow plot: error: '{args.file}' has kind '{kind}'; plot knows flow, sgd, compare, verify, sweep", file=sys.stderr)
         return 2
     fig = plotters[kind](f, args)
     fig.tight_layout()

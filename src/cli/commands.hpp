@@ -32,5 +32,6 @@ int RunSgdCommand(const Args& args);
 int RunCompareCommand(const Args& args);
 int RunPlotCommand(const Args& args);
 int RunVerifyCommand(const Args& args);
+int RunSweepCommand(const Args& args);
 
 }  // namespace moeflow::cli

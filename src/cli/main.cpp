@@ -15,7 +15,8 @@ const std::vector<Command>& AllCommands() {
       {"sgd", "run finite-d SGD on a model over seeds (same observables, events and layout)", RunSgdCommand},
       {"compare", "ODE vs SGD event times over a list of d, with log-log exponents", RunCompareCommand},
       {"verify", "check a model's claims ([check.NAME]: event order, scaling in d, bounds)", RunVerifyCommand},
-      {"plot", "draw a flow, sgd, compare or verify file to a PNG (matplotlib)", RunPlotCommand},
+      {"sweep", "run a model over a grid of key values (ODE and/or SGD), resumable, one table", RunSweepCommand},
+      {"plot", "draw a flow, sgd, compare, verify or sweep file to a PNG (matplotlib)", RunPlotCommand},
       {"inspect", "print a readable summary of a moeflow HDF5 file", RunInspectCommand},
       {"hermite", "print the Hermite coefficients of a link, E[f^2], the tail, the information exponent", RunHermiteCommand},
   };

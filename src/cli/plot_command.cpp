@@ -1,4 +1,4 @@
-// moeflow plot FILE [-o PNG] [--log-time]: a picture of a flow, sgd, compare or verify file.
+// moeflow plot FILE [-o PNG] [--log-time]: a picture of a flow, sgd, compare, verify or sweep file.
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,7 +37,9 @@ void PrintHelp() {
                "           median event times;\n"
                "  compare  event times against d (ODE, SGD median and interquartile range, fitted\n"
                "           exponents) and the SGD-ODE overlap distance against d;\n"
-               "  verify   the model's run as for flow, with each check's verdict and numbers.\n"
+               "  verify   the model's run as for flow, with each check's verdict and numbers;\n"
+               "  sweep    the final risk against the first grid key, one line per value of the others,\n"
+               "           each line's minimum marked; event times likewise.\n"
                "The picture is drawn by scripts/plot.py with Debian's python3-matplotlib (installed by\n"
                "scripts/install-deps.sh); set MOEFLOW_PLOT_SCRIPT to use another copy of the script.\n\n"
             << Options() << "\n"

@@ -11,7 +11,6 @@
 #include "moeflow/version.hpp"
 
 namespace moeflow::io {
-namespace {
 
 std::string NowIso8601() {
   const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
@@ -21,8 +20,6 @@ std::string NowIso8601() {
   os << std::put_time(&utc, "%Y-%m-%dT%H:%M:%SZ");
   return os.str();
 }
-
-}  // namespace
 
 Group TrajectoryGroup(const Trajectory& trajectory) {
   Group group;

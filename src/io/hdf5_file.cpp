@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iomanip>
+#include <mutex>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -20,6 +21,13 @@ namespace {
 
 constexpr std::size_t kChunkBytes = 64 * 1024;  // target size of a dataset chunk
 constexpr int kDeflateLevel = 4;
+
+// The HDF5 library of a distribution need not be built thread-safe: every call into it from
+// this file holds this lock (sweeps write finished points from several threads).
+std::mutex& Hdf5Lock() {
+  static std::mutex lock;
+  return lock;
+}
 
 std::size_t Elements(const std::vector<std::size_t>& shape) {
   return std::accumulate(shape.begin(), shape.end(), std::size_t{1}, std::multiplies<>());
@@ -207,6 +215,7 @@ void DescribeDatasets(const Group& group, const std::string& path, std::ostream&
 }  // namespace
 
 void WriteFileAtomically(const std::string& path, const Group& root) {
+  const std::lock_guard<std::mutex> lock(Hdf5Lock());
   H5::Exception::dontPrint();
   const std::string temporary = TemporaryPathFor(path);
   try {
@@ -228,6 +237,7 @@ void WriteFileAtomically(const std::string& path, const Group& root) {
 }
 
 Group ReadFile(const std::string& path) {
+  const std::lock_guard<std::mutex> lock(Hdf5Lock());
   H5::Exception::dontPrint();
   if (!std::filesystem::exists(path)) throw Error("cannot read '" + path + "': no such file");
   try {

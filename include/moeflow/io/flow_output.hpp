@@ -21,6 +21,8 @@
 
 namespace moeflow::io {
 
+// The current UTC time as 2026-11-25T17:00:00Z (the `created` attribute of result files).
+std::string NowIso8601();
 Group TrajectoryGroup(const Trajectory& trajectory);
 // The attributes every result file's root carries: kind, model text and source, overrides,
 // command, version, creation time, d, seed, t_end.
