@@ -9,7 +9,7 @@
 #include "moeflow/io/model_file.hpp"
 #include "moeflow/models/model_builder.hpp"
 #include "moeflow/sgd/simulator.hpp"
-#include "sgd/random.hpp"
+#include "common/random.hpp"
 
 namespace {
 
@@ -76,8 +76,8 @@ BENCHMARK(BM_Gemm)->Args({256, 4096, 4})->Args({512, 512, 512})->Unit(benchmark:
 // Standard normal draws per second (the vectors engine draws B·d of them per step): the
 // simulator's ziggurat on xoshiro256++, and std::normal_distribution on mt19937_64 for scale.
 void BM_ZigguratDraws(benchmark::State& state) {
-  moeflow::sgd::Xoshiro256 rng(1);
-  const moeflow::sgd::ZigguratNormal& normal = moeflow::sgd::StandardNormal();
+  moeflow::rng::Xoshiro256 rng(1);
+  const moeflow::rng::ZigguratNormal& normal = moeflow::rng::StandardNormal();
   double sum = 0;
   for (auto _ : state) {
     for (int i = 0; i < 4096; ++i) sum += normal(rng);

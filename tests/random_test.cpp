@@ -6,9 +6,9 @@
 #include <cmath>
 #include <vector>
 
-#include "sgd/random.hpp"
+#include "common/random.hpp"
 
-namespace moeflow::sgd {
+namespace moeflow::rng {
 namespace {
 
 TEST(Ziggurat, MomentsAndCdfOfTheStandardNormal) {
@@ -62,4 +62,4 @@ TEST(Xoshiro256, SameSeedSameStreamDifferentSeedDifferentStream) {
 }
 
 }  // namespace
-}  // namespace moeflow::sgd
+}  // namespace moeflow::rng

@@ -134,7 +134,7 @@ TEST(SoftRoutedMoe, GatedKeysAreCheckedWithClearErrors) {
   };
   EXPECT_NE(error_of({"student.gate=relu"}).find("'relu' has no closed-form higher derivatives"), std::string::npos);
   EXPECT_NE(error_of({"student.link=tanh"}).find("must be a polynomial"), std::string::npos);
-  EXPECT_NE(error_of({"student.vectors=free"}).find("gated units need unit-norm directions"), std::string::npos);
+  EXPECT_NE(error_of({"student.vectors=free"}).find("gated units with free vectors need the sampled backend"), std::string::npos);
   EXPECT_NE(error_of({"student.router_norm=-1"}).find("student.router_norm"), std::string::npos);
   EXPECT_NE(error_of({"student.gate=sigmodi"}).find("unknown link name 'sigmodi'"), std::string::npos);
   EXPECT_NE(error_of({"event.first_recovery.observable=Q[*]"}).find("vector observable"), std::string::npos);

@@ -22,6 +22,11 @@ UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
   units.weight = model.GetDouble(block + ".weight", 1.0);
   const std::string gate = model.GetString(block + ".gate", "none");
   if (gate != "none") units.gate = model.GetLink(block + ".gate", "none");
+  units.top_k = static_cast<int>(model.GetInteger(block + ".top_k", 0, 0));
+  if (units.top_k > 0) {
+    units.temperature = model.GetPositive(block + ".temperature", 1.0);
+    units.softmax = model.GetChoice(block + ".router_weights", "softmax", {"softmax", "equal"}) == "softmax";
+  }
   return units;
 }
 
@@ -116,7 +121,7 @@ InitialOverlaps ReadInitialOverlaps(const io::ModelFile& model, const TwoLayerFl
   const int p = init.students, k = init.teachers;
   init.kind = model.GetChoice("student.init", "uniform", {"uniform", "random", "informed", "explicit"});
   init.norm = spec.constraint == VectorConstraint::kFree ? model.GetPositive("student.norm", 1.0) : 1.0;
-  if (spec.student.gate && spec.teacher.gate) init.routers_orthogonal = model.GetBool("student.routers_orthogonal", false);
+  if (spec.student.HasRouters() && spec.teacher.HasRouters()) init.routers_orthogonal = model.GetBool("student.routers_orthogonal", false);
   if (init.kind == "random") {
     if (d < p + k) {
       ThrowBadValue("d", std::to_string(d), "must be >= students + teachers = " + std::to_string(p + k) +
@@ -321,7 +326,7 @@ std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& sp
       if (stage.prune_tolerance >= 1) ThrowBadValue(prefix + "prune_tolerance", Num(stage.prune_tolerance), "must be < 1");
     }
     stage.router_learning_rate =
-        spec.student.gate ? model.GetNonNegative(prefix + "router_lr", spec.router_learning_rate) : 1.0;
+        spec.student.HasRouters() ? model.GetNonNegative(prefix + "router_lr", spec.router_learning_rate) : 1.0;
     stages.push_back(stage);
   }
   for (std::size_t s = 0; s + 1 < stages.size(); ++s) {
@@ -442,10 +447,22 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
   spec.constraint = vectors == "free" ? VectorConstraint::kFree
                                  : (vectors == "normalised" ? VectorConstraint::kNormalised : VectorConstraint::kSpherical);
   spec.learning_rate = model.GetNonNegative("student.lr", 1.0);
-  if (spec.student.gate) spec.router_learning_rate = model.GetNonNegative("student.router_lr", 1.0);
+  if (spec.student.HasRouters()) spec.router_learning_rate = model.GetNonNegative("student.router_lr", 1.0);
   if (spec.constraint == VectorConstraint::kNormalised) {
     spec.expert_norm = model.GetPositive("student.expert_norm", 1.0);
-    if (spec.student.gate) spec.router_norm = model.GetPositive("student.router_norm", 1.0);
+    if (spec.student.HasRouters()) spec.router_norm = model.GetPositive("student.router_norm", 1.0);
+  }
+  const bool routed = spec.student.top_k > 0 || spec.teacher.top_k > 0;
+  const std::string backend = model.GetChoice("population.backend", "auto", {"auto", "exact", "sampled"});
+  if (backend == "exact" && routed) {
+    ThrowBadValue("population.backend", backend, "cannot be exact with a top-k router (it couples all units): use "
+                                                 "auto or sampled");
+  }
+  spec.sampled = backend == "sampled" || routed;
+  if (spec.sampled) {
+    spec.population_samples = static_cast<int>(model.GetInteger("population.samples", spec.population_samples, 2));
+    spec.population_seed =
+        static_cast<std::uint64_t>(model.GetInteger("population.seed", static_cast<long long>(spec.population_seed), 0));
   }
   if (model.GetChoice("dynamics.kind", "gradient_flow", {"gradient_flow", "online_sgd"}) == "online_sgd") {
     // Online SGD with η = η̃/d and batch B, in the time t = η·steps, as d → ∞ (theory.md §1).

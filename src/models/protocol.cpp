@@ -11,7 +11,7 @@ std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram,
                           double tolerance, std::string* report) {
   std::vector<double> w = flow.StudentWeights();
   const int units = static_cast<int>(w.size());
-  const bool gated = static_cast<bool>(flow.spec().student.gate);
+  const bool gated = flow.spec().student.HasRouters();
   const Eigen::VectorXd inverse = gram.diagonal().cwiseSqrt().cwiseInverse();
   auto cosine = [&](int a, int b) { return gram(a, b) * inverse[a] * inverse[b]; };
   auto router_close = [&](int i, int j) { return !gated || cosine(units + i, units + j) >= 1.0 - tolerance; };

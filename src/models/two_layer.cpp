@@ -5,6 +5,8 @@
 #include <limits>
 #include <sstream>
 
+#include "common/random.hpp"
+#include "models/unit_output.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/gauss/expectation.hpp"
 #include "moeflow/gauss/gated_pair.hpp"
@@ -37,6 +39,37 @@ int SeriesOrder(const Link& a, const Link& b) {
 constexpr double kPsdTolerance = 1e-6;
 constexpr double kSphereTolerance = 1e-7;  // |‖w_i‖² - 1| on the sphere
 
+// L with L Lᵀ = Ω for a PSD Ω, by Cholesky in the given order; a pivot at or below
+// 1e-13 of the diagonal scale (a vector in the span of the earlier ones) gives a zero column.
+// Smooth in Ω where Ω is definite, so fixed points h = L z move smoothly with the state.
+Eigen::MatrixXd SemidefiniteCholesky(const Eigen::MatrixXd& omega) {
+  const int n = static_cast<int>(omega.rows());
+  Eigen::MatrixXd l = Eigen::MatrixXd::Zero(n, n);
+  const double scale = std::max(1.0, omega.diagonal().cwiseAbs().maxCoeff());
+  for (int j = 0; j < n; ++j) {
+    const double pivot = omega(j, j) - l.row(j).head(j).squaredNorm();
+    if (!(pivot > 1e-13 * scale)) continue;
+    l(j, j) = std::sqrt(pivot);
+    for (int i = j + 1; i < n; ++i) l(i, j) = (omega(i, j) - l.row(i).head(j).dot(l.row(j).head(j))) / l(j, j);
+  }
+  return l;
+}
+
+std::shared_ptr<const Eigen::MatrixXd> AntitheticNormals(int count, int dimension, std::uint64_t seed) {
+  const int half = (count + 1) / 2;
+  auto points = std::make_shared<Eigen::MatrixXd>(2 * half, dimension);
+  rng::Xoshiro256 generator(seed);
+  const rng::ZigguratNormal& normal = rng::StandardNormal();
+  for (int i = 0; i < half; ++i) {
+    for (int j = 0; j < dimension; ++j) {
+      const double z = normal(generator);
+      (*points)(i, j) = z;
+      (*points)(half + i, j) = -z;
+    }
+  }
+  return points;
+}
+
 }  // namespace
 
 MehlerKernel::MehlerKernel(const Link& sigma, const Link& tau, int max_order) {
@@ -64,17 +97,35 @@ double MehlerKernel::Derivative(double rho) const {
 
 TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     : spec_(std::move(spec)),
-      p_(spec_.student.units * (spec_.student.gate ? 2 : 1)),
-      k_(spec_.teacher.units * (spec_.teacher.gate ? 2 : 1)),
-      gated_(spec_.student.gate || spec_.teacher.gate),
+      p_(spec_.student.units * (spec_.student.HasRouters() ? 2 : 1)),
+      k_(spec_.teacher.units * (spec_.teacher.HasRouters() ? 2 : 1)),
+      gated_(spec_.student.HasRouters() || spec_.teacher.HasRouters()),
+      sampled_(spec_.sampled || spec_.student.top_k > 0 || spec_.teacher.top_k > 0),
       ss_(*spec_.student.link, *spec_.student.link, kMehlerMaxOrder),
       st_(*spec_.student.link, *spec_.teacher.link, kMehlerMaxOrder),
       tt_(*spec_.teacher.link, *spec_.teacher.link, kMehlerMaxOrder),
       student_derivative_(DerivativeOf(spec_.student.link)),
       identity_(MakeLink("identity")) {
-  if (spec_.online_sgd_rate != 0.0 && gated_) {
-    throw InputError("the online-SGD term (dynamics.kind = online_sgd) is derived for ungated units only (free or "
-                     "spherical vectors); use dynamics.kind = gradient_flow for gated units");
+  for (const auto& [block, units] : {std::pair{"student", &spec_.student}, std::pair{"teacher", &spec_.teacher}}) {
+    if (units->top_k > 0 && units->gate) {
+      throw InputError("key '" + std::string(block) + ".top_k': a block is routed by its own gates (" + block +
+                       ".gate) or by a top-k router, not both");
+    }
+    if (units->top_k > units->units) {
+      ThrowBadValue(std::string(block) + ".top_k", std::to_string(units->top_k),
+                    "must be <= " + std::string(block) + ".units = " + std::to_string(units->units));
+    }
+    if (!(units->temperature > 0)) {
+      ThrowBadValue(std::string(block) + ".temperature", std::to_string(units->temperature), "must be > 0");
+    }
+  }
+  if (spec_.online_sgd_rate != 0.0 && gated_ && !sampled_) {
+    throw InputError("the online-SGD term (dynamics.kind = online_sgd) of gated units needs the sampled backend "
+                     "(population.backend = sampled); or use dynamics.kind = gradient_flow");
+  }
+  if (spec_.online_sgd_rate != 0.0 && spec_.constraint == VectorConstraint::kNormalised) {
+    throw InputError("the online-SGD term (dynamics.kind = online_sgd) is derived for free and spherical vectors, "
+                     "not normalised ones");
   }
   if (spec_.constraint == VectorConstraint::kNormalised && !gated_) {
     throw InputError("student.vectors = normalised is for gated units (soft-routed MoE); for ungated units it "
@@ -87,22 +138,29 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
   }
   for (int i = 0; i < ps; ++i) {
     const double weight = spec_.student_weights.empty() ? spec_.student.weight : spec_.student_weights[i];
-    units_.push_back({weight, spec_.student.link, spec_.student.gate, i, spec_.student.gate ? ps + i : -1});
+    units_.push_back({weight, spec_.student.link, spec_.student.gate, i, spec_.student.HasRouters() ? ps + i : -1});
   }
   for (int l = 0; l < kt; ++l) {
     units_.push_back({-spec_.teacher.weight, spec_.teacher.link, spec_.teacher.gate, p_ + l,
-                      spec_.teacher.gate ? p_ + kt + l : -1});
+                      spec_.teacher.HasRouters() ? p_ + kt + l : -1});
   }
-  if (gated_) {
+  if (sampled_) {
+    if (spec_.population_samples < 2) {
+      ThrowBadValue("population.samples", std::to_string(spec_.population_samples), "must be >= 2");
+    }
+    points_ = AntitheticNormals(spec_.population_samples, vectors(), spec_.population_seed);
+  } else if (gated_) {
     if (spec_.constraint == VectorConstraint::kFree) {
-      throw InputError("gated units need unit-norm directions: use student.vectors = normalised or spherical "
-                       "(free gated vectors are not derived yet)");
+      throw InputError("gated units with free vectors need the sampled backend (population.backend = sampled); "
+                       "the exact pair kernels take unit-norm directions (student.vectors = normalised or "
+                       "spherical)");
     }
     for (const auto& [block, units] : {std::pair{"student", &spec_.student}, std::pair{"teacher", &spec_.teacher}}) {
       const std::string why = GatedPairKernel::Unsupported(units->gate.get(), *units->link);
       if (!why.empty()) {
         const bool gate = why.rfind("the gate", 0) == 0;
-        throw InputError("key '" + std::string(block) + (gate ? ".gate" : ".link") + "': " + why);
+        throw InputError("key '" + std::string(block) + (gate ? ".gate" : ".link") + "': " + why +
+                         " (population.backend = sampled takes any link)");
       }
     }
     gated_ss_ = std::make_shared<GatedPairKernel>(spec_.student.gate, spec_.student.link, spec_.student.gate,
@@ -113,9 +171,13 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
                                                   spec_.teacher.link);
   }
   observables_ = {{"risk", 1, 1, "population risk R = E[(f - y)^2]/2 (label noise included)"}};
+  if (sampled_) {
+    observables_.push_back({"risk_error", 1, 1, "standard error of the sampled population risk (population.samples "
+                                                "fixed points)"});
+  }
   if (gated_) {
-    observables_.push_back({"m", kt, 1, "best student expert cosine with each teacher expert, max_i w_i·w*_l"});
-    if (spec_.student.gate && spec_.teacher.gate) {
+    observables_.push_back({"m", kt, 1, "best student expert cosine with each teacher expert, max_i w_i·w*_l/|w_i|"});
+    if (spec_.student.HasRouters() && spec_.teacher.HasRouters()) {
       observables_.push_back({"m_router", kt, 1, "best student router cosine with each teacher router, max_i v_i·v*_l"});
       observables_.push_back({"recovered", kt, 1,
                               "recovery of each teacher pair: max_i min(w_i·w*_l, v_i·v*_l) (both cosines)"});
@@ -163,8 +225,66 @@ const MehlerKernel& TwoLayerFlow::Kernel(int a, int b) const {
   return sa && sb ? ss_ : (sa || sb ? st_ : tt_);
 }
 
+TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram, bool gradient,
+                                                     bool covariance) const {
+  const int n = vectors();
+  // Teachers first: their projections are the same points whatever the state, so at the teacher
+  // itself f − y vanishes at every point and the sampled risk is exactly zero.
+  std::vector<int> order;
+  for (int a = p_; a < n; ++a) order.push_back(a);
+  for (int a = 0; a < p_; ++a) order.push_back(a);
+  Eigen::MatrixXd permuted(n, n);
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) permuted(i, j) = gram(order[i], order[j]);
+  }
+  const Eigen::MatrixXd l = SemidefiniteCholesky(permuted);
+  using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::MatrixXd hp = (*points_) * l.transpose();
+  const int count = static_cast<int>(hp.rows()), half = count / 2;
+  RowMatrix h(count, n);
+  for (int j = 0; j < n; ++j) h.col(order[j]) = hp.col(j);
+
+  const int ps = spec_.student.units, kt = spec_.teacher.units;
+  const BlockOutput student(spec_.student, 0, spec_.student.HasRouters() ? ps : -1);
+  const BlockOutput teacher(spec_.teacher, p_, spec_.teacher.HasRouters() ? p_ + kt : -1);
+  const std::vector<double> student_weights = StudentWeights();
+  const std::vector<double> teacher_weights(static_cast<std::size_t>(kt), spec_.teacher.weight);
+  BlockOutput::Scratch scratch;
+  std::vector<double> grad(static_cast<std::size_t>(n), 0.0);
+  Eigen::VectorXd squared(count);
+  Eigen::MatrixXd g, df;
+  if (gradient || covariance) g.resize(count, p_);
+  if (covariance) df.resize(count, p_);
+  for (int b = 0; b < count; ++b) {
+    const double* row = h.row(b).data();
+    const double y = teacher.Evaluate(row, teacher_weights.data(), nullptr, &scratch);
+    const double f = student.Evaluate(row, student_weights.data(), g.size() ? grad.data() : nullptr, &scratch);
+    const double r = f - y;
+    squared[b] = r * r;
+    if (g.size()) {
+      for (int a = 0; a < p_; ++a) g(b, a) = r * grad[a];
+    }
+    if (covariance) {
+      for (int a = 0; a < p_; ++a) df(b, a) = grad[a];
+    }
+  }
+  SampledTerms terms;
+  terms.risk = 0.5 * squared.mean() + 0.5 * spec_.noise_variance;
+  // Antithetic pairs are the independent draws: the error from the spread of the pair means.
+  const Eigen::VectorXd pairs = 0.5 * (squared.head(half) + squared.segment(half, half));
+  const double spread = (pairs.array() - pairs.mean()).square().sum() / std::max(1, half - 1);
+  terms.risk_error = 0.5 * std::sqrt(spread / half);
+  if (gradient) terms.gradient_overlaps = g.transpose() * h / static_cast<double>(count);
+  if (covariance) {
+    terms.gradient_covariance =
+        (g.transpose() * g + spec_.noise_variance * df.transpose() * df) / static_cast<double>(count);
+  }
+  return terms;
+}
+
 double TwoLayerFlow::Risk(const Eigen::MatrixXd& gram) const {
   double r = 0.0;
+  if (sampled_) return SampleTerms(gram, false, false).risk;
   if (gated_) {  // R = ½ Σ_{u,v} s_u s_v E[π_u σ_u π_v σ_v]
     GatedPairKernel::Prepared prepared;
     for (std::size_t u = 0; u < units_.size(); ++u) {
@@ -262,19 +382,24 @@ std::vector<double> TwoLayerFlow::StudentWeights() const {
 }
 
 double TwoLayerFlow::StudentMultiplier(int a) const {
-  const bool router = spec_.student.gate && a >= spec_.student.units;
+  const bool router = spec_.student.HasRouters() && a >= spec_.student.units;
   return router ? spec_.router_learning_rate : spec_.learning_rate;
 }
 
 double TwoLayerFlow::Multiplier(int a) const {
   const double lr = StudentMultiplier(a);
   if (spec_.constraint != VectorConstraint::kNormalised) return lr;
-  const bool router = spec_.student.gate && a >= spec_.student.units;
+  const bool router = spec_.student.HasRouters() && a >= spec_.student.units;
   const double norm = router ? spec_.router_norm : spec_.expert_norm;
   return lr / (norm * norm);
 }
 
 Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) const {
+  if (sampled_) {
+    Eigen::MatrixXd d = Eigen::MatrixXd::Zero(vectors(), vectors());
+    d.topRows(p_) = SampleTerms(gram, true, false).gradient_overlaps;
+    return d;
+  }
   if (gated_) return GatedGradientOverlaps(gram);
   if (UsesMehler()) return 2.0 * RiskGradient(gram) * gram;
   const int n = vectors();
@@ -299,6 +424,7 @@ Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) cons
 }
 
 Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) const {
+  if (sampled_) return SampleTerms(gram, false, true).gradient_covariance;
   // E[g_a g_b] = a² Σ_{v,w} s_v s_w E[σ'(h_a) σ'(h_b) σ_v(h_v) σ_w(h_w)] + a² σ² E[σ'(h_a) σ'(h_b)].
   Eigen::MatrixXd e = Eigen::MatrixXd::Zero(p_, p_);
   Eigen::Matrix4d cov4;
@@ -343,7 +469,17 @@ Eigen::MatrixXd TwoLayerFlow::RiskGradient(const Eigen::MatrixXd& gram) const {
 }
 
 Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const {
-  const Eigen::MatrixXd d = GradientOverlaps(gram);                 // D_ab = ∇_a R · u_b
+  const bool online = spec_.online_sgd_rate != 0.0;
+  Eigen::MatrixXd d, e;  // D_ab = ∇_a R · u_b;  E[g_a g_b] (online-SGD limit)
+  if (sampled_) {          // one pass over the points for both
+    SampledTerms terms = SampleTerms(gram, true, online);
+    d = Eigen::MatrixXd::Zero(vectors(), vectors());
+    d.topRows(p_) = terms.gradient_overlaps;
+    e = std::move(terms.gradient_covariance);
+  } else {
+    d = GradientOverlaps(gram);
+    if (online) e = GradientCovariance(gram);
+  }
   Eigen::MatrixXd v = Eigen::MatrixXd::Zero(vectors(), vectors());  // v_ab = du_a/dt · u_b
   for (int a = 0; a < p_; ++a) {
     const double lr = Multiplier(a);
@@ -358,9 +494,8 @@ Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const {
     // in Ω_aa at rate 2Λ|D_aa| wherever D_aa < 0.
     for (int a = 0; a < p_; ++a) drift(a, a) = 0.0;
   }
-  if (spec_.online_sgd_rate != 0.0) {
+  if (online) {
     const double lr = spec_.learning_rate, rate = spec_.online_sgd_rate * lr * lr;
-    const Eigen::MatrixXd e = GradientCovariance(gram);
     if (spec_.constraint == VectorConstraint::kFree) {
       drift.topLeftCorner(p_, p_) += rate * e;
     } else {
@@ -389,8 +524,15 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) co
   const Eigen::MatrixXd gram = Unpack(x);
   values->resize(ObservableValueCount(observables_));
   int n = 0;
-  (*values)[n++] = Risk(gram);
+  if (sampled_) {
+    const SampledTerms terms = SampleTerms(gram, false, false);
+    (*values)[n++] = terms.risk;
+    (*values)[n++] = terms.risk_error;
+  } else {
+    (*values)[n++] = Risk(gram);
+  }
   const Eigen::VectorXd norms = gram.diagonal().head(p_).cwiseSqrt();
+  auto cosine = [&](int i, int teacher) { return gram(i, teacher) / norms[i]; };
   const int ps = spec_.student.units, kt = spec_.teacher.units;
   // Best cosines over the units that are not pruned (weight 0).
   auto best = [&](auto value) {
@@ -401,20 +543,21 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) co
     return b;
   };
   if (gated_) {  // expert vectors of unit i / l at i and p_ + l, routers at ps + i and p_ + kt + l
-    for (int l = 0; l < kt; ++l) (*values)[n++] = best([&](int i) { return gram(i, p_ + l); });
-    if (spec_.student.gate && spec_.teacher.gate) {
-      for (int l = 0; l < kt; ++l) (*values)[n++] = best([&](int i) { return gram(ps + i, p_ + kt + l); });
+    for (int l = 0; l < kt; ++l) (*values)[n++] = best([&](int i) { return cosine(i, p_ + l); });
+    if (spec_.student.HasRouters() && spec_.teacher.HasRouters()) {
+      for (int l = 0; l < kt; ++l) (*values)[n++] = best([&](int i) { return cosine(ps + i, p_ + kt + l); });
       for (int l = 0; l < kt; ++l) {
-        (*values)[n++] = best([&](int i) { return std::min(gram(i, p_ + l), gram(ps + i, p_ + kt + l)); });
+        (*values)[n++] = best([&](int i) { return std::min(cosine(i, p_ + l), cosine(ps + i, p_ + kt + l)); });
       }
+      const Eigen::VectorXd all = gram.diagonal().cwiseSqrt();
       double cross = 0.0;
       for (const Unit& u : units_) {
-        for (const Unit& v : units_) cross = std::max(cross, std::abs(gram(u.router, v.expert)));
+        for (const Unit& v : units_) cross = std::max(cross, std::abs(gram(u.router, v.expert)) / (all[u.router] * all[v.expert]));
       }
       (*values)[n++] = cross;
     }
   } else {
-    for (int l = 0; l < k_; ++l) (*values)[n++] = best([&](int i) { return gram(i, p_ + l) / norms[i]; });
+    for (int l = 0; l < k_; ++l) (*values)[n++] = best([&](int i) { return cosine(i, p_ + l); });
   }
   int alive = 0;
   for (int i = 0; i < ps; ++i) alive += units_[i].sign != 0.0;

@@ -3,52 +3,34 @@
 namespace moeflow {
 
 BatchGradient::BatchGradient(const TwoLayerFlow& model)
-    : spec_(model.spec()), ps_(spec_.student.units), kt_(spec_.teacher.units), p_(model.students()),
-      weights_(model.StudentWeights()) {}
+    : spec_(model.spec()), p_(model.students()), n_(model.vectors()), weights_(model.StudentWeights()),
+      teacher_weights_(static_cast<std::size_t>(spec_.teacher.units), spec_.teacher.weight),
+      student_(spec_.student, 0, spec_.student.HasRouters() ? spec_.student.units : -1),
+      teacher_(spec_.teacher, p_, spec_.teacher.HasRouters() ? p_ + spec_.teacher.units : -1),
+      row_(static_cast<std::size_t>(n_)), grad_(static_cast<std::size_t>(n_)) {}
 
 void BatchGradient::Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise, Eigen::VectorXd* out) const {
   Eigen::VectorXd& y = *out;
   y = noise;
-  const Link& sigma = *spec_.teacher.link;
   for (Eigen::Index b = 0; b < h.rows(); ++b) {
-    double sum = 0.0;
-    for (int l = 0; l < kt_; ++l) {
-      const double expert = sigma.Value(h(b, p_ + l));
-      sum += spec_.teacher.gate ? spec_.teacher.gate->Value(h(b, p_ + kt_ + l)) * expert : expert;
-    }
-    y[b] += spec_.teacher.weight * sum;
+    for (int a = p_; a < n_; ++a) row_[a] = h(b, a);
+    y[b] += teacher_.Evaluate(row_.data(), teacher_weights_.data(), nullptr, &scratch_);
   }
 }
 
-double BatchGradient::StudentOutput(const Eigen::MatrixXd& hbar, Eigen::Index b) const {
-  double f = 0.0;
-  for (int i = 0; i < ps_; ++i) {
-    if (weights_[i] == 0.0) continue;
-    const double expert = spec_.student.link->Value(hbar(b, i));
-    f += weights_[i] * (spec_.student.gate ? spec_.student.gate->Value(hbar(b, ps_ + i)) * expert : expert);
-  }
-  return f;
+double BatchGradient::StudentOutput(const Eigen::MatrixXd& hbar, Eigen::Index b, bool gradient) const {
+  for (int a = 0; a < p_; ++a) row_[a] = hbar(b, a);
+  return student_.Evaluate(row_.data(), weights_.data(), gradient ? grad_.data() : nullptr, &scratch_);
 }
 
 void BatchGradient::Compute(const Eigen::MatrixXd& h, const Eigen::VectorXd& norms, const Eigen::VectorXd& y,
                             Eigen::MatrixXd* hbar, Eigen::VectorXd* residual, Eigen::MatrixXd* g) const {
   *hbar = h;
   for (int i = 0; i < p_; ++i) hbar->col(i) /= norms[i];
-  const Link& sigma = *spec_.student.link;
   for (Eigen::Index b = 0; b < h.rows(); ++b) {
-    const double r = StudentOutput(*hbar, b) - y[b];
+    const double r = StudentOutput(*hbar, b, true) - y[b];
     (*residual)[b] = r;
-    for (int i = 0; i < ps_; ++i) {
-      const double a = weights_[i];
-      const double z = (*hbar)(b, i);
-      if (spec_.student.gate) {
-        const double gate = spec_.student.gate->Value((*hbar)(b, ps_ + i));
-        (*g)(b, i) = r * a * gate * sigma.Derivative(z);
-        (*g)(b, ps_ + i) = r * a * spec_.student.gate->Derivative((*hbar)(b, ps_ + i)) * sigma.Value(z);
-      } else {
-        (*g)(b, i) = r * a * sigma.Derivative(z);
-      }
-    }
+    for (int a = 0; a < p_; ++a) (*g)(b, a) = r * grad_[a];
   }
 }
 
@@ -57,7 +39,7 @@ double BatchGradient::Risk(const Eigen::MatrixXd& h, const Eigen::VectorXd& norm
   for (int i = 0; i < p_; ++i) hbar.col(i) /= norms[i];
   double sum = 0.0;
   for (Eigen::Index b = 0; b < h.rows(); ++b) {
-    const double r = StudentOutput(hbar, b) - y[b];
+    const double r = StudentOutput(hbar, b, false) - y[b];
     sum += r * r;
   }
   return 0.5 * sum / static_cast<double>(h.rows());

@@ -5,6 +5,9 @@
 
 #include <Eigen/Core>
 
+#include <vector>
+
+#include "models/unit_output.hpp"
 #include "moeflow/models/two_layer.hpp"
 
 namespace moeflow {
@@ -13,27 +16,32 @@ class BatchGradient {
  public:
   explicit BatchGradient(const TwoLayerFlow& model);
 
-  // y = Σ_l a* π*(r*_l) σ*(h*_l) + noise (teacher vectors have unit norm).
+  // y = the teacher's output (models/unit_output.hpp) + noise (teacher vectors have unit norm).
   void Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise, Eigen::VectorXd* y) const;
 
   // With h̄ = H with the student columns divided by `norms` (ones unless normalised):
-  // residual F = f(h̄) − y and g (B × p) = ∂ℓ/∂h̄: F a π(r_i) σ'(h_i) for expert i,
-  // F a π'(r_i) σ(h_i) for router i.
+  // residual F = f(h̄) − y and g (B × p) = ∂ℓ/∂h̄ = F ∂f/∂h̄ (e.g. F a π(r_i) σ'(h_i) for the
+  // expert of a gated unit i, F a π'(r_i) σ(h_i) for its router).
   void Compute(const Eigen::MatrixXd& h, const Eigen::VectorXd& norms, const Eigen::VectorXd& y,
                Eigen::MatrixXd* hbar, Eigen::VectorXd* residual, Eigen::MatrixXd* g) const;
 
   // The students' per-unit weights (pruning sets some to 0).
   void SetStudentWeights(const std::vector<double>& weights) { weights_ = weights; }
+  // Not thread-safe (per-sample buffers): one per SGD run.
 
   // ½ mean (f(h̄) − y)².
   double Risk(const Eigen::MatrixXd& h, const Eigen::VectorXd& norms, const Eigen::VectorXd& y) const;
 
  private:
-  double StudentOutput(const Eigen::MatrixXd& hbar, Eigen::Index b) const;
+  // f at row b of h̄; with `gradient`, ∂f/∂h̄ in grad_.
+  double StudentOutput(const Eigen::MatrixXd& hbar, Eigen::Index b, bool gradient) const;
 
   TwoLayerSpec spec_;
-  int ps_, kt_, p_;
-  std::vector<double> weights_;
+  int p_, n_;
+  std::vector<double> weights_, teacher_weights_;
+  BlockOutput student_, teacher_;
+  mutable BlockOutput::Scratch scratch_;
+  mutable std::vector<double> row_, grad_;
 };
 
 }  // namespace moeflow

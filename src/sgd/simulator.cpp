@@ -11,7 +11,7 @@
 #include "moeflow/error.hpp"
 #include "moeflow/sgd/compare.hpp"
 #include "sgd/batch_gradient.hpp"
-#include "sgd/random.hpp"
+#include "common/random.hpp"
 
 namespace moeflow {
 namespace {
@@ -24,10 +24,10 @@ std::uint64_t StreamSeed(std::uint64_t seed, std::uint64_t stream) {
   return z ^ (z >> 31);
 }
 
-using Rng = sgd::Xoshiro256;
+using Rng = rng::Xoshiro256;
 
 void FillNormal(Rng& rng, double* out, Eigen::Index count) {
-  const sgd::ZigguratNormal& normal = sgd::StandardNormal();
+  const rng::ZigguratNormal& normal = rng::StandardNormal();
   for (Eigen::Index i = 0; i < count; ++i) out[i] = normal(rng);
 }
 
@@ -120,7 +120,7 @@ class OverlapEngine final : public Engine {
     }
     if (z_.cols() != r) z_.resize(batch, r);
     FillNormal(rng, z_.data(), z_.size());
-    const sgd::ZigguratNormal& normal = sgd::StandardNormal();
+    const rng::ZigguratNormal& normal = rng::StandardNormal();
     if (batch == 1) {  // the common online case, without Eigen's small-product overheads
       const double* z = z_.data();
       double zz = 0.0;
@@ -130,13 +130,13 @@ class OverlapEngine final : public Engine {
         for (Eigen::Index k = 0; k < r; ++k) v += (*factor)(i, k) * z[k];
         (*h)(0, i) = v;
       }
-      xx_(0, 0) = zz + sgd::ChiSquared(rng, static_cast<double>(d_ - r));
+      xx_(0, 0) = zz + rng::ChiSquared(rng, static_cast<double>(d_ - r));
     } else {
       h->noalias() = z_ * factor->transpose();
       // X Xᵀ = Z Zᵀ + W, W ~ Wishart_B(d − r) by Bartlett's decomposition W = T Tᵀ.
       t_.setZero();
       for (Eigen::Index i = 0; i < batch; ++i) {
-        t_(i, i) = std::sqrt(sgd::ChiSquared(rng, static_cast<double>(d_ - r - i)));
+        t_(i, i) = std::sqrt(rng::ChiSquared(rng, static_cast<double>(d_ - r - i)));
         for (Eigen::Index j = 0; j < i; ++j) t_(i, j) = normal(rng);
       }
       xx_.noalias() = z_ * z_.transpose();

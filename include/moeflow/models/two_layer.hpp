@@ -27,6 +27,8 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "moeflow/gauss/gated_pair.hpp"
@@ -37,12 +39,20 @@ namespace moeflow {
 
 // `units` copies of weight · π(v·x) σ(w·x): an expert link σ with its expert vector w, and
 // optionally (gate != nullptr) a gate link π with its router vector v (soft routing, theory.md
-// §3.3: each expert has its own gate; the gates do not sum to one).
+// §3.3: each expert has its own gate; the gates do not sum to one), or a router that couples
+// the units (top_k > 0, theory.md §3.4–3.5): logits v_i·x/τ, the top_k largest selected, the
+// selected experts combined with the softmax of their logits (softmax) or with weight 1 each;
+// top_k = units with softmax is a plain softmax router.
 struct UnitBlock {
   int units = 1;
   LinkPtr link;         // σ
   double weight = 1.0;  // second-layer weight of every unit (fixed)
   LinkPtr gate;         // π, or nullptr for an ungated unit
+  int top_k = 0;             // > 0: top-k routing (no gate)
+  double temperature = 1.0;  // τ of the router logits
+  bool softmax = true;       // top-k: softmax weights over the selected experts (false: weight 1)
+
+  bool HasRouters() const { return gate != nullptr || top_k > 0; }
 };
 
 // free: unconstrained; spherical: ‖w‖ = 1 with the tangent projection; normalised: the model
@@ -65,6 +75,13 @@ struct TwoLayerSpec {
   // of weight 0 is pruned: it contributes nothing, receives no gradient and is left out of the
   // best-cosine observables.
   std::vector<double> student_weights;
+  // Population expectations by fixed-point Monte Carlo over the projections (always for top-k
+  // routing, which couples all units; on request for any model, as a cross-check): this many
+  // standard normal points (antithetic pairs), drawn once from `population_seed`, so that the
+  // drift is a deterministic function of the state.
+  bool sampled = false;
+  int population_samples = 1 << 15;
+  std::uint64_t population_seed = 20251001;
 };
 
 // E[σ(z1) τ(z2)] for standard normals with correlation ρ, as a truncated Mehler series.
@@ -113,6 +130,15 @@ class TwoLayerFlow final : public FlowSystem {
   Eigen::MatrixXd GradientCovariance(const Eigen::MatrixXd& gram) const;
   // dΩ/dt for the student rows, as a full symmetric matrix (teacher block zero).
   Eigen::MatrixXd GramDrift(const Eigen::MatrixXd& gram) const;
+  // True if the population expectations are sampled (TwoLayerSpec::sampled, or top-k routing).
+  bool Sampled() const { return sampled_; }
+  // The sampled backend's estimates at `gram`: the risk and its standard error, D (p × n, as
+  // GradientOverlaps) and, if asked, E[g_a g_b] (p × p, as GradientCovariance).
+  struct SampledTerms {
+    double risk = 0.0, risk_error = 0.0;
+    Eigen::MatrixXd gradient_overlaps, gradient_covariance;
+  };
+  SampledTerms SampleTerms(const Eigen::MatrixXd& gram, bool gradient, bool covariance) const;
 
   int StateSize() const override;
   void Drift(const Eigen::VectorXd& x, Eigen::VectorXd& dxdt) const override;
@@ -137,6 +163,8 @@ class TwoLayerFlow final : public FlowSystem {
   TwoLayerSpec spec_;
   int p_, k_;  // student and teacher vectors
   bool gated_;
+  bool sampled_;
+  std::shared_ptr<const Eigen::MatrixXd> points_;  // sampled: N × n standard normals
   std::vector<Unit> units_;  // students first, then teachers (ungated: unit index = vector index)
   std::shared_ptr<const GatedPairKernel> gated_ss_, gated_st_, gated_tt_;
   MehlerKernel ss_, st_, tt_;

@@ -1,5 +1,5 @@
-// Random numbers for the SGD simulator: xoshiro256++ (Blackman & Vigna) seeded by SplitMix64,
-// and standard normals by the ziggurat method (Marsaglia & Tsang 2000, in Doornik's 2005
+// Random numbers for the SGD simulator and the sampled population backend: xoshiro256++
+// (Blackman & Vigna) seeded by SplitMix64, and standard normals by the ziggurat method (Marsaglia & Tsang 2000, in Doornik's 2005
 // ZIGNOR form with 128 blocks), about 4 ns per draw against ~17 ns for
 // std::normal_distribution, and the same numbers on every platform and standard library.
 // Chi-squared draws (the Wishart part of the overlap engine) by Marsaglia & Tsang's (2000)
@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <limits>
 
-namespace moeflow::sgd {
+namespace moeflow::rng {
 
 class Xoshiro256 {
  public:
@@ -75,4 +75,4 @@ const ZigguratNormal& StandardNormal();
 // A chi-squared variable with `dof` > 0 degrees of freedom (2 · Gamma(dof/2)).
 double ChiSquared(Xoshiro256& rng, double dof);
 
-}  // namespace moeflow::sgd
+}  // namespace moeflow::rng

@@ -1,6 +1,6 @@
-#include "sgd/random.hpp"
+#include "common/random.hpp"
 
-namespace moeflow::sgd {
+namespace moeflow::rng {
 namespace {
 
 constexpr int kBlocks = 128;
@@ -64,4 +64,4 @@ double ChiSquared(Xoshiro256& rng, double dof) {
   return 2.0 * gamma;
 }
 
-}  // namespace moeflow::sgd
+}  // namespace moeflow::rng

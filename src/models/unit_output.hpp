@@ -1,0 +1,37 @@
+// Internal: the output of a block of units at one input, from the projections of its vectors,
+// and its derivatives with respect to them. The one per-sample formula of every model: the SGD
+// step (src/sgd/batch_gradient.cpp) and the sampled population backend (two_layer.cpp) call it.
+//   plain     f = Σ_i a_i σ(h_i)
+//   gated     f = Σ_i a_i π(r_i) σ(h_i)                            (soft routing, own gate per unit)
+//   top-k     f = Σ_{i ∈ S} c_i a_i σ(h_i),  S = the k largest logits r_i/τ (ties: lower index),
+//             c = softmax of the selected logits (router_weights = softmax) or 1 (equal);
+//             ∂f/∂r_j = c_j (a_j σ(h_j) − f)/τ for j ∈ S under softmax, 0 otherwise: no
+//             gradient flows through the discrete selection (standard top-k).
+#pragma once
+
+#include <vector>
+
+#include "moeflow/models/two_layer.hpp"
+
+namespace moeflow {
+
+class BlockOutput {
+ public:
+  // `expert` and `router`: the columns of the block's expert and router projections in a row of
+  // projections (router −1 without routers).
+  BlockOutput(const UnitBlock& block, int expert, int router);
+
+  struct Scratch {
+    std::vector<int> order;
+    std::vector<double> weight;
+  };
+  // f at the projections `h` (a row in the model's vector order) with per-unit second-layer
+  // weights `a`; if `grad` is not null, writes ∂f/∂h at the block's columns of `grad`.
+  double Evaluate(const double* h, const double* a, double* grad, Scratch* scratch) const;
+
+ private:
+  UnitBlock block_;
+  int expert_, router_;
+};
+
+}  // namespace moeflow
