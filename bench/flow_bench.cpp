@@ -99,3 +99,40 @@ void BM_SoftRoutedMoeToT60(benchmark::State& state) {
 BENCHMARK(BM_SoftRoutedMoeToT60)->Unit(benchmark::kSecond)->Iterations(1);
 
 }  // namespace
+
+namespace {
+
+// One right-hand-side evaluation of the top-k MoE (models/topk_moe.ini: E = S = 4 experts with
+// routers, 16 vectors) on the sampled backend, against the number of points N: the projections
+// h = L z (N × 16), the block outputs and gradients at every point, D = E[g hᵀ] and E[g gᵀ].
+void BM_TopKMoeSampledDrift(benchmark::State& state) {
+  moeflow::io::ModelFile model = moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/topk_moe.ini");
+  model.Set("population.samples=" + std::to_string(state.range(0)));
+  const moeflow::FlowSetup setup = moeflow::BuildFlow(model);
+  Eigen::VectorXd dxdt(setup.initial_state.size());
+  for (auto _ : state) {
+    setup.system->Drift(setup.initial_state, dxdt);
+    benchmark::DoNotOptimize(dxdt.data());
+  }
+  state.counters["time_per_point"] =
+      benchmark::Counter(static_cast<double>(state.range(0)), benchmark::Counter::kIsIterationInvariantRate |
+                                                                  benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_TopKMoeSampledDrift)->Arg(8192)->Arg(32768)->Unit(benchmark::kMicrosecond);
+
+// The shipped top-k MoE to t = 100 (default 8192 points, rel_tol 1e-4).
+void BM_TopKMoeFlow(benchmark::State& state) {
+  const moeflow::FlowSetup setup =
+      moeflow::BuildFlow(moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/topk_moe.ini"));
+  long long steps = 0;
+  for (auto _ : state) {
+    moeflow::Trajectory trajectory;
+    const auto summary = moeflow::Integrate(*setup.system, setup.initial_state, setup.options, {}, &trajectory);
+    steps = summary.accepted_steps;
+    benchmark::DoNotOptimize(summary.t_final);
+  }
+  state.counters["accepted_steps"] = static_cast<double>(steps);
+}
+BENCHMARK(BM_TopKMoeFlow)->Unit(benchmark::kMillisecond)->Iterations(1);
+
+}  // namespace

@@ -469,6 +469,7 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
     spec.online_sgd_rate = model.GetPositive("dynamics.lr", 1.0) /
                            static_cast<double>(model.GetInteger("dynamics.batch", 1, 1));
   }
+  spec.psd_tolerance = model.GetPositive("integrate.psd_tolerance", spec.psd_tolerance);
   auto flow = std::make_unique<TwoLayerFlow>(spec);
   setup.init = ReadInitialOverlaps(model, *flow, setup.d);
   setup.initial_gram = MakeInitialGram(setup.init, setup.seed);

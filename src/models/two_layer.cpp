@@ -1,5 +1,6 @@
 #include "moeflow/models/two_layer.hpp"
 
+#include <Eigen/Cholesky>
 #include <Eigen/Eigenvalues>
 #include <cmath>
 #include <limits>
@@ -32,11 +33,7 @@ int SeriesOrder(const Link& a, const Link& b) {
   return kMehlerMaxOrder;
 }
 
-// Tolerances of the invariants watched during integration.
-// The smallest eigenvalue of Ω may not go below -this. Gram matrices of converged students are
-// near-singular (duplicates, cancelling pairs): their smallest eigenvalue sits at 0 and drifts by
-// the integration error (~1e-8 at rel_tol 1e-8), so the bound is well above that error.
-constexpr double kPsdTolerance = 1e-6;
+// Tolerances of the invariants watched during integration (the PSD one: TwoLayerSpec::psd_tolerance).
 constexpr double kSphereTolerance = 1e-7;  // |‖w_i‖² - 1| on the sphere
 
 // L with L Lᵀ = Ω for a PSD Ω, by Cholesky in the given order; a pivot at or below
@@ -239,9 +236,14 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   }
   const Eigen::MatrixXd l = SemidefiniteCholesky(permuted);
   using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const Eigen::MatrixXd hp = (*points_) * l.transpose();
+  // Per-thread workspaces: a drift evaluation would otherwise allocate (and the system return)
+  // several N × n matrices.
+  thread_local Eigen::MatrixXd hp, g, df;
+  thread_local RowMatrix h;
+  thread_local Eigen::VectorXd squared;
+  hp.noalias() = (*points_) * l.transpose();
   const int count = static_cast<int>(hp.rows()), half = count / 2;
-  RowMatrix h(count, n);
+  h.resize(count, n);
   for (int j = 0; j < n; ++j) h.col(order[j]) = hp.col(j);
 
   const int ps = spec_.student.units, kt = spec_.teacher.units;
@@ -251,10 +253,9 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   const std::vector<double> teacher_weights(static_cast<std::size_t>(kt), spec_.teacher.weight);
   BlockOutput::Scratch scratch;
   std::vector<double> grad(static_cast<std::size_t>(n), 0.0);
-  Eigen::VectorXd squared(count);
-  Eigen::MatrixXd g, df;
-  if (gradient || covariance) g.resize(count, p_);
-  if (covariance) df.resize(count, p_);
+  squared.resize(count);
+  g.resize(gradient || covariance ? count : 0, p_);
+  df.resize(covariance ? count : 0, p_);
   for (int b = 0; b < count; ++b) {
     const double* row = h.row(b).data();
     const double y = teacher.Evaluate(row, teacher_weights.data(), nullptr, &scratch);
@@ -274,7 +275,18 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   const Eigen::VectorXd pairs = 0.5 * (squared.head(half) + squared.segment(half, half));
   const double spread = (pairs.array() - pairs.mean()).square().sum() / std::max(1, half - 1);
   terms.risk_error = 0.5 * std::sqrt(spread / half);
-  if (gradient) terms.gradient_overlaps = g.transpose() * h / static_cast<double>(count);
+  if (gradient) {
+    // D = E[g hᵀ] = E[g zᵀ] Lᵀ, and E[g zᵀ] = A L by Stein's lemma (A_ac = E[∂g_a/∂h_c]): along a
+    // direction of Ω with eigenvalue λ the exact D is O(λ), but the sampled one carries noise
+    // O(√(λ/N)), which would drive λ through zero in finite time once λ ~ 1/N (vectors passing
+    // through each other's span) and push Ω out of the PSD cone. The estimate is therefore shrunk
+    // on the directions the points cannot resolve: D̃ = D̂ (Ω + εI)⁻¹ Ω with ε = 1/N, which keeps
+    // λ' = O(λ) and changes D by O(ε) elsewhere.
+    const Eigen::MatrixXd d = g.transpose() * h / static_cast<double>(count);
+    const double epsilon = 1.0 / static_cast<double>(count);
+    const Eigen::MatrixXd regularised = gram + epsilon * Eigen::MatrixXd::Identity(n, n);
+    terms.gradient_overlaps = d * regularised.ldlt().solve(gram);
+  }
   if (covariance) {
     terms.gradient_covariance =
         (g.transpose() * g + spec_.noise_variance * df.transpose() * df) / static_cast<double>(count);
@@ -520,16 +532,16 @@ void TwoLayerFlow::Drift(const Eigen::VectorXd& x, Eigen::VectorXd& dxdt) const 
   dxdt = Pack(GramDrift(Unpack(x)));
 }
 
-void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) const {
+void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bool risk) const {
   const Eigen::MatrixXd gram = Unpack(x);
   values->resize(ObservableValueCount(observables_));
   int n = 0;
   if (sampled_) {
-    const SampledTerms terms = SampleTerms(gram, false, false);
+    const SampledTerms terms = risk ? SampleTerms(gram, false, false) : SampledTerms{};
     (*values)[n++] = terms.risk;
     (*values)[n++] = terms.risk_error;
   } else {
-    (*values)[n++] = Risk(gram);
+    (*values)[n++] = risk ? Risk(gram) : 0.0;
   }
   const Eigen::VectorXd norms = gram.diagonal().head(p_).cwiseSqrt();
   auto cosine = [&](int i, int teacher) { return gram(i, teacher) / norms[i]; };
@@ -583,10 +595,10 @@ std::string TwoLayerFlow::CheckInvariants(const Eigen::VectorXd& x) const {
   const double smallest = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly)
                               .eigenvalues()
                               .minCoeff();
-  if (smallest < -kPsdTolerance) {
+  if (smallest < -spec_.psd_tolerance) {
     std::ostringstream os;
     os << "the Gram matrix is no longer positive semi-definite: smallest eigenvalue " << smallest
-       << " < -" << kPsdTolerance;
+       << " < -" << spec_.psd_tolerance << " (integrate.psd_tolerance)";
     return os.str();
   }
   return {};

@@ -246,10 +246,11 @@ class Recorder {
   const std::vector<ObservableInfo>& observables() const { return observables_; }
 
   // `current`: the model with the run's current (pruned) weights.
+  // risk = false: the population risk is not computed (0), for event checks that do not read it.
   Eigen::VectorXd Values(const TwoLayerFlow& current, const Eigen::MatrixXd& raw_gram, double train_risk,
-                         double test_risk) const {
+                         double test_risk, bool risk = true) const {
     Eigen::VectorXd base;
-    current.Observe(current.Pack(ModelGramOf(current, raw_gram)), &base);
+    current.Observe(current.Pack(ModelGramOf(current, raw_gram)), &base, risk);
     const int p = current.students();
     Eigen::VectorXd values(ObservableValueCount(observables_));
     values.head(base.size()) = base;
@@ -470,12 +471,15 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   long long step = 0, next_check = 0, reported = 0;
   bool finished = false;
   long long last_recorded = -1;
+  bool events_read_risk = false;  // the population risk is costly with the sampled backend
+  for (const EventSpec& e : events) events_read_risk = events_read_risk || e.observable.rfind("risk", 0) == 0;
   auto observe = [&](bool record) {
     record = record && step != last_recorded;
     if (record) last_recorded = step;
     const Eigen::MatrixXd raw = engine->Gram();
     const double t = eta * static_cast<double>(step);
-    const Eigen::VectorXd values = recorder.Values(current, raw, record ? train_risk() : 0.0, record ? test_risk() : 0.0);
+    const Eigen::VectorXd values = recorder.Values(current, raw, record ? train_risk() : 0.0, record ? test_risk() : 0.0,
+                                                   record || events_read_risk);
     if (!values.allFinite() || !raw.allFinite()) {
       run.summary.termination = Termination::kNotFinite;
       run.summary.message = "a NaN or infinity in the overlaps at t = " + detail::FormatNumber(t) + " (step " +

@@ -80,6 +80,11 @@ struct TwoLayerSpec {
   // standard normal points (antithetic pairs), drawn once from `population_seed`, so that the
   // drift is a deterministic function of the state.
   bool sampled = false;
+  // The smallest eigenvalue of Ω may not go below −this (an invariant violation ends the run).
+  // Converged students make Ω singular (a student equal to a teacher, duplicates, cancelling
+  // pairs, or a sum of students equal to a sum of teachers): its smallest eigenvalue then sits at
+  // 0 and drifts by the accumulated integration error, which this bound must exceed.
+  double psd_tolerance = 1e-6;
   int population_samples = 1 << 15;
   std::uint64_t population_seed = 20251001;
 };
@@ -143,7 +148,10 @@ class TwoLayerFlow final : public FlowSystem {
   int StateSize() const override;
   void Drift(const Eigen::VectorXd& x, Eigen::VectorXd& dxdt) const override;
   const std::vector<ObservableInfo>& Observables() const override { return observables_; }
-  void Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) const override;
+  void Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) const override { Observe(x, values, true); }
+  // With risk = false the risk (and risk_error) are written as 0 without being computed: the SGD
+  // event checks between recorded rows, when no event reads them (sampled risks are costly).
+  void Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bool risk) const;
   std::string CheckInvariants(const Eigen::VectorXd& x) const override;
 
  private:
