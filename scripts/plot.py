@@ -223,7 +223,8 @@ def plot_sweep(f, args):
     table = f["table"]
     keys = [line.split("=", 1)[0] for line in text(f.attrs["grid"]).split("\n")]
     x, numeric = grid_column(table, keys[0])
-    others = [grid_column(table, k)[0] for k in keys[1:]]
+    others = [[f"{v:g}" if numeric_other else v for v in values]
+              for values, numeric_other in (grid_column(table, k) for k in keys[1:])]
     groups = {}
     for row in range(len(x)):
         label = ", ".join(f"{k}={others[j][row]}" for j, k in enumerate(keys[1:]))
@@ -233,6 +234,8 @@ def plot_sweep(f, args):
     if "sgd_final_test_risk" in table:
         risks = [r for r in risks if r[0] != "sgd_final_risk"]
     events = [c for c in table if c.startswith("flow_event_") or c.startswith("sgd_event_")]
+    if len(events) * len(groups) > 12:  # too many lines to read: the risk panel alone
+        events = []
     fig, axes = plt.subplots(1, 2 if events else 1, figsize=(10 if events else 6, 4), squeeze=False)
     axes = axes[0]
     positions = x.astype(float) if numeric else np.arange(len(x))

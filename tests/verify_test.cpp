@@ -7,6 +7,7 @@
 #include "moeflow/error.hpp"
 #include "moeflow/io/model_file.hpp"
 #include "moeflow/models/model_builder.hpp"
+#include "moeflow/verify/checks.hpp"
 #include "test_util.hpp"
 
 namespace moeflow {
@@ -59,6 +60,43 @@ TEST(VerifyCli, ABrokenClaimFailsWithTheMeasuredNumbers) {
       << output;
   EXPECT_NE(output.find("FAIL  ode_escape_exponent"), std::string::npos) << output;
   EXPECT_NE(output.find("measured: slope 0.0"), std::string::npos) << output;
+}
+
+// kind = argmin on a single-index He3 flow to a fixed time (no stop): the risk at t = 0.5 falls as
+// the initial overlap m0 grows (reference: the closed-form flow, dm/dt ∝ m²(1 − m²) > 0), at every
+// label-noise level, so the best m0 is always the largest: non-decreasing across the noise (PASS),
+// but never interior (FAIL when asked for).
+TEST(VerifyChecks, ArgminFindsTheBestValueForEachValueOfAnotherKey) {
+  auto verify = [](const std::string& extra) {
+    const std::string text = R"(
+d = 100
+[teacher]
+link = h(3)
+[student]
+link = h(3)
+m0 = 0.1
+[integrate]
+t_end = 0.5
+[check.best_m0]
+kind = argmin
+observable = risk
+key = student.m0
+values = 0.05, 0.1, 0.2
+across = teacher.noise
+across_values = 0, 0.1, 0.2
+)" + extra;
+    return Verify(io::ModelFile::Parse(text, "argmin test"), VerifyOptions{});
+  };
+  const Verification pass = verify("");
+  ASSERT_EQ(pass.results.size(), 1u);
+  EXPECT_EQ(pass.results[0].status, CheckStatus::kPass) << pass.results[0].measured;
+  EXPECT_EQ(pass.results[0].measured, "best student.m0 teacher.noise=0: 0.2; teacher.noise=0.1: 0.2; teacher.noise=0.2: 0.2");
+  ASSERT_EQ(pass.results[0].values.size(), 3u + 9u);  // the argmins, then the 3 × 3 final risks
+  EXPECT_GT(pass.results[0].values[3], pass.results[0].values[5]);  // m0 = 0.05 worse than 0.2
+  const Verification fail = verify("interior = 0.1\n");
+  EXPECT_EQ(fail.results[0].status, CheckStatus::kFail);
+  EXPECT_NE(fail.results[0].expected.find("strictly inside (0.05, 0.2) at teacher.noise = 0.1"), std::string::npos)
+      << fail.results[0].expected;
 }
 
 TEST(VerifyChecks, BadChecksAreRejectedByKey) {

@@ -192,7 +192,7 @@ Group VerifyResultFile(const ModelFile& model, const FlowSetup& setup, const Ver
   root.attributes["kind"] = std::string("verify");
   root.attributes["all_passed"] = static_cast<std::int64_t>(verification.AllPassed());
   Group& checks = root.Subgroup("checks");
-  const char* kinds[] = {"order", "before", "scaling", "bound", "final"};
+  const char* kinds[] = {"order", "before", "scaling", "bound", "final", "argmin"};
   for (const CheckResult& r : verification.results) {
     const double status = r.status == CheckStatus::kPass ? 1.0 : (r.status == CheckStatus::kFail ? 0.0 : -1.0);
     checks.datasets.push_back({r.spec.name, {}, {status},

@@ -348,7 +348,8 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
     CheckSpec c;
     c.name = name;
     c.description = model.GetString(prefix + "claim", "");
-    const std::string kind = model.GetChoice(prefix + "kind", "order", {"order", "before", "scaling", "bound", "final"});
+    const std::string kind =
+        model.GetChoice(prefix + "kind", "order", {"order", "before", "scaling", "bound", "final", "argmin"});
     if (kind == "order") {
       c.kind = CheckKind::kOrder;
       for (const std::string& e : model.GetStringList(prefix + "events", {})) {
@@ -378,6 +379,25 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
       }
       c.sgd = model.GetBool(prefix + "sgd", false);
       if (c.sgd) c.seeds = static_cast<int>(model.GetInteger(prefix + "seeds", 8, 1));
+    } else if (kind == "argmin") {
+      c.kind = CheckKind::kArgmin;
+      c.observable = model.GetString(prefix + "observable", "risk");
+      ObservableSelector(c.observable, observables, prefix + "observable");
+      c.key = model.GetString(prefix + "key");
+      c.values = model.GetStringList(prefix + "values", {});
+      c.across = model.GetString(prefix + "across");
+      c.across_values = model.GetStringList(prefix + "across_values", {});
+      c.interior = model.GetStringList(prefix + "interior", {});
+      if (c.values.size() < 3) ThrowBadValue(prefix + "values", "", "must list at least three values of " + c.key);
+      if (c.across_values.empty()) ThrowBadValue(prefix + "across_values", "", "must list the values of " + c.across);
+      if (c.key == c.across) ThrowBadValue(prefix + "across", c.across, "must differ from " + prefix + "key");
+      for (const std::string& a : c.interior) {
+        if (std::find(c.across_values.begin(), c.across_values.end(), a) == c.across_values.end()) {
+          ThrowBadValue(prefix + "interior", a, "must be one of " + prefix + "across_values");
+        }
+      }
+      c.sgd = model.GetBool(prefix + "sgd", false);
+      if (c.sgd) c.seeds = static_cast<int>(model.GetInteger(prefix + "seeds", 4, 1));
     } else {
       c.kind = kind == "bound" ? CheckKind::kBound : CheckKind::kFinal;
       c.observable = model.GetString(prefix + "observable");

@@ -154,6 +154,72 @@ CheckResult Final(const CheckSpec& c, const Trajectory& trajectory) {
   return r;
 }
 
+// The final value of the check's observable at every (key, across) point: the ODE's, or the
+// median over the seeds of SGD's.
+CheckResult Argmin(const CheckSpec& c, const io::ModelFile& model, const VerifyOptions& options) {
+  CheckResult r;
+  r.spec = c;
+  r.expected = "the " + c.key + " minimising final " + c.observable + (c.sgd ? " (SGD median)" : "") +
+               " is non-decreasing in " + c.across +
+               (c.interior.empty() ? "" : ", strictly inside (" + c.values.front() + ", " + c.values.back() +
+                                              ") at " + c.across + " = " + detail::Join(c.interior, ", "));
+  if (c.sgd && !options.sgd) {
+    r.status = CheckStatus::kSkipped;
+    r.measured = "needs SGD: run moeflow verify --sgd";
+    return r;
+  }
+  const std::size_t nk = c.values.size(), na = c.across_values.size();
+  std::vector<double> final(nk * na, std::nan(""));
+  ParallelFor(nk * na, options.threads, [&](std::size_t i) {
+    io::ModelFile point = model;
+    point.Set(c.key + "=" + c.values[i % nk]);
+    point.Set(c.across + "=" + c.across_values[i / nk]);
+    const FlowSetup setup = BuildFlow(point);
+    if (c.sgd) {
+      std::vector<std::uint64_t> seeds;
+      for (int s = 0; s < c.seeds; ++s) seeds.push_back(setup.seed + static_cast<std::uint64_t>(s));
+      SgdControl control;
+      control.interrupt = options.control.interrupt;
+      const std::vector<SgdRun> runs = SimulateSgdSeeds(
+          *setup.system, [&setup](std::uint64_t seed) { return MakeInitialGram(setup.init, seed); }, setup.sgd,
+          setup.options, setup.events, seeds, 1, control);
+      std::vector<double> values;
+      for (const SgdRun& run : runs) {
+        const ObservableSelector selector(c.observable, run.trajectory.observables, "check." + c.name + ".observable");
+        values.push_back(run.trajectory.values.empty() ? std::nan("") : selector.Evaluate(run.trajectory.values.back()));
+      }
+      final[i] = Summarise(values).median;
+    } else {
+      Trajectory trajectory;
+      std::vector<StageRecord> stages;
+      RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events, setup.stages, &trajectory, &stages,
+                  options.control);
+      const ObservableSelector selector(c.observable, trajectory.observables, "check." + c.name + ".observable");
+      if (!trajectory.values.empty()) final[i] = selector.Evaluate(trajectory.values.back());
+    }
+  });
+  bool ok = true;
+  std::vector<std::string> parts;
+  int previous = -1;
+  for (std::size_t a = 0; a < na; ++a) {
+    int best = -1;
+    for (std::size_t k = 0; k < nk; ++k) {
+      const double v = final[a * nk + k];
+      if (std::isfinite(v) && (best < 0 || v < final[a * nk + best])) best = static_cast<int>(k);
+    }
+    r.values.push_back(best >= 0 ? io::ParseNumber(c.values[best]).value_or(best) : std::nan(""));
+    parts.push_back(c.across + "=" + c.across_values[a] + ": " + (best >= 0 ? c.values[best] : "none"));
+    ok = ok && best >= 0 && best >= previous;
+    const bool interior = std::find(c.interior.begin(), c.interior.end(), c.across_values[a]) != c.interior.end();
+    if (interior) ok = ok && best > 0 && best < static_cast<int>(nk) - 1;
+    previous = std::max(previous, best);
+  }
+  r.values.insert(r.values.end(), final.begin(), final.end());
+  r.measured = "best " + c.key + " " + detail::Join(parts, "; ");
+  r.status = ok ? CheckStatus::kPass : CheckStatus::kFail;
+  return r;
+}
+
 }  // namespace
 
 const char* ToString(CheckStatus status) {
@@ -187,6 +253,7 @@ Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
       case CheckKind::kScaling: v.results.push_back(Scaling(c, model, options)); break;
       case CheckKind::kBound: v.results.push_back(Bound(c, v.trajectory, setup.d)); break;
       case CheckKind::kFinal: v.results.push_back(Final(c, v.trajectory)); break;
+      case CheckKind::kArgmin: v.results.push_back(Argmin(c, model, options)); break;
     }
   }
   return v;

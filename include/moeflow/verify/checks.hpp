@@ -10,6 +10,13 @@
 //   kind = bound    observable = EXPR, constant = C, power = p, until = T
 //                   |EXPR| ≤ C·d^p at every recorded t ≤ T
 //   kind = final    observable = EXPR, op = <=, threshold = v   the value at the end of the run
+//   kind = argmin   observable = EXPR, key = K, values = v1, v2, ..., across = A,
+//                   across_values = a1, a2, ..., interior = a_i, ...
+//                   for each value of A the value of K minimising EXPR at the end of the run
+//                   (the model run at every (K, A) point) is non-decreasing along
+//                   across_values, and strictly inside (v1, v_last) for the `interior` values of
+//                   A (e.g. the best number of active experts grows with task complexity); with
+//                   sgd = true the median over `seeds` SGD seeds (needs --sgd)
 #pragma once
 
 #include <string>
@@ -19,7 +26,7 @@
 
 namespace moeflow {
 
-enum class CheckKind { kOrder, kBefore, kScaling, kBound, kFinal };
+enum class CheckKind { kOrder, kBefore, kScaling, kBound, kFinal, kArgmin };
 
 struct CheckSpec {
   std::string name;
@@ -33,6 +40,8 @@ struct CheckSpec {
   double constant = 0.0, power = 0.0, until = 0.0;  // bound
   Comparison comparison = Comparison::kLessEqual;   // final
   double threshold = 0.0;                           // final
+  std::string key, across;                          // argmin
+  std::vector<std::string> values, across_values, interior;  // argmin
   std::string description;  // the claim in words (optional key `claim`)
 };
 
