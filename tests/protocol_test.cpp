@@ -64,8 +64,12 @@ TEST(Protocol, StagesScaleTimeByTheirMultiplierAndStopOnDurationOrEvent) {
   // While frozen, m does not move at all; the time axis runs on across stages.
   const std::vector<int> offsets = ObservableOffsets(r.trajectory.observables);
   for (std::size_t row = 0; row < r.trajectory.time.size(); ++row) {
-    if (r.trajectory.time[row] <= 5.0) EXPECT_EQ(r.trajectory.values[row][offsets[1]], m0);
-    if (row > 0) EXPECT_GT(r.trajectory.time[row], r.trajectory.time[row - 1]);
+    if (r.trajectory.time[row] <= 5.0) {
+      EXPECT_EQ(r.trajectory.values[row][offsets[1]], m0);
+    }
+    if (row > 0) {
+      EXPECT_GT(r.trajectory.time[row], r.trajectory.time[row - 1]);
+    }
   }
 }
 
@@ -164,7 +168,9 @@ TEST(Protocol, PruningRemovesCancellingPairsAndMergesDuplicates) {
   pruned.Observe(pruned.Pack(gram), &values);
   const std::vector<int> offsets = ObservableOffsets(pruned.Observables());
   for (std::size_t i = 0; i < pruned.Observables().size(); ++i) {
-    if (pruned.Observables()[i].name == "units") EXPECT_EQ(values[offsets[i]], 1.0);
+    if (pruned.Observables()[i].name == "units") {
+      EXPECT_EQ(values[offsets[i]], 1.0);
+    }
   }
   // Student 2 a copy of student 0: duplicates merges it; the function (and risk) is unchanged.
   u.row(2) = u.row(0);
@@ -190,8 +196,12 @@ TEST(Protocol, PruningRemovesCancellingPairsAndMergesDuplicates) {
     const std::vector<int> o = ObservableOffsets(run.trajectory.observables);
     for (std::size_t i = 0; i < run.trajectory.observables.size(); ++i) {
       const std::string& name = run.trajectory.observables[i].name;
-      if (name == "units") EXPECT_EQ(run.trajectory.values.front()[o[i]], 1.0);
-      if (name == "risk") EXPECT_NEAR(run.trajectory.values.back()[o[i]], 0.0, 1e-12);
+      if (name == "units") {
+        EXPECT_EQ(run.trajectory.values.front()[o[i]], 1.0);
+      }
+      if (name == "risk") {
+        EXPECT_NEAR(run.trajectory.values.back()[o[i]], 0.0, 1e-12);
+      }
     }
   }
   // Nothing to prune: the report says so.

@@ -69,16 +69,10 @@ int RunSgd(const Args& args) {
   const int threads = ResolveThreads(vm);
 
   const FlowSetup setup = BuildFlow(model);
-  setup.sgd.Validate(setup.system->vectors());
-  std::vector<std::uint64_t> seed_list;
-  for (int i = 0; i < seeds; ++i) seed_list.push_back(setup.seed + static_cast<std::uint64_t>(i));
-
   SgdControl control;
   control.interrupt = InstallInterruptHandler();
   if (ShowProgress(quiet)) control.progress = SgdProgressLine();
-  const std::vector<SgdRun> runs = SimulateSgdSeeds(
-      *setup.system, [&setup](std::uint64_t seed) { return MakeInitialGram(setup.init, seed); }, setup.sgd,
-      setup.options, setup.events, seed_list, threads, control);
+  const std::vector<SgdRun> runs = SimulateModelSgd(setup, seeds, threads, control);
   if (control.progress) ClearProgressLine();
   bool ok = true;
   for (const SgdRun& r : runs) {

@@ -455,6 +455,15 @@ Eigen::MatrixXd MakeInitialGram(const InitialOverlaps& init, std::uint64_t seed)
   return WithStudentNorm(gram, p, init.norm);
 }
 
+std::vector<SgdRun> SimulateModelSgd(const FlowSetup& setup, int seeds, int threads, const SgdControl& control) {
+  setup.sgd.Validate(setup.system->vectors());
+  std::vector<std::uint64_t> list;
+  for (int i = 0; i < seeds; ++i) list.push_back(setup.seed + static_cast<std::uint64_t>(i));
+  return SimulateSgdSeeds(
+      *setup.system, [&setup](std::uint64_t seed) { return MakeInitialGram(setup.init, seed); }, setup.sgd,
+      setup.options, setup.events, list, threads, control);
+}
+
 FlowSetup BuildFlow(const io::ModelFile& model) {
   FlowSetup setup;
   setup.d = model.GetInteger("d", 1);

@@ -73,23 +73,18 @@ OdeSgdComparison CompareOdeSgd(const io::ModelFile& model, const CompareOptions&
     io::ModelFile at_d = model;
     at_d.Set("d=" + std::to_string(d));
     const FlowSetup setup = BuildFlow(at_d);
-    setup.sgd.Validate(setup.system->vectors());
     result.events = setup.events;
     DimensionComparison c;
     c.d = d;
     c.learning_rate = setup.sgd.learning_rate;
-    std::vector<std::uint64_t> seeds;
-    for (int i = 0; i < options.seeds; ++i) seeds.push_back(setup.seed + static_cast<std::uint64_t>(i));
-    auto initial = [&setup](std::uint64_t seed) { return MakeInitialGram(setup.init, seed); };
-    c.sgd = SimulateSgdSeeds(*setup.system, initial, setup.sgd, setup.options, setup.events, seeds, options.threads,
-                             options.control);
+    c.sgd = SimulateModelSgd(setup, options.seeds, options.threads, options.control);
     for (const SgdRun& r : c.sgd) {
       if (r.summary.termination == Termination::kInterrupted) return result;
     }
-    c.ode.resize(seeds.size());
-    c.ode_trajectories.resize(seeds.size());
-    c.ode_stages.resize(seeds.size());
-    ParallelFor(seeds.size(), options.threads, [&](std::size_t s) {
+    c.ode.resize(c.sgd.size());
+    c.ode_trajectories.resize(c.sgd.size());
+    c.ode_stages.resize(c.sgd.size());
+    ParallelFor(c.sgd.size(), options.threads, [&](std::size_t s) {
       IntegratorOptions o = setup.options;  // the ODE on the SGD run's own recorded times
       o.output_times = c.sgd[s].trajectory.time;
       // The last SGD step may pass t_end by less than η.
@@ -102,7 +97,7 @@ OdeSgdComparison CompareOdeSgd(const io::ModelFile& model, const CompareOptions&
     });
     for (std::size_t e = 0; e < setup.events.size(); ++e) {
       std::vector<double> ode, sgd;
-      for (std::size_t s = 0; s < seeds.size(); ++s) {
+      for (std::size_t s = 0; s < c.sgd.size(); ++s) {
         ode.push_back(c.ode[s].events[e].time);
         sgd.push_back(c.sgd[s].summary.events[e].time);
       }

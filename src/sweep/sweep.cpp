@@ -101,14 +101,9 @@ std::optional<SweepPointResult> RunPoint(const io::ModelFile& base, const SweepP
       group.groups.push_back(std::move(flow));
     }
     if (options.run != SweepRun::kFlow) {
-      setup.sgd.Validate(setup.system->vectors());
-      std::vector<std::uint64_t> seeds;
-      for (int i = 0; i < options.seeds; ++i) seeds.push_back(setup.seed + static_cast<std::uint64_t>(i));
       SgdControl control;
       control.interrupt = options.interrupt;
-      const std::vector<SgdRun> runs = SimulateSgdSeeds(
-          *setup.system, [&setup](std::uint64_t seed) { return MakeInitialGram(setup.init, seed); }, setup.sgd,
-          setup.options, setup.events, seeds, inner_threads, control);
+      const std::vector<SgdRun> runs = SimulateModelSgd(setup, options.seeds, inner_threads, control);
       for (const SgdRun& r : runs) {
         if (r.summary.termination == Termination::kInterrupted) return std::nullopt;
         if (!r.summary.Ok()) abnormal.push_back("sgd seed " + std::to_string(r.seed) + ": " + r.summary.message);

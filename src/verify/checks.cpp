@@ -176,13 +176,9 @@ CheckResult Argmin(const CheckSpec& c, const io::ModelFile& model, const VerifyO
     point.Set(c.across + "=" + c.across_values[i / nk]);
     const FlowSetup setup = BuildFlow(point);
     if (c.sgd) {
-      std::vector<std::uint64_t> seeds;
-      for (int s = 0; s < c.seeds; ++s) seeds.push_back(setup.seed + static_cast<std::uint64_t>(s));
       SgdControl control;
       control.interrupt = options.control.interrupt;
-      const std::vector<SgdRun> runs = SimulateSgdSeeds(
-          *setup.system, [&setup](std::uint64_t seed) { return MakeInitialGram(setup.init, seed); }, setup.sgd,
-          setup.options, setup.events, seeds, 1, control);
+      const std::vector<SgdRun> runs = SimulateModelSgd(setup, c.seeds, 1, control);
       std::vector<double> values;
       for (const SgdRun& run : runs) {
         const ObservableSelector selector(c.observable, run.trajectory.observables, "check." + c.name + ".observable");

@@ -54,6 +54,11 @@ struct FlowSetup {
 // Reads and validates every key; rejects keys the model does not use. Throws InputError.
 FlowSetup BuildFlow(const io::ModelFile& model);
 
+// The model's SGD for `seeds` seeds (seed, seed + 1, ...), each started from its own initial
+// overlaps, on `threads` threads: what `sgd`, `compare`, `sweep` and `verify` run. Validates the
+// [sgd] options first (InputError).
+std::vector<SgdRun> SimulateModelSgd(const FlowSetup& setup, int seeds, int threads, const SgdControl& control = {});
+
 // Initial overlaps of p students drawn as w_i ~ N(0, I_d/d) and projected on the unit sphere,
 // against k orthonormal teachers, sampled exactly in O(p^2 + pk) time without forming the
 // d-dimensional vectors: the teacher coordinates are Gaussian and the Gram matrix of the
