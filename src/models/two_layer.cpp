@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/random.hpp"
+#include "common/text.hpp"
 #include "models/unit_output.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/gauss/expectation.hpp"
@@ -113,7 +114,7 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
                     "must be <= " + std::string(block) + ".units = " + std::to_string(units->units));
     }
     if (!(units->temperature > 0)) {
-      ThrowBadValue(std::string(block) + ".temperature", std::to_string(units->temperature), "must be > 0");
+      ThrowBadValue(std::string(block) + ".temperature", detail::FormatNumber(units->temperature), "must be > 0");
     }
   }
   if (spec_.online_sgd_rate != 0.0 && gated_ && !sampled_) {
