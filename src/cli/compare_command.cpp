@@ -72,7 +72,7 @@ int RunCompare(const Args& args) {
   const bool quiet = vm.count("quiet") > 0;
   if (ShowProgress(quiet)) options.control.progress = SgdProgressLine();
   const std::string model_path = vm["model"].as<std::string>();
-  const std::string output = vm.count("output") ? vm["output"].as<std::string>() : DefaultOutput(model_path, "_compare");
+  const std::string output = OutputPath(vm, "_compare");
   const OdeSgdComparison comparison = CompareOdeSgd(model, options);
   if (options.control.progress) ClearProgressLine();
   if (options.control.interrupt->load() || comparison.dimensions.size() != options.dimensions.size()) {

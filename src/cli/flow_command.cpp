@@ -55,7 +55,7 @@ int RunFlow(const Args& args) {
   }
   const io::ModelFile model = LoadModel(vm, "flow");
   const std::string model_path = vm["model"].as<std::string>();
-  const std::string output = vm.count("output") ? vm["output"].as<std::string>() : DefaultOutput(model_path);
+  const std::string output = OutputPath(vm);
   const bool quiet = vm.count("quiet") > 0;
   const FlowSetup setup = BuildFlow(model);
 

@@ -47,8 +47,9 @@ std::string CommandLine(const char* command, const Args& args) {
   return line;
 }
 
-std::string DefaultOutput(const std::string& model_path, const std::string& suffix) {
-  return std::filesystem::path(model_path).stem().string() + suffix + ".h5";
+std::string OutputPath(const boost::program_options::variables_map& vm, const std::string& suffix) {
+  if (vm.count("output")) return vm["output"].as<std::string>();
+  return std::filesystem::path(vm["model"].as<std::string>()).stem().string() + suffix + ".h5";
 }
 
 io::ModelFile LoadModel(const boost::program_options::variables_map& vm, const char* command) {

@@ -20,8 +20,8 @@ boost::program_options::variables_map ParseArguments(const Args& args,
 
 // "moeflow COMMAND ARGS...", for the result files.
 std::string CommandLine(const char* command, const Args& args);
-// <model file stem><suffix>.h5 in the current folder.
-std::string DefaultOutput(const std::string& model_path, const std::string& suffix = "");
+// The file given with --output, else <model file stem><suffix>.h5 in the current folder.
+std::string OutputPath(const boost::program_options::variables_map& vm, const std::string& suffix = "");
 // The model named by the positional "model", with every --set applied. Throws InputError.
 io::ModelFile LoadModel(const boost::program_options::variables_map& vm, const char* command);
 // Ctrl-C and SIGTERM set the returned flag; runs poll it and stop cleanly.

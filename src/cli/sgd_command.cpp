@@ -62,7 +62,7 @@ int RunSgd(const Args& args) {
   }
   const io::ModelFile model = LoadModel(vm, "sgd");
   const std::string model_path = vm["model"].as<std::string>();
-  const std::string output = vm.count("output") ? vm["output"].as<std::string>() : DefaultOutput(model_path, "_sgd");
+  const std::string output = OutputPath(vm, "_sgd");
   const bool quiet = vm.count("quiet") > 0;
   const int seeds = vm["seeds"].as<int>();
   if (seeds < 1) ThrowBadValue("--seeds", std::to_string(seeds), "must be >= 1");

@@ -69,7 +69,7 @@ int RunSweepCli(const Args& args) {
   std::vector<GridAxis> axes;
   for (const std::string& spec : vm["grid"].as<std::vector<std::string>>()) axes.push_back(ParseGridAxis(spec));
   const std::string model_path = vm["model"].as<std::string>();
-  const std::string output = vm.count("output") ? vm["output"].as<std::string>() : DefaultOutput(model_path, "_sweep");
+  const std::string output = OutputPath(vm, "_sweep");
   const bool quiet = vm.count("quiet") > 0;
 
   SweepOptions options;

@@ -60,7 +60,7 @@ int RunVerify(const Args& args) {
   }
   const io::ModelFile model = LoadModel(vm, "verify");
   const std::string model_path = vm["model"].as<std::string>();
-  const std::string output = vm.count("output") ? vm["output"].as<std::string>() : DefaultOutput(model_path, "_verify");
+  const std::string output = OutputPath(vm, "_verify");
   const bool quiet = vm.count("quiet") > 0;
   VerifyOptions options;
   options.sgd = vm.count("sgd") > 0;
