@@ -26,6 +26,7 @@ UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
   if (units.top_k > 0) {
     units.temperature = model.GetPositive(block + ".temperature", 1.0);
     units.softmax = model.GetChoice(block + ".router_weights", "softmax", {"softmax", "equal"}) == "softmax";
+    units.selection_temperature = model.GetNonNegative(block + ".selection_temperature", 0.0);
   }
   return units;
 }

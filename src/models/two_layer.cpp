@@ -116,6 +116,10 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     if (!(units->temperature > 0)) {
       ThrowBadValue(std::string(block) + ".temperature", detail::FormatNumber(units->temperature), "must be > 0");
     }
+    if (!(units->selection_temperature >= 0) || !std::isfinite(units->selection_temperature)) {
+      ThrowBadValue(std::string(block) + ".selection_temperature",
+                    detail::FormatNumber(units->selection_temperature), "must be >= 0 (0: hard top-k)");
+    }
   }
   if (spec_.online_sgd_rate != 0.0 && gated_ && !sampled_) {
     throw InputError("the online-SGD term (dynamics.kind = online_sgd) of gated units needs the sampled backend "

@@ -39,16 +39,19 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
     return f;
   }
   const int k = std::min(block_.top_k, m);
+  const double tau = block_.temperature;
+  const double* logit = h + router_;
   std::vector<int>& order = scratch->order;
   std::vector<double>& c = scratch->weight;
   order.resize(static_cast<std::size_t>(m));
   c.resize(static_cast<std::size_t>(m));
   std::iota(order.begin(), order.end(), 0);
-  const double* logit = h + router_;
-  std::partial_sort(order.begin(), order.begin() + k, order.end(), [logit](int x, int y) {
+  const bool soft = block_.selection_temperature > 0 && k < m;
+  const int ranked = soft ? k + 1 : k;  // the soft threshold needs the (k+1)-th largest too
+  std::partial_sort(order.begin(), order.begin() + ranked, order.end(), [logit](int x, int y) {
     return logit[x] > logit[y] || (logit[x] == logit[y] && x < y);
   });
-  const double tau = block_.temperature;
+  if (soft) return EvaluateSoft(h, a, grad, k, scratch);
   if (block_.softmax) {
     const double top = logit[order[0]];
     double total = 0.0;
@@ -72,6 +75,58 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
       if (block_.softmax) grad[router_ + i] = c[j] * (out - f) / tau;
     }
   }
+  return f;
+}
+
+// Soft top-k, with l = r/τ, t = (l_(k) + l_(k+1))/2 and μ_i = logistic((l_i − t)/τ_s):
+//   softmax  c_i = μ_i e^{l_i} / Σ_j μ_j e^{l_j},   equal  c_i = μ_i,   f = Σ_i c_i o_i, o_i = a_i σ(h_i).
+// With ∂μ_i/∂l_j = μ_i(1 − μ_i)(δ_ij − ∂t/∂l_j)/τ_s and ∂t/∂l_j = 1/2 for the k-th and (k+1)-th:
+//   softmax  ∂f/∂l_j = c_j(o_j − f) + [c_j(1 − μ_j)(o_j − f) − ∂t/∂l_j Σ_i c_i(1 − μ_i)(o_i − f)]/τ_s
+//   equal    ∂f/∂l_j = [μ_j(1 − μ_j) o_j − ∂t/∂l_j Σ_i μ_i(1 − μ_i) o_i]/τ_s
+// and ∂f/∂r_j = ∂f/∂l_j / τ. Every unit takes part (μ_i > 0), so every expert gets a gradient.
+double BlockOutput::EvaluateSoft(const double* h, const double* a, double* grad, int k, Scratch* scratch) const {
+  const int m = block_.units;
+  const Link& sigma = *block_.link;
+  const double tau = block_.temperature, tau_s = block_.selection_temperature;
+  const double* logit = h + router_;
+  const int kth = scratch->order[static_cast<std::size_t>(k - 1)], next = scratch->order[static_cast<std::size_t>(k)];
+  const double threshold = 0.5 * (logit[kth] + logit[next]) / tau;
+  const double top = logit[scratch->order[0]] / tau;
+  std::vector<double>& c = scratch->weight;  // indexed by unit here
+  std::vector<double>& mask = scratch->mask;
+  mask.resize(static_cast<std::size_t>(m));
+  double total = 0.0;
+  for (int i = 0; i < m; ++i) {
+    const double u = (logit[i] / tau - threshold) / tau_s;
+    const double mu = u >= 0 ? 1.0 / (1.0 + std::exp(-u)) : std::exp(u) / (1.0 + std::exp(u));
+    mask[static_cast<std::size_t>(i)] = mu;
+    c[static_cast<std::size_t>(i)] = block_.softmax ? mu * std::exp(logit[i] / tau - top) : mu;
+    total += c[static_cast<std::size_t>(i)];
+  }
+  if (block_.softmax) {
+    for (int i = 0; i < m; ++i) c[static_cast<std::size_t>(i)] /= total;
+  }
+  double f = 0.0;
+  for (int i = 0; i < m; ++i) {
+    if (a[i] != 0.0) f += c[static_cast<std::size_t>(i)] * a[i] * sigma.Value(h[expert_ + i]);
+  }
+  if (grad == nullptr) return f;
+  double common = 0.0;
+  for (int i = 0; i < m; ++i) {
+    const double z = h[expert_ + i];
+    const double o = a[i] != 0.0 ? a[i] * sigma.Value(z) : 0.0;
+    const double ci = c[static_cast<std::size_t>(i)], mu = mask[static_cast<std::size_t>(i)];
+    grad[expert_ + i] = a[i] != 0.0 ? ci * a[i] * sigma.Derivative(z) : 0.0;
+    if (block_.softmax) {
+      grad[router_ + i] = (ci * (o - f) + ci * (1.0 - mu) * (o - f) / tau_s) / tau;
+      common += ci * (1.0 - mu) * (o - f);
+    } else {
+      grad[router_ + i] = mu * (1.0 - mu) * o / tau_s / tau;
+      common += mu * (1.0 - mu) * o;
+    }
+  }
+  grad[router_ + kth] -= 0.5 * common / tau_s / tau;
+  grad[router_ + next] -= 0.5 * common / tau_s / tau;
   return f;
 }
 

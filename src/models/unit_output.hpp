@@ -7,6 +7,8 @@
 //             c = softmax of the selected logits (router_weights = softmax) or 1 (equal);
 //             ∂f/∂r_j = c_j (a_j σ(h_j) − f)/τ for j ∈ S under softmax, 0 otherwise: no
 //             gradient flows through the discrete selection (standard top-k).
+//   soft top-k (selection_temperature τ_s > 0): every unit weighted by a logistic mask around the
+//             midpoint of the k-th and (k+1)-th logits, gradient through the mask (EvaluateSoft).
 #pragma once
 
 #include <vector>
@@ -24,12 +26,15 @@ class BlockOutput {
   struct Scratch {
     std::vector<int> order;
     std::vector<double> weight;
+    std::vector<double> mask;
   };
   // f at the projections `h` (a row in the model's vector order) with per-unit second-layer
   // weights `a`; if `grad` is not null, writes ∂f/∂h at the block's columns of `grad`.
   double Evaluate(const double* h, const double* a, double* grad, Scratch* scratch) const;
 
  private:
+  double EvaluateSoft(const double* h, const double* a, double* grad, int k, Scratch* scratch) const;
+
   UnitBlock block_;
   int expert_, router_;
 };

@@ -42,7 +42,10 @@ namespace moeflow {
 // §3.3: each expert has its own gate; the gates do not sum to one), or a router that couples
 // the units (top_k > 0, theory.md §3.4–3.5): logits v_i·x/τ, the top_k largest selected, the
 // selected experts combined with the softmax of their logits (softmax) or with weight 1 each;
-// top_k = units with softmax is a plain softmax router.
+// top_k = units with softmax is a plain softmax router. With selection_temperature τ_s > 0 the
+// selection is soft: unit i is weighted by μ_i = logistic((l_i − t)/τ_s), t the midpoint of the
+// k-th and (k+1)-th largest logits l = v·x/τ, and the gradient flows through μ and t (src/models/
+// unit_output.hpp); τ_s → 0 is the hard top-k.
 struct UnitBlock {
   int units = 1;
   LinkPtr link;         // σ
@@ -51,6 +54,7 @@ struct UnitBlock {
   int top_k = 0;             // > 0: top-k routing (no gate)
   double temperature = 1.0;  // τ of the router logits
   bool softmax = true;       // top-k: softmax weights over the selected experts (false: weight 1)
+  double selection_temperature = 0.0;  // τ_s of the soft top-k; 0: hard selection
 
   bool HasRouters() const { return gate != nullptr || top_k > 0; }
 };
