@@ -275,6 +275,8 @@ def plot_sweep(f, args):
             ax.set_xscale("log")
         elif not numeric:
             ax.set_xticks(sorted(ticks), [str(ticks[p]) for p in sorted(ticks)])
+        elif len(ticks) <= 12:  # a few grid values (k = 1..E): a tick at each, as written
+            ax.set_xticks(sorted(ticks), [f"{p:g}" for p in sorted(ticks)])
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6)
     fig.suptitle(f"{os.path.basename(text(f.attrs.get('model_file', args.file)))}: sweep over "

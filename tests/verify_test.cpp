@@ -97,6 +97,10 @@ across_values = 0, 0.1, 0.2
   EXPECT_EQ(fail.results[0].status, CheckStatus::kFail);
   EXPECT_NE(fail.results[0].expected.find("strictly inside (0.05, 0.2) at teacher.noise = 0.1"), std::string::npos)
       << fail.results[0].expected;
+  // `set`: the check's runs stop at t = 0.1 instead of 0.5, so every final risk is higher.
+  const Verification shorter = verify("set = integrate.t_end=0.1, output.points=10\n");
+  ASSERT_EQ(shorter.results[0].values.size(), 3u + 9u);
+  for (std::size_t i = 3; i < 12; ++i) EXPECT_GT(shorter.results[0].values[i], pass.results[0].values[i]) << i;
 }
 
 TEST(VerifyChecks, BadChecksAreRejectedByKey) {
@@ -109,7 +113,10 @@ TEST(VerifyChecks, BadChecksAreRejectedByKey) {
            {{"check.x.kind=scaling", "check.x.event=escape", "check.x.exponent=1", "check.x.dimensions=10"},
             "check.x.dimensions"},
            {{"check.x.kind=final", "check.x.observable=nothing", "check.x.threshold=1"}, "check.x.observable"},
-           {{"check.x.kind=guess"}, "check.x.kind"}}) {
+           {{"check.x.kind=guess"}, "check.x.kind"},
+           {{"check.x.kind=argmin", "check.x.key=student.m0", "check.x.values=0.1, 0.2, 0.3", "check.x.across=d",
+             "check.x.across_values=100", "check.x.set=d"},
+            "check.x.set"}}) {
     io::ModelFile model = io::ModelFile::Load(ModelPath("single_index_he3.ini"));
     for (const std::string& s : c.overrides) model.Set(s);
     try {

@@ -46,6 +46,8 @@ void PrintHelp() {
                "                  the final EXPR (a run per (K, A) point) is non-decreasing in A and\n"
                "                  strictly inside (v1, v_last) at the interior values; sgd = true:\n"
                "                  median over `seeds` SGD seeds, needs --sgd\n"
+               "  set = KEY=VALUE, ...   scaling and argmin: their runs use the model with these\n"
+               "                  keys changed (e.g. set = d=200, sgd.samples=20000)\n"
                "  claim = TEXT    the claim in words (printed)\n\n"
             << Options() << "\n"
             << "Exit status: 0 every check passed (skipped ones aside), 4 some check failed,\n"

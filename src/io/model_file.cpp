@@ -21,13 +21,20 @@ using detail::Join;
 using detail::Trim;
 std::string FormatDouble(double v) { return detail::FormatNumber(v, 17); }
 
+// Items separated by commas outside parentheses, so `hermite(0, 1), relu` is two items.
 std::vector<std::string> SplitList(const std::string& text) {
   std::vector<std::string> items;
-  std::stringstream ss(text);
   std::string item;
-  while (std::getline(ss, item, ',')) {
-    item = Trim(item);
-    if (!item.empty()) items.push_back(item);
+  int depth = 0;
+  for (char ch : text + ",") {
+    if (ch == ',' && depth == 0) {
+      item = Trim(item);
+      if (!item.empty()) items.push_back(item);
+      item.clear();
+      continue;
+    }
+    depth += ch == '(' ? 1 : ch == ')' ? -1 : 0;
+    item += ch;
   }
   return items;
 }

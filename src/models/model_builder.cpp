@@ -341,6 +341,22 @@ std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& sp
   return stages;
 }
 
+// `set = KEY=VALUE, ...`: the model of a check's own runs (scaling, argmin) differs from the file's
+// by these; each must be an assignment of a key the model knows (checked on a copy now).
+std::vector<std::string> ReadCheckOverrides(const io::ModelFile& model, const std::string& key) {
+  const std::vector<std::string> overrides = model.GetStringList(key, {});
+  io::ModelFile copy = model;
+  for (const std::string& o : overrides) {
+    if (o.find('=') == std::string::npos) ThrowBadValue(key, o, "must be a list of KEY=VALUE assignments");
+    try {
+      copy.Set(o);
+    } catch (const InputError& e) {
+      ThrowBadValue(key, o, std::string("is not a valid assignment: ") + e.what());
+    }
+  }
+  return overrides;
+}
+
 std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<EventSpec>& events,
                                   const std::vector<ObservableInfo>& observables) {
   std::vector<CheckSpec> checks;
@@ -380,6 +396,7 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
       }
       c.sgd = model.GetBool(prefix + "sgd", false);
       if (c.sgd) c.seeds = static_cast<int>(model.GetInteger(prefix + "seeds", 8, 1));
+      c.overrides = ReadCheckOverrides(model, prefix + "set");
     } else if (kind == "argmin") {
       c.kind = CheckKind::kArgmin;
       c.observable = model.GetString(prefix + "observable", "risk");
@@ -399,6 +416,7 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
       }
       c.sgd = model.GetBool(prefix + "sgd", false);
       if (c.sgd) c.seeds = static_cast<int>(model.GetInteger(prefix + "seeds", 4, 1));
+      c.overrides = ReadCheckOverrides(model, prefix + "set");
     } else {
       c.kind = kind == "bound" ? CheckKind::kBound : CheckKind::kFinal;
       c.observable = model.GetString(prefix + "observable");

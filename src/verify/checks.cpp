@@ -69,7 +69,14 @@ CheckResult Before(const CheckSpec& c, const RunSummary& summary) {
   return r;
 }
 
-CheckResult Scaling(const CheckSpec& c, const io::ModelFile& model, const VerifyOptions& options) {
+// The model of a check's own runs: the file's with the check's `set` assignments.
+io::ModelFile CheckModel(const CheckSpec& c, io::ModelFile model) {
+  for (const std::string& o : c.overrides) model.Set(o);
+  return model;
+}
+
+CheckResult Scaling(const CheckSpec& c, const io::ModelFile& file, const VerifyOptions& options) {
+  const io::ModelFile model = CheckModel(c, file);
   CheckResult r;
   r.spec = c;
   const std::string& event = c.events.front();
@@ -156,7 +163,8 @@ CheckResult Final(const CheckSpec& c, const Trajectory& trajectory) {
 
 // The final value of the check's observable at every (key, across) point: the ODE's, or the
 // median over the seeds of SGD's.
-CheckResult Argmin(const CheckSpec& c, const io::ModelFile& model, const VerifyOptions& options) {
+CheckResult Argmin(const CheckSpec& c, const io::ModelFile& file, const VerifyOptions& options) {
+  const io::ModelFile model = CheckModel(c, file);
   CheckResult r;
   r.spec = c;
   r.expected = "the " + c.key + " minimising final " + c.observable + (c.sgd ? " (SGD median)" : "") +

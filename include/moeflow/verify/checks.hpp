@@ -42,6 +42,7 @@ struct CheckSpec {
   double threshold = 0.0;                           // final
   std::string key, across;                          // argmin
   std::vector<std::string> values, across_values, interior;  // argmin
+  std::vector<std::string> overrides;  // scaling, argmin: KEY=VALUE applied to the model of their runs (key `set`)
   std::string description;  // the claim in words (optional key `claim`)
 };
 
