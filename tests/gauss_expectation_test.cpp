@@ -151,6 +151,7 @@ TEST(GaussExpectation, ClosedFormsAgreeWithHermiteAndQuadrature) {
   ExpectClosedFormAgrees({dg, identity, g}, 200, 200, 11);    // E[g'(a) b g(c)]
   ExpectClosedFormAgrees({dg, dg, g, g}, 100, 70, 12);        // I4 = E[g'(a)g'(b)g(c)g(d)]
   ExpectClosedFormAgrees({relu, relu}, 200, 200, 13);         // E[relu(a)relu(b)]
+  ExpectClosedFormAgrees({relu, relu, relu}, 200, 0, 14);     // E[relu(a)relu(b)relu(c)] (Euler + Price)
   EXPECT_EQ(Expect({g, g}, Eigen::VectorXd::Zero(2), Eigen::MatrixXd::Identity(2, 2)).backend,
             ExpectationBackend::kClosedForm);
 }

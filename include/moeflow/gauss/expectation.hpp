@@ -61,7 +61,8 @@ struct ExpectationOptions {
 void ValidateGaussian(const Eigen::VectorXd& mean, const Eigen::MatrixXd& cov, std::size_t factors);
 
 // E[Π f_i(h_i)] with the requested backend (kAuto: closed form, else exact Hermite for
-// polynomial links, else quadrature). Throws InputError for bad input or a backend that does
+// polynomial links, else quadrature). Closed forms, zero means: erf_sqrt2 two-, three- and
+// four-point (Saad–Solla), relu two-point (arc-cosine) and three-point (positive definite Σ). Throws InputError for bad input or a backend that does
 // not apply (closed_form for links without one).
 ExpectationResult Expect(const std::vector<LinkPtr>& factors, const Eigen::VectorXd& mean,
                          const Eigen::MatrixXd& cov,
