@@ -125,6 +125,44 @@ TEST(Sweep, RunsOnlyThePointsNotFinishedBefore) {
   EXPECT_EQ(RunSweep(He3(), {ParseGridAxis("d=100")}, options).Reused(), 0u);
 }
 
+// Shards (machines) each run an interleaved share of the points into their own parts folder;
+// copying the folders into one and running unsharded takes every point and runs nothing, and the
+// result equals an unsharded sweep's.
+TEST(Sweep, ShardsRunInterleavedSharesThatMergeIntoTheWholeSweep) {
+  const std::vector<GridAxis> grid = {ParseGridAxis("d=100,1e3,1e4")};
+  std::vector<std::string> folders;
+  std::vector<std::vector<std::size_t>> ran;
+  for (int shard = 0; shard < 2; ++shard) {
+    SweepOptions options;
+    options.parts_dir = TempDir() + "/shard_" + std::to_string(shard);
+    options.shard = shard;
+    options.shards = 2;
+    const SweepResult r = RunSweep(He3(), grid, options);
+    EXPECT_FALSE(r.interrupted);
+    EXPECT_EQ(r.points.size() + r.other_shards, 3u);
+    ran.emplace_back();
+    for (const SweepPointResult& p : r.points) ran.back().push_back(p.index);
+    folders.push_back(options.parts_dir);
+  }
+  EXPECT_EQ(ran[0], (std::vector<std::size_t>{0, 2}));
+  EXPECT_EQ(ran[1], (std::vector<std::size_t>{1}));
+  for (const auto& entry : std::filesystem::directory_iterator(folders[1])) {
+    std::filesystem::copy_file(entry.path(), folders[0] / entry.path().filename());
+  }
+  SweepOptions merge;
+  merge.parts_dir = folders[0];
+  const SweepResult merged = RunSweep(He3(), grid, merge);
+  ASSERT_EQ(merged.points.size(), 3u);
+  EXPECT_EQ(merged.Reused(), 3u);
+  EXPECT_EQ(merged.other_shards, 0u);
+  const SweepResult reference = RunSweep(He3(), grid, SweepOptions{});
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(FlowEscape(merged.points[i]), FlowEscape(reference.points[i]));
+  for (const char* bad : {"0/2", "3/2", "1/0", "2", "a/b", "1.5/2"}) {
+    EXPECT_THROW(ParseShard("--shard", bad), InputError) << bad;
+  }
+  EXPECT_EQ(ParseShard("--shard", "2/4"), (std::pair<int, int>{1, 4}));
+}
+
 TEST(Sweep, RejectsAGridKeyAlsoGivenWithSet) {
   io::ModelFile model = He3();
   model.Set("d=100");

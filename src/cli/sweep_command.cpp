@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <tuple>
 
 #include "cli/commands.hpp"
 #include "cli/options.hpp"
@@ -25,6 +26,9 @@ po::options_description Options() {
       ("run", po::value<std::string>()->default_value("flow"), "what runs at each point: flow (the ODE), sgd, or both")
       ("seeds", po::value<int>()->default_value(1), "SGD seeds per point: seed, seed+1, ... (model key `seed`)")
       ("threads,j", po::value<int>()->default_value(0), "threads (0: one per core); results do not depend on it")
+      ("shard", po::value<std::string>(),
+       "I/N: run only the I-th of N interleaved shares of the missing points (grid index i with i mod N = I-1), "
+       "for N machines; merge the machines' OUT.parts/ folders and run once more without --shard")
       ("output,o", po::value<std::string>(), "HDF5 file to write (default: <model name>_sweep.h5 in the current folder)")
       ("set,s", po::value<std::vector<std::string>>()->composing(),
        "override a model key at every point, e.g. --set integrate.t_end=100 (repeatable)")
@@ -34,7 +38,7 @@ po::options_description Options() {
 
 void PrintHelp() {
   std::cout << "Usage: moeflow sweep MODEL --grid KEY=V1,V2,... [--grid ...] [--run flow|sgd|both]\n"
-               "                     [--seeds S] [--threads T] [--set KEY=VALUE ...] [-o OUT]\n\n"
+               "                     [--seeds S] [--threads T] [--shard I/N] [--set KEY=VALUE ...] [-o OUT]\n\n"
                "Runs MODEL at every point of a grid of model-key values (the product of the --grid axes,\n"
                "the first axis varying slowest): the population ODE (--run flow), SGD over seeds\n"
                "(--run sgd) or both. Points run in parallel; each finished point is saved at once in\n"
@@ -46,6 +50,11 @@ void PrintHelp() {
                "points already in OUT.parts/ or in an existing OUT whose model text, overrides, run\n"
                "and seeds are unchanged are taken as they are, and only the others run. Parts computed\n"
                "elsewhere (another machine) merge the same way: copy them into OUT.parts/ first.\n\n"
+               "Many machines: run the same command with --shard 1/N on the first, --shard 2/N on the\n"
+               "second, ...; each runs its share of the points and keeps them in its OUT.parts/ (OUT is\n"
+               "written only once every point is there). Copy every OUT.parts/ into one, then run the\n"
+               "command without --shard: it takes every point and writes OUT. The results do not\n"
+               "depend on how the points were split.\n\n"
             << Options() << "\n"
             << "Values are separated by commas outside parentheses, so --grid student.link=erf,hermite(0,0,1)\n"
                "has two values. Table columns (/table in OUT, and printed): index, one per grid key,\n"
@@ -80,6 +89,7 @@ int RunSweepCli(const Args& args) {
   options.previous_files = {output};
   options.command_line = CommandLine("sweep", args);
   options.interrupt = InstallInterruptHandler();
+  if (vm.count("shard")) std::tie(options.shard, options.shards) = ParseShard("--shard", vm["shard"].as<std::string>());
   const bool progress = ShowProgress(quiet);
   const SweepResult result = RunSweep(model, axes, options, [progress](const SweepPointResult& p, std::size_t done,
                                                                       std::size_t total) {
@@ -93,14 +103,24 @@ int RunSweepCli(const Args& args) {
               << " points are saved in " << options.parts_dir << "/: run the same command to resume\n";
     return kExitInterrupted;
   }
-  io::WriteFileAtomically(output, io::SweepResultFile(model, axes, options, result));
-  std::filesystem::remove_all(options.parts_dir);
-  if (!quiet) std::cout << "model:    " << model_path << "\n" << io::SweepReport(axes, result) << "written:  " << output << "\n";
   std::size_t errors = 0, abnormal = 0;
   for (const SweepPointResult& p : result.points) {
     errors += p.status == PointStatus::kError ? 1 : 0;
     abnormal += p.status == PointStatus::kAbnormal ? 1 : 0;
   }
+  if (result.other_shards > 0) {
+    if (!quiet) {
+      std::cout << "shard " << options.shard + 1 << "/" << options.shards << ": " << result.points.size() << " of "
+                << result.total << " points finished (" << errors << " failed, " << abnormal
+                << " abnormal), saved in " << options.parts_dir << "/; " << result.other_shards
+                << " point(s) left to the other shards.\nTo merge: copy every shard's " << options.parts_dir
+                << "/ files into one " << options.parts_dir << "/ and run the command without --shard.\n";
+    }
+    return errors + abnormal > 0 ? kExitOutcome : kExitOk;
+  }
+  io::WriteFileAtomically(output, io::SweepResultFile(model, axes, options, result));
+  std::filesystem::remove_all(options.parts_dir);
+  if (!quiet) std::cout << "model:    " << model_path << "\n" << io::SweepReport(axes, result) << "written:  " << output << "\n";
   if (errors == result.total) {
     std::cerr << "moeflow sweep: every point failed, e.g. " << result.points.front().point.Label() << ": "
               << result.points.front().message << "\n";

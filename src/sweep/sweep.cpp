@@ -240,9 +240,23 @@ std::string PointFingerprint(const io::ModelFile& base, const SweepPoint& point,
   return f + "\n";
 }
 
+std::pair<int, int> ParseShard(const std::string& key, const std::string& text) {
+  const auto slash = text.find('/');
+  const auto i = slash == std::string::npos ? std::nullopt : io::ParseNumber(text.substr(0, slash));
+  const auto n = slash == std::string::npos ? std::nullopt : io::ParseNumber(text.substr(slash + 1));
+  if (!i || !n || *i != std::floor(*i) || *n != std::floor(*n) || *n < 1 || *i < 1 || *i > *n || *n > 1e6) {
+    ThrowBadValue(key, text, "must be I/N with whole numbers 1 <= I <= N (the I-th of N shards), e.g. 2/4");
+  }
+  return {static_cast<int>(*i) - 1, static_cast<int>(*n)};
+}
+
 SweepResult RunSweep(const io::ModelFile& base, const std::vector<GridAxis>& axes, const SweepOptions& options,
                      const std::function<void(const SweepPointResult&, std::size_t, std::size_t)>& on_point) {
   if (options.seeds < 1) ThrowBadValue("--seeds", std::to_string(options.seeds), "must be >= 1");
+  if (options.shards < 1 || options.shard < 0 || options.shard >= options.shards) {
+    ThrowBadValue("--shard", std::to_string(options.shard + 1) + "/" + std::to_string(options.shards),
+                  "must be I/N with 1 <= I <= N");
+  }
   const std::vector<SweepPoint> points = ExpandGrid(axes);
   for (const GridAxis& a : axes) {
     for (const std::string& o : base.Overrides()) {
@@ -269,7 +283,11 @@ SweepResult RunSweep(const io::ModelFile& base, const std::vector<GridAxis>& axe
     fingerprints[i] = PointFingerprint(base, points[i], options);
     const auto it = previous.find(fingerprints[i]);
     if (it == previous.end()) {
-      missing.push_back(i);
+      if (static_cast<int>(i % static_cast<std::size_t>(options.shards)) == options.shard) {
+        missing.push_back(i);
+      } else {
+        ++result.other_shards;
+      }
       continue;
     }
     SweepPointResult r;
@@ -306,7 +324,7 @@ SweepResult RunSweep(const io::ModelFile& base, const std::vector<GridAxis>& axe
   for (std::optional<SweepPointResult>& f : finished) {
     if (f) result.points.push_back(std::move(*f));
   }
-  result.interrupted = result.points.size() != points.size();
+  result.interrupted = result.points.size() + result.other_shards != points.size();
   return result;
 }
 

@@ -59,7 +59,15 @@ struct SweepOptions {
   std::vector<std::string> previous_files;  // finished points may also be taken from these files
   std::string command_line;  // recorded in every point's run files
   const std::atomic<bool>* interrupt = nullptr;
+  // Shard `shard` of `shards` (0-based) runs only the missing points whose grid index i has
+  // i % shards == shard; the other points are left to the other shards (machines). Results do
+  // not depend on the sharding: merge the shards' parts folders and run without sharding.
+  int shard = 0, shards = 1;
 };
+
+// Parses "I/N" (1 <= I <= N, the I-th of N shards) into 0-based (shard, shards); throws
+// InputError naming `key`, the text and the rule.
+std::pair<int, int> ParseShard(const std::string& key, const std::string& text);
 
 struct SweepPointResult {
   std::size_t index = 0;  // position in ExpandGrid order
@@ -75,7 +83,8 @@ struct SweepPointResult {
 struct SweepResult {
   std::vector<SweepPointResult> points;  // the finished ones, in grid order
   std::size_t total = 0;                 // points in the grid
-  bool interrupted = false;
+  std::size_t other_shards = 0;          // points left to other shards (not finished anywhere yet)
+  bool interrupted = false;              // stopped by the interrupt flag before every point of this shard ran
   std::size_t Reused() const;
 };
 
