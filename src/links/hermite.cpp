@@ -74,25 +74,45 @@ HermiteExpansion ExpandHermiteByQuadrature(const Link& f, int max_order, double 
   HermiteExpansion e;
   e.coefficients.assign(static_cast<std::size_t>(max_order) + 1, 0.0);
   const detail::QuadratureRule& rule = detail::GaussLegendre(kLegendrePoints);
-  std::vector<double> h(static_cast<std::size_t>(max_order) + 1);
-  std::vector<long double> acc(h.size(), 0.0L);
+  const std::size_t orders = static_cast<std::size_t>(max_order) + 1;
+  std::vector<long double> acc(orders, 0.0L);
   long double second = 0.0L;
+  // The recurrence h_(k+1) = (z h_k − √k h_(k−1))/√(k+1), its square roots tabulated once, run
+  // for the panel's points together (independent chains: the loop over points vectorises); each
+  // panel's sums are formed in double and accumulated in long double.
+  std::vector<double> root(orders + 1), inverse_root(orders + 1);
+  for (std::size_t k = 0; k < root.size(); ++k) {
+    root[k] = std::sqrt(static_cast<double>(k));
+    inverse_root[k] = k > 0 ? 1.0 / root[k] : 0.0;
+  }
+  constexpr int P = kLegendrePoints;
+  double z[P], wf[P], previous[P], current[P], next[P];
   for (std::size_t p = 0; p + 1 < edges.size(); ++p) {
     const double lo = edges[p], hi = edges[p + 1];
     if (hi - lo <= 0) continue;
     const double mid = 0.5 * (lo + hi), half = 0.5 * (hi - lo);
-    for (int i = 0; i < kLegendrePoints; ++i) {
-      const double z = mid + half * rule.x[i];
-      const double fz = f.Value(scale * z + shift);
-      const double weight = half * rule.w[i] * std::exp(-0.5 * z * z) / std::sqrt(2 * M_PI);
-      h[0] = 1.0;
-      if (max_order >= 1) h[1] = z;
-      for (int k = 1; k < max_order; ++k) {
-        h[k + 1] = (z * h[k] - std::sqrt(static_cast<double>(k)) * h[k - 1]) / std::sqrt(k + 1.0);
+    double panel_second = 0.0, panel_zero = 0.0;
+    for (int i = 0; i < P; ++i) {
+      z[i] = mid + half * rule.x[i];
+      const double fz = f.Value(scale * z[i] + shift);
+      wf[i] = half * rule.w[i] * std::exp(-0.5 * z[i] * z[i]) / std::sqrt(2 * M_PI) * fz;
+      panel_second += wf[i] * fz;
+      panel_zero += wf[i];
+      previous[i] = 1.0;
+      current[i] = z[i];
+    }
+    second += panel_second;
+    acc[0] += panel_zero;
+    for (std::size_t k = 1; k < orders; ++k) {
+      double sum = 0.0;
+      for (int i = 0; i < P; ++i) sum += wf[i] * current[i];
+      acc[k] += sum;
+      const double a = root[k], b = inverse_root[k + 1];
+      for (int i = 0; i < P; ++i) {
+        next[i] = (z[i] * current[i] - a * previous[i]) * b;
+        previous[i] = current[i];
+        current[i] = next[i];
       }
-      const double wf = weight * fz;
-      for (int k = 0; k <= max_order; ++k) acc[k] += wf * h[k];
-      second += wf * fz;
     }
   }
   for (std::size_t k = 0; k < acc.size(); ++k) e.coefficients[k] = static_cast<double>(acc[k]);
