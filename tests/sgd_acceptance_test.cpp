@@ -123,6 +123,10 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         // Online-SGD limit at the model's η̃ = 0.5 (the ODE has the (η̃/B)E[g g] term), t ≤ 50: the plateau.
         ConvergenceCase{"committee_erf_k2m2", "committee_erf_k2m2.ini", {"integrate.t_end=50"}},
+        // The same with correlated teachers (w*_1·w*_2 = 0.4; measured −0.520, overlaps engine; the vectors engine,
+        // 81 s: 0.0376, 0.0160, 0.0087, slope −0.529).
+        ConvergenceCase{"committee_correlated_teachers", "committee_erf_k2m2.ini",
+                        {"integrate.t_end=50", "teacher.overlap=0.4"}},
         // m* = m = 2, η = 0.001/d, t ≤ 1.
         ConvergenceCase{"soft_routed_m2", "soft_routed_moe.ini",
                         {"student.units=2", "teacher.units=2", "sgd.lr=0.001", "sgd.lr_exponent=1",

@@ -31,6 +31,62 @@ UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
   return units;
 }
 
+// teacher.overlap (every pair of distinct teacher expert vectors) or teacher.Q (all teacher
+// vectors, row by row); empty: orthonormal. TwoLayerFlow checks what the matrix must be.
+Eigen::MatrixXd ReadTeacherGram(const io::ModelFile& model, const UnitBlock& teacher) {
+  const int k = teacher.units * (teacher.HasRouters() ? 2 : 1);
+  const bool uniform = model.Has("teacher.overlap"), given = model.Has("teacher.Q");
+  if (uniform && given) {
+    throw InputError("keys 'teacher.overlap' and 'teacher.Q' both give the teachers' overlaps: give one of them");
+  }
+  if (uniform) {
+    const double c = model.GetDouble("teacher.overlap");
+    if (!(std::abs(c) < 1)) ThrowBadValue("teacher.overlap", Num(c), "must be in (-1, 1)");
+    Eigen::MatrixXd t = Eigen::MatrixXd::Identity(k, k);
+    for (int i = 0; i < teacher.units; ++i) {
+      for (int j = 0; j < teacher.units; ++j) {
+        if (i != j) t(i, j) = c;
+      }
+    }
+    // Eigenvalues 1 − c and 1 + (units − 1)c.
+    const double smallest = std::min(1 - c, 1 + (teacher.units - 1) * c);
+    if (!(smallest > 1e-9)) {
+      ThrowBadValue("teacher.overlap", Num(c), "must be > −1/(teacher.units − 1) = " + Num(-1.0 / (teacher.units - 1)) +
+                                                   ": no " + std::to_string(teacher.units) +
+                                                   " independent unit vectors have these overlaps");
+    }
+    return t;
+  }
+  if (!given) return {};
+  const std::vector<double> q = model.GetDoubleList("teacher.Q", {});
+  if (static_cast<int>(q.size()) != k * k) {
+    ThrowBadValue("teacher.Q", std::to_string(q.size()) + " numbers",
+                  "must list the " + std::to_string(k) + " x " + std::to_string(k) +
+                      " teacher overlaps row by row (experts, then routers)");
+  }
+  Eigen::MatrixXd t(k, k);
+  for (int i = 0; i < k; ++i) {
+    for (int j = 0; j < k; ++j) t(i, j) = q[static_cast<std::size_t>(i * k + j)];
+  }
+  try {
+    if ((t - t.transpose()).cwiseAbs().maxCoeff() > 1e-12) throw InputError("must be symmetric");
+    if ((t.diagonal().array() - 1.0).abs().maxCoeff() > 1e-12) throw InputError("must have a unit diagonal");
+    const double smallest = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(t, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
+    if (!(smallest > 1e-9)) {
+      throw InputError("must be positive definite (smallest eigenvalue " + Num(smallest) + ")");
+    }
+  } catch (const InputError& e) {
+    ThrowBadValue("teacher.Q", "", e.what());
+  }
+  return t;
+}
+
+// The teacher block of a Gram matrix (students first) set to the teachers' overlaps.
+Eigen::MatrixXd WithTeacherGram(Eigen::MatrixXd gram, const Eigen::MatrixXd& teacher_gram) {
+  if (teacher_gram.size() > 0) gram.bottomRightCorner(teacher_gram.rows(), teacher_gram.cols()) = teacher_gram;
+  return gram;
+}
+
 // Q = (1 - q0) I + q0 11ᵀ, every student-teacher overlap m0.
 Eigen::MatrixXd UniformGram(int p, int k, double m0, double q0) {
   Eigen::MatrixXd gram = Eigen::MatrixXd::Identity(p + k, p + k);
@@ -119,6 +175,7 @@ InitialOverlaps ReadInitialOverlaps(const io::ModelFile& model, const TwoLayerFl
   init.student_units = spec.student.units;
   init.teacher_units = spec.teacher.units;
   init.d = d;
+  init.teacher_gram = flow.TeacherGram();
   const int p = init.students, k = init.teachers;
   init.kind = model.GetChoice("student.init", "uniform", {"uniform", "random", "informed", "explicit"});
   init.norm = spec.constraint == VectorConstraint::kFree ? model.GetPositive("student.norm", 1.0) : 1.0;
@@ -147,7 +204,7 @@ InitialOverlaps ReadInitialOverlaps(const io::ModelFile& model, const TwoLayerFl
       ThrowBadValue("student.Q", std::to_string(q.size()) + " numbers",
                     "must list the " + std::to_string(p) + " x " + std::to_string(p) + " student overlaps row by row");
     }
-    Eigen::MatrixXd gram = Eigen::MatrixXd::Identity(p + k, p + k);
+    Eigen::MatrixXd gram = WithTeacherGram(Eigen::MatrixXd::Identity(p + k, p + k), init.teacher_gram);
     for (int i = 0; i < p; ++i) {
       for (int l = 0; l < k; ++l) gram(i, p + l) = gram(p + l, i) = m[i * k + l];
       for (int j = 0; j < p; ++j) gram(i, j) = q[i * p + j];
@@ -178,7 +235,8 @@ InitialOverlaps ReadInitialOverlaps(const io::ModelFile& model, const TwoLayerFl
   }
   init.q0 = model.GetDouble("student.q0", 0.0);
   if (std::abs(init.q0) > 1) ThrowBadValue("student.q0", Num(init.q0), "must be in [-1, 1]");
-  const Eigen::MatrixXd gram = init.kind == "informed" ? InformedGram(init) : UniformGram(p, k, init.m0, init.q0);
+  const Eigen::MatrixXd gram =
+      WithTeacherGram(init.kind == "informed" ? InformedGram(init) : UniformGram(p, k, init.m0, init.q0), init.teacher_gram);
   const double smallest =
       Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
   if (smallest < -1e-12) {
@@ -470,6 +528,14 @@ Eigen::MatrixXd MakeInitialGram(const InitialOverlaps& init, std::uint64_t seed)
   Eigen::MatrixXd gram = init.kind == "random"     ? SampleInitialGram(p, k, init.d, seed)
                          : init.kind == "informed" ? InformedGram(init)
                                                    : UniformGram(p, k, init.m0, init.q0);
+  if (init.kind == "random" && init.teacher_gram.size() > 0) {
+    // The sampled student-teacher block holds coordinates on an orthonormal basis of the span.
+    const Eigen::MatrixXd c = init.teacher_gram.llt().matrixL();
+    const Eigen::MatrixXd m = gram.topRightCorner(p, k) * c.transpose();
+    gram.topRightCorner(p, k) = m;
+    gram.bottomLeftCorner(k, p) = m.transpose();
+  }
+  gram = WithTeacherGram(gram, init.teacher_gram);
   if (init.routers_orthogonal) gram = RoutersOrthogonalToExperts(gram, init.student_units, init.teacher_units);
   return WithStudentNorm(gram, p, init.norm);
 }
@@ -490,6 +556,7 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
   TwoLayerSpec spec;
   spec.teacher = ReadUnits(model, "teacher");
   spec.noise_variance = model.GetNonNegative("teacher.noise", 0.0);
+  spec.teacher_gram = ReadTeacherGram(model, spec.teacher);
   spec.student = ReadUnits(model, "student");
   const std::string vectors = model.GetChoice("student.vectors", "spherical", {"spherical", "free", "normalised"});
   spec.constraint = vectors == "free" ? VectorConstraint::kFree

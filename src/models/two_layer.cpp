@@ -133,6 +133,23 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     throw InputError("student.vectors = normalised is for gated units (soft-routed MoE); for ungated units it "
                      "is the same flow as spherical: use student.vectors = spherical");
   }
+  teacher_gram_ = spec_.teacher_gram.size() == 0 ? Eigen::MatrixXd::Identity(k_, k_) : spec_.teacher_gram;
+  if (teacher_gram_.rows() != k_ || teacher_gram_.cols() != k_) {
+    throw InputError("teacher overlaps: a " + std::to_string(teacher_gram_.rows()) + " x " +
+                     std::to_string(teacher_gram_.cols()) + " matrix for " + std::to_string(k_) + " teacher vectors");
+  }
+  if ((teacher_gram_ - teacher_gram_.transpose()).cwiseAbs().maxCoeff() > 1e-12 ||
+      (teacher_gram_.diagonal().array() - 1.0).abs().maxCoeff() > 1e-12 || !teacher_gram_.allFinite()) {
+    throw InputError("teacher overlaps: the matrix must be symmetric with a unit diagonal (teacher vectors are "
+                     "unit vectors)");
+  }
+  const double smallest_teacher =
+      Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(teacher_gram_, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
+  if (!(smallest_teacher > 1e-9)) {
+    throw InputError("teacher overlaps: the matrix must be positive definite (smallest eigenvalue " +
+                     detail::FormatNumber(smallest_teacher) +
+                     "): no linearly independent unit vectors have these overlaps");
+  }
   const int ps = spec_.student.units, kt = spec_.teacher.units;
   if (!spec_.student_weights.empty() && static_cast<int>(spec_.student_weights.size()) != ps) {
     throw InputError("student weights: " + std::to_string(spec_.student_weights.size()) + " given for " +
@@ -212,6 +229,7 @@ Eigen::VectorXd TwoLayerFlow::Pack(const Eigen::MatrixXd& gram) const {
 
 Eigen::MatrixXd TwoLayerFlow::Unpack(const Eigen::VectorXd& x) const {
   Eigen::MatrixXd gram = Eigen::MatrixXd::Identity(vectors(), vectors());
+  gram.bottomRightCorner(k_, k_) = teacher_gram_;
   int n = 0;
   for (int i = 0; i < p_; ++i) {
     for (int j = i; j < p_; ++j) gram(i, j) = gram(j, i) = x[n++];

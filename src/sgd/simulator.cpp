@@ -328,8 +328,17 @@ Eigen::MatrixXd VectorsFromGram(const Eigen::MatrixXd& gram, int students, long 
     ThrowBadValue("d", std::to_string(dimension), "must be >= the number of vectors (" + std::to_string(n) + ")");
   }
   Eigen::MatrixXd u = Eigen::MatrixXd::Zero(n, dimension);
-  u.bottomLeftCorner(t, t).setIdentity();
-  const Eigen::MatrixXd m = gram.topRightCorner(students, t);  // teachers orthonormal: coordinates
+  // Teachers in the first t coordinates: the rows of the Cholesky factor C of their Gram matrix
+  // (the axes themselves when orthonormal); a student's coordinates there are M C⁻ᵀ.
+  const Eigen::LLT<Eigen::MatrixXd> teachers(gram.bottomRightCorner(t, t));
+  if (teachers.info() != Eigen::Success) {
+    throw InputError("the teachers' Gram matrix is not positive definite: no linearly independent teacher vectors "
+                     "have these overlaps");
+  }
+  const Eigen::MatrixXd c = teachers.matrixL();
+  u.bottomLeftCorner(t, t) = c;
+  const Eigen::MatrixXd m =
+      c.triangularView<Eigen::Lower>().solve(gram.topRightCorner(students, t).transpose()).transpose();
   u.topLeftCorner(students, t) = m;
   const Eigen::MatrixXd schur = gram.topLeftCorner(students, students) - m * m.transpose();
   Eigen::MatrixXd factor;

@@ -32,6 +32,11 @@ struct InitialOverlaps {
   int students = 0, teachers = 0;            // vectors
   int student_units = 0, teacher_units = 0;  // units (gated: two vectors each)
   long long d = 0;
+  // The teachers' overlaps (teachers × teachers; empty: orthonormal). A random student has
+  // N(0, 1/d) coordinates on an orthonormal basis of the teachers' span, so its overlaps with
+  // teachers t_l = Σ_m C_lm e_m (T = C Cᵀ) are those coordinates times Cᵀ; the other kinds give
+  // the overlaps themselves.
+  Eigen::MatrixXd teacher_gram;
 };
 
 // The initial Gram matrix of all vectors (students first, then teachers) for `seed`.

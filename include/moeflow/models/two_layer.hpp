@@ -91,6 +91,9 @@ struct TwoLayerSpec {
   double psd_tolerance = 1e-6;
   int population_samples = 1 << 15;
   std::uint64_t population_seed = 20251001;
+  // Overlaps of the teacher vectors (k × k in the vector order, unit diagonal, positive
+  // definite); empty: orthonormal teachers.
+  Eigen::MatrixXd teacher_gram;
 };
 
 // E[σ(z1) τ(z2)] for standard normals with correlation ρ, as a truncated Mehler series.
@@ -127,8 +130,10 @@ class TwoLayerFlow final : public FlowSystem {
 
   // The state holds the student rows of Ω: Q (upper triangle, row by row) then M (p x k).
   Eigen::VectorXd Pack(const Eigen::MatrixXd& gram) const;
-  // The full (p+k) x (p+k) Gram matrix (teacher block: identity).
+  // The full (p+k) x (p+k) Gram matrix (teacher block: TeacherGram()).
   Eigen::MatrixXd Unpack(const Eigen::VectorXd& x) const;
+  // The teachers' overlaps (k × k): spec().teacher_gram, or the identity.
+  const Eigen::MatrixXd& TeacherGram() const { return teacher_gram_; }
 
   double Risk(const Eigen::MatrixXd& gram) const;
   // G = ∂R/∂Ω off the diagonal, on the Mehler path (unit norms).
@@ -182,6 +187,7 @@ class TwoLayerFlow final : public FlowSystem {
   MehlerKernel ss_, st_, tt_;
   LinkPtr student_derivative_, identity_;
   std::vector<ObservableInfo> observables_;
+  Eigen::MatrixXd teacher_gram_;
 };
 
 // Maximum Hermite order of the Mehler series for non-polynomial links.
