@@ -29,7 +29,7 @@ class BatchGradient {
   void SetStudentWeights(const std::vector<double>& weights) { weights_ = weights; }
   // Not thread-safe (per-sample buffers): one per SGD run.
 
-  // ½ mean (f(h̄) − y)².
+  // ½ mean (f(h̄) − y)²; h needs only the student columns (the labels y are given).
   double Risk(const Eigen::MatrixXd& h, const Eigen::VectorXd& norms, const Eigen::VectorXd& y) const;
 
  private:

@@ -442,7 +442,8 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   // Empirical risks at a record.
   auto train_risk = [&]() {
     if (options.samples == 0) return 0.0;
-    const Eigen::MatrixXd hh = train.x * vectors->vectors().transpose();
+    // The labels are stored: only the students' projections are needed.
+    const Eigen::MatrixXd hh = train.x * vectors->vectors().topRows(p).transpose();
     return gradient.Risk(hh, model_norms(), train.y);
   };
   auto test_risk = [&]() {
