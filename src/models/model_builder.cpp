@@ -32,7 +32,7 @@ UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
 }
 
 // teacher.overlap (every pair of distinct teacher expert vectors) or teacher.Q (all teacher
-// vectors, row by row); empty: orthonormal. TwoLayerFlow checks what the matrix must be.
+// vectors, row by row); empty: orthonormal.
 Eigen::MatrixXd ReadTeacherGram(const io::ModelFile& model, const UnitBlock& teacher) {
   const int k = teacher.units * (teacher.HasRouters() ? 2 : 1);
   const bool uniform = model.Has("teacher.overlap"), given = model.Has("teacher.Q");
@@ -68,16 +68,8 @@ Eigen::MatrixXd ReadTeacherGram(const io::ModelFile& model, const UnitBlock& tea
   for (int i = 0; i < k; ++i) {
     for (int j = 0; j < k; ++j) t(i, j) = q[static_cast<std::size_t>(i * k + j)];
   }
-  try {
-    if ((t - t.transpose()).cwiseAbs().maxCoeff() > 1e-12) throw InputError("must be symmetric");
-    if ((t.diagonal().array() - 1.0).abs().maxCoeff() > 1e-12) throw InputError("must have a unit diagonal");
-    const double smallest = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(t, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
-    if (!(smallest > 1e-9)) {
-      throw InputError("must be positive definite (smallest eigenvalue " + Num(smallest) + ")");
-    }
-  } catch (const InputError& e) {
-    ThrowBadValue("teacher.Q", "", e.what());
-  }
+  const std::string problem = TwoLayerFlow::TeacherGramProblem(t);
+  if (!problem.empty()) ThrowBadValue("teacher.Q", model.GetString("teacher.Q"), problem);
   return t;
 }
 

@@ -93,6 +93,19 @@ double MehlerKernel::Derivative(double rho) const {
   return v;
 }
 
+std::string TwoLayerFlow::TeacherGramProblem(const Eigen::MatrixXd& t) {
+  if (!t.allFinite() || (t - t.transpose()).cwiseAbs().maxCoeff() > 1e-12) return "must be symmetric";
+  if ((t.diagonal().array() - 1.0).abs().maxCoeff() > 1e-12) {
+    return "must have a unit diagonal (teacher vectors are unit vectors)";
+  }
+  const double smallest = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(t, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
+  if (!(smallest > 1e-9)) {
+    return "must be positive definite (smallest eigenvalue " + detail::FormatNumber(smallest) +
+           "): no linearly independent unit vectors have these overlaps";
+  }
+  return "";
+}
+
 TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     : spec_(std::move(spec)),
       p_(spec_.student.units * (spec_.student.HasRouters() ? 2 : 1)),
@@ -138,18 +151,8 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     throw InputError("teacher overlaps: a " + std::to_string(teacher_gram_.rows()) + " x " +
                      std::to_string(teacher_gram_.cols()) + " matrix for " + std::to_string(k_) + " teacher vectors");
   }
-  if ((teacher_gram_ - teacher_gram_.transpose()).cwiseAbs().maxCoeff() > 1e-12 ||
-      (teacher_gram_.diagonal().array() - 1.0).abs().maxCoeff() > 1e-12 || !teacher_gram_.allFinite()) {
-    throw InputError("teacher overlaps: the matrix must be symmetric with a unit diagonal (teacher vectors are "
-                     "unit vectors)");
-  }
-  const double smallest_teacher =
-      Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(teacher_gram_, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
-  if (!(smallest_teacher > 1e-9)) {
-    throw InputError("teacher overlaps: the matrix must be positive definite (smallest eigenvalue " +
-                     detail::FormatNumber(smallest_teacher) +
-                     "): no linearly independent unit vectors have these overlaps");
-  }
+  const std::string teacher_problem = TeacherGramProblem(teacher_gram_);
+  if (!teacher_problem.empty()) throw InputError("teacher overlaps: the matrix " + teacher_problem);
   const int ps = spec_.student.units, kt = spec_.teacher.units;
   if (!spec_.student_weights.empty() && static_cast<int>(spec_.student_weights.size()) != ps) {
     throw InputError("student weights: " + std::to_string(spec_.student_weights.size()) + " given for " +

@@ -134,6 +134,9 @@ class TwoLayerFlow final : public FlowSystem {
   Eigen::MatrixXd Unpack(const Eigen::VectorXd& x) const;
   // The teachers' overlaps (k × k): spec().teacher_gram, or the identity.
   const Eigen::MatrixXd& TeacherGram() const { return teacher_gram_; }
+  // What is wrong with `t` as the teachers' overlaps (symmetric, unit diagonal, positive
+  // definite), or "" if nothing.
+  static std::string TeacherGramProblem(const Eigen::MatrixXd& t);
 
   double Risk(const Eigen::MatrixXd& gram) const;
   // G = ∂R/∂Ω off the diagonal, on the Mehler path (unit norms).
