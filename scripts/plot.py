@@ -279,8 +279,12 @@ def plot_sweep(f, args):
             ax.set_xticks(sorted(ticks), [f"{p:g}" for p in sorted(ticks)])
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6)
+    # The keys set at every point (--set), but the output grid, which changes no result.
+    fixed = [o for o in text(f.attrs.get("overrides", "")).split("\n") if o and not o.startswith("output.")]
+    seeds = int(f.attrs.get("seeds", 1))
+    run = text(f.attrs["run"]) + (f", median of {seeds} seeds" if seeds > 1 and text(f.attrs["run"]) != "flow" else "")
     fig.suptitle(f"{os.path.basename(text(f.attrs.get('model_file', args.file)))}: sweep over "
-                 f"{', '.join(keys)} ({text(f.attrs['run'])})", fontsize=9)
+                 f"{', '.join(keys)} ({run})" + (f"\n{', '.join(fixed)}" if fixed else ""), fontsize=9)
     return fig
 
 
