@@ -125,7 +125,9 @@ class ConditioningQuadrature {
     const std::vector<double> kinks = f_[i]->Kinks();
     const std::vector<double> later = LaterKinkPoints(i);
     if ((kinks.empty() && later.empty()) || exact_nodes_[i] > 0) {
-      const detail::QuadratureRule& rule = detail::GaussHermite(exact_nodes_[i] > 0 ? exact_nodes_[i] : s_.smooth_nodes);
+      // Polynomial levels: Gauss–Hermite, exact. Smooth ones: the trapezoidal rule (rules.hpp).
+      const detail::QuadratureRule& rule = exact_nodes_[i] > 0 ? detail::GaussHermite(exact_nodes_[i])
+                                                                : detail::GaussianTrapezoid(s_.smooth_nodes);
       for (std::size_t q = 0; q < rule.x.size(); ++q) node(rule.x[q], rule.w[q]);
       return sum;
     }

@@ -69,4 +69,18 @@ const QuadratureRule& GaussHermite(int n) {
   return Cached(cache, n, MakeHermite);
 }
 
+const QuadratureRule& GaussianTrapezoid(int n) {
+  static std::map<int, QuadratureRule> cache;
+  return Cached(cache, n, [](int count) {
+    QuadratureRule r;
+    const double half_width = 9.0, h = 2 * half_width / (count - 1);
+    for (int i = 0; i < count; ++i) {
+      const double x = -half_width + h * i;
+      r.x.push_back(x);
+      r.w.push_back(h * std::exp(-0.5 * x * x) / std::sqrt(2 * M_PI));
+    }
+    return r;
+  });
+}
+
 }  // namespace moeflow::detail

@@ -8,8 +8,10 @@
 //   hermite      the diagram formula: exact and finite for polynomial links, a truncated
 //                series with a truncation estimate otherwise;
 //   quadrature   recursive Gaussian conditioning h = m + L z (L lower-triangular, pivoted for
-//                rank-deficient Σ): level i integrates z_i with Gauss–Hermite nodes, or with
-//                composite Gauss–Legendre panels split exactly at the kinks of f_i mapped to z_i;
+//                rank-deficient Σ): level i integrates z_i with Gauss–Hermite nodes (polynomial
+//                levels, exactly), the trapezoidal rule on [−9, 9] (smooth links: geometric
+//                convergence even with poles near the real axis), or composite Gauss–Legendre
+//                panels split exactly at the kinks of f_i mapped to z_i;
 //   monte_carlo  seeded sampling, value ± standard error (the test oracle).
 // Derivatives by Price's theorem: ∂E/∂m_i = E[f_i' Π_{j≠i} f_j], ∂E/∂Σ_ij = E[f_i' f_j' Π_{k≠i,j} f_k]
 // for i ≠ j (Σ_ij and Σ_ji moving together), and on the diagonal the Stein form
@@ -40,7 +42,7 @@ struct ExpectationOptions {
   // non-polynomial factors (r ≤ 2: 100, r = 3: 30, r = 4: 14, more: 8), which bounds the
   // diagram enumeration (polynomial factors cap their rows at their degree).
   int hermite_max_order = 0;
-  // Gauss–Hermite nodes per level for smooth non-polynomial factors; 0: by the number r of
+  // Trapezoidal nodes per level for smooth non-polynomial factors; 0: by the number r of
   // non-polynomial factors (r ≤ 2: 200, r = 3: 128, r = 4: 48, more: 24). Non-polynomial
   // factors are integrated at the outer levels; the polynomial ones inside, exactly.
   int quadrature_nodes = 0;
