@@ -173,6 +173,13 @@ TEST(ObservableSelector, BadExpressionsAreRejectedWithTheKnownObservables) {
   EXPECT_EQ(ObservableSelector("Q[1,0]", obs, "k").Evaluate(values), 3);
   EXPECT_EQ(ObservableSelector("maxabs(m)", obs, "k").Evaluate(values), 7);
   EXPECT_EQ(ObservableSelector("min(Q)", obs, "k").Evaluate(values), 1);
+  // Ranges of a vector: elements i..j-1 (m = -7, 0.1, 0.2).
+  EXPECT_EQ(ObservableSelector("max(m[1:3])", obs, "k").Evaluate(values), 0.2);
+  EXPECT_EQ(ObservableSelector("maxabs(m[0:2])", obs, "k").Evaluate(values), 7);
+  EXPECT_EQ(ObservableSelector("min(m[1:2])", obs, "k").Evaluate(values), 0.1);
+  EXPECT_THROW(ObservableSelector("max(m[2:2])", obs, "k"), InputError);  // empty
+  EXPECT_THROW(ObservableSelector("max(m[1:4])", obs, "k"), InputError);  // past the end
+  EXPECT_THROW(ObservableSelector("max(Q[0:2])", obs, "k"), InputError);  // not a vector
 }
 
 }  // namespace

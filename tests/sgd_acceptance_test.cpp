@@ -130,7 +130,13 @@ INSTANTIATE_TEST_SUITE_P(
         // m* = m = 2, η = 0.001/d, t ≤ 1.
         ConvergenceCase{"soft_routed_m2", "soft_routed_moe.ini",
                         {"student.units=2", "teacher.units=2", "sgd.lr=0.001", "sgd.lr_exponent=1",
-                         "integrate.t_end=1"}}),
+                         "integrate.t_end=1"}},
+        // Cluster inputs (Kawata et al.'s vanilla network, two clusters, ρ = 1) in the online-SGD limit at
+        // η̃ = 0.02, t ≤ 5 (measured: 0.2135, 0.1063, 0.0540, slope −0.496; ~30 s). At η̃ = 0.5 the h3 network's
+        // E[g²] is so large that the renormalisation term sends every overlap to 0 by t = 0.3.
+        ConvergenceCase{"cluster_vanilla", "cluster_vanilla.ini",
+                        {"dynamics.kind=online_sgd", "dynamics.lr=0.02", "integrate.t_end=5", "integrate.rel_tol=1e-6",
+                         "integrate.abs_tol=1e-9"}}),
     [](const auto& param_info) { return std::string(param_info.param.name); });
 
 // The same for the top-k MoE (models/topk_moe.ini: E = S = 4, k = s = 2, online-SGD limit at

@@ -116,7 +116,12 @@ INSTANTIATE_TEST_SUITE_P(
                 {{"M", 0}, {"risk", 0}}},
         LawCase{"soft_routed_normalised", "soft_routed_moe.ini",
                 {"d=30", "student.units=2", "teacher.units=2", "sgd.lr=0.002", "integrate.t_end=0.4", "output.points=5"},
-                {{"M", 0}, {"M", 5}, {"Q", 1}, {"norm", 0}, {"norm", 2}}}),
+                {{"M", 0}, {"M", 5}, {"Q", 1}, {"norm", 0}, {"norm", 2}}},
+        // Cluster inputs x = z + ρ v_c (the overlaps engine shifts the span's coordinates by ρ v_c's row of
+        // the factor): the local, global and mean overlaps of the first student.
+        LawCase{"cluster_vanilla", "cluster_vanilla.ini",
+                {"d=30", "dynamics.kind=online_sgd", "dynamics.lr=0.05", "integrate.t_end=3", "output.points=5"},
+                {{"M", 0}, {"M", 2}, {"M", 3}, {"M", 4}, {"Q", 1}, {"risk", 0}}}),
     [](const auto& param_info) { return std::string(param_info.param.name); });
 
 // Acceptance (issue 5, item 4): a seed's run is bit-identical with 1 and with 2 threads, for

@@ -59,7 +59,8 @@ ObservableSelector::ObservableSelector(const std::string& expression,
                                        const std::vector<ObservableInfo>& observables,
                                        const std::string& key) {
   static const std::regex kElement(R"(\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*(\d+)\s*(?:,\s*(\d+)\s*)?\])?\s*)");
-  static const std::regex kReduced(R"(\s*(max|min|maxabs)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)\s*)");
+  static const std::regex kReduced(
+      R"(\s*(max|min|maxabs)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*(\d+)\s*:\s*(\d+)\s*\])?\s*\)\s*)");
   std::string known;
   for (const ObservableInfo& o : observables) {
     if (!known.empty()) known.append(", ");
@@ -81,12 +82,26 @@ ObservableSelector::ObservableSelector(const std::string& expression,
     reduction_ = op == "max" ? Reduction::kMax : op == "min" ? Reduction::kMin : Reduction::kMaxAbs;
     offset_ = offsets[i];
     count_ = observables[i].size();
+    if (match[3].matched) {  // name[i:j]: the elements i, ..., j − 1 of a vector
+      const ObservableInfo& o = observables[i];
+      const int first = std::stoi(match[3]), end = std::stoi(match[4]);
+      if (o.rows > 1 && o.cols > 1) {
+        ThrowBadValue(key, expression, "takes a range of the matrix '" + o.name + "': ranges [i:j] are for vectors");
+      }
+      if (!(first < end && end <= o.size())) {
+        ThrowBadValue(key, expression, "has an empty or out-of-range range: '" + o.name + "' has " +
+                                           std::to_string(o.size()) + " elements, [i:j] takes i, ..., j - 1");
+      }
+      offset_ += first;
+      count_ = end - first;
+    }
     return;
   }
   if (!std::regex_match(expression, match, kElement)) {
     ThrowBadValue(key, expression,
                   "is not an observable expression: use name, name[i], name[i,j], max(name), "
-                  "min(name) or maxabs(name)" + rule_tail);
+                  "min(name), maxabs(name) or a reduction over a vector's elements i..j-1, max(name[i:j])" +
+                      rule_tail);
   }
   const int i = find(match[1]);
   const ObservableInfo& o = observables[i];

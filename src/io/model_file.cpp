@@ -259,6 +259,22 @@ LinkPtr ModelFile::GetLink(const std::string& key, const std::string& fallback) 
   }
 }
 
+std::vector<LinkPtr> ModelFile::GetLinkList(const std::string& key) const {
+  const std::string text = GetString(key);
+  std::vector<LinkPtr> links;
+  std::vector<std::string> specs;
+  for (const std::string& item : SplitList(text)) {
+    try {
+      links.push_back(MakeLink(item));
+    } catch (const InputError& e) {
+      Fail(key, text, "is not a list of valid links: '" + item + "': " + e.what());
+    }
+    specs.push_back(links.back()->Spec());
+  }
+  Record(key, Join(specs, ", "));
+  return links;
+}
+
 void ModelFile::CheckAllKeysUsed() const {
   for (const Entry& e : entries_) {
     const bool used = std::any_of(resolved_.begin(), resolved_.end(),

@@ -18,7 +18,15 @@ std::string Num(double v) { return detail::FormatNumber(v); }
 UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
   UnitBlock units;
   units.units = static_cast<int>(model.GetInteger(block + ".units", 1, 1));
-  units.link = model.GetLink(block + ".link", "h(3)");
+  if (model.Has(block + ".links")) {
+    if (model.Has(block + ".link")) {
+      throw InputError("keys '" + block + ".link' and '" + block + ".links' both give the links: give one of them");
+    }
+    units.links = model.GetLinkList(block + ".links");
+    units.link = units.links.front();
+  } else {
+    units.link = model.GetLink(block + ".link", "h(3)");
+  }
   units.weight = model.GetDouble(block + ".weight", 1.0);
   const std::string gate = model.GetString(block + ".gate", "none");
   if (gate != "none") units.gate = model.GetLink(block + ".gate", "none");
@@ -29,6 +37,78 @@ UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
     units.selection_temperature = model.GetNonNegative(block + ".selection_temperature", 0.0);
   }
   return units;
+}
+
+// A rows × cols matrix listed row by row under `key`, or empty if the key is absent.
+Eigen::MatrixXd ReadMatrix(const io::ModelFile& model, const std::string& key, int rows, int cols,
+                           const std::string& what) {
+  if (!model.Has(key)) return {};
+  const std::vector<double> v = model.GetDoubleList(key, {});
+  if (static_cast<int>(v.size()) != rows * cols) {
+    ThrowBadValue(key, std::to_string(v.size()) + " numbers",
+                  "must list the " + std::to_string(rows) + " x " + std::to_string(cols) + " " + what + " row by row");
+  }
+  Eigen::MatrixXd m(rows, cols);
+  for (int i = 0; i < rows; ++i) {
+    for (int j = 0; j < cols; ++j) m(i, j) = v[static_cast<std::size_t>(i * cols + j)];
+  }
+  return m;
+}
+
+// The [clusters] section (theory.md §3.4): Gaussian-mixture inputs x ~ N(ρ v_c, I) and the
+// teacher's weights per cluster.
+InputClusters ReadClusters(const io::ModelFile& model, const UnitBlock& teacher) {
+  InputClusters clusters;
+  clusters.count = static_cast<int>(model.GetInteger("clusters.count", 0, 0));
+  if (clusters.count == 0) return clusters;
+  const int count = clusters.count;
+  clusters.scale = model.GetNonNegative("clusters.scale", 1.0);
+  const bool relax = model.GetBool("clusters.relax", false);
+  const std::string relax_hint = "; set clusters.relax = true to study it on purpose";
+  const bool signs = model.Has("clusters.global_signs"), weights = model.Has("clusters.teacher_weights");
+  if (signs && weights) {
+    throw InputError("keys 'clusters.global_signs' and 'clusters.teacher_weights' both give the teacher's weights per "
+                     "cluster: give one of them");
+  }
+  if (signs) {
+    // Kawata et al.: teacher units 1..C are the local tasks f*_c(w*_c·x), active in their own
+    // cluster; unit C + 1 is the global task g*(w*_g·x), with sign s_c in cluster c.
+    const std::vector<double> s = model.GetDoubleList("clusters.global_signs", {});
+    if (static_cast<int>(s.size()) != count) {
+      ThrowBadValue("clusters.global_signs", std::to_string(s.size()) + " numbers",
+                    "must give one sign s_c per cluster (clusters.count = " + std::to_string(count) + ")");
+    }
+    if (teacher.units != count + 1) {
+      ThrowBadValue("teacher.units", std::to_string(teacher.units),
+                    "must be clusters.count + 1 = " + std::to_string(count + 1) +
+                        " with clusters.global_signs (one local unit per cluster, then the global unit)");
+    }
+    double sum = 0.0;
+    for (double v : s) sum += v;
+    if (std::abs(sum) > 1e-12 && !relax) {
+      ThrowBadValue("clusters.global_signs", model.GetString("clusters.global_signs"),
+                    "must sum to 0 (sum " + Num(sum) + "): the global task cancels across clusters (theory.md §3.4)" +
+                        relax_hint);
+    }
+    clusters.teacher_weights = Eigen::MatrixXd::Zero(count + 1, count);
+    for (int c = 0; c < count; ++c) {
+      clusters.teacher_weights(c, c) = 1.0;
+      clusters.teacher_weights(count, c) = s[static_cast<std::size_t>(c)];
+    }
+  } else if (weights) {
+    clusters.teacher_weights = ReadMatrix(model, "clusters.teacher_weights", teacher.units, count,
+                                          "second-layer weights of the teacher units (rows) in each cluster (columns)");
+  }
+  if (clusters.teacher_weights.size() > 0) clusters.teacher_weights *= teacher.weight;
+  const int k = teacher.units * (teacher.HasRouters() ? 2 : 1);
+  clusters.teacher_overlaps = ReadMatrix(model, "clusters.teacher_overlaps", count, k,
+                                         "overlaps v_c·w* of the cluster means (rows) with the teacher vectors (columns)");
+  if (clusters.teacher_overlaps.size() > 0 && clusters.teacher_overlaps.cwiseAbs().maxCoeff() > 0 && !relax) {
+    ThrowBadValue("clusters.teacher_overlaps", model.GetString("clusters.teacher_overlaps"),
+                  "must be zero: the cluster means are orthogonal to the teacher directions (theory.md §3.4)" +
+                      relax_hint);
+  }
+  return clusters;
 }
 
 // teacher.overlap (every pair of distinct teacher expert vectors) or teacher.Q (all teacher
@@ -474,7 +554,15 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
       if (c.kind == CheckKind::kBound) {
         c.constant = model.GetPositive(prefix + "constant", 1.0);
         c.power = model.GetDouble(prefix + "power", 0.0);
-        c.until = model.GetPositive(prefix + "until", 1.0);
+        const std::string until = model.GetString(prefix + "until");
+        if (const auto t = io::ParseNumber(until)) {
+          if (!(*t > 0)) ThrowBadValue(prefix + "until", until, "must be a time > 0 or the name of an event");
+          c.until = *t;
+        } else if (EventNames(prefix + "until", until, events).size() == 1) {
+          c.until_event = until;
+        } else {
+          ThrowBadValue(prefix + "until", until, "must name one event (not NAME[*]) or be a time");
+        }
       } else {
         const std::string op = model.GetString(prefix + "op", "<=");
         if (!FromString(op, &c.comparison)) ThrowBadValue(prefix + "op", op, "is not one of: >=, >, <=, <");
@@ -549,6 +637,7 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
   spec.teacher = ReadUnits(model, "teacher");
   spec.noise_variance = model.GetNonNegative("teacher.noise", 0.0);
   spec.teacher_gram = ReadTeacherGram(model, spec.teacher);
+  spec.clusters = ReadClusters(model, spec.teacher);
   spec.student = ReadUnits(model, "student");
   const std::string vectors = model.GetChoice("student.vectors", "spherical", {"spherical", "free", "normalised"});
   spec.constraint = vectors == "free" ? VectorConstraint::kFree

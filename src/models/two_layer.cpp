@@ -12,6 +12,7 @@
 #include "moeflow/error.hpp"
 #include "moeflow/gauss/expectation.hpp"
 #include "moeflow/gauss/gated_pair.hpp"
+#include "moeflow/links/hermite.hpp"
 
 namespace moeflow {
 namespace {
@@ -110,11 +111,9 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     : spec_(std::move(spec)),
       p_(spec_.student.units * (spec_.student.HasRouters() ? 2 : 1)),
       k_(spec_.teacher.units * (spec_.teacher.HasRouters() ? 2 : 1)),
+      c_(spec_.clusters.count),
       gated_(spec_.student.HasRouters() || spec_.teacher.HasRouters()),
       sampled_(spec_.sampled || spec_.student.top_k > 0 || spec_.teacher.top_k > 0),
-      ss_(*spec_.student.link, *spec_.student.link, kMehlerMaxOrder),
-      st_(*spec_.student.link, *spec_.teacher.link, kMehlerMaxOrder),
-      tt_(*spec_.teacher.link, *spec_.teacher.link, kMehlerMaxOrder),
       student_derivative_(DerivativeOf(spec_.student.link)),
       identity_(MakeLink("identity")) {
   for (const auto& [block, units] : {std::pair{"student", &spec_.student}, std::pair{"teacher", &spec_.teacher}}) {
@@ -133,6 +132,39 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
       ThrowBadValue(std::string(block) + ".selection_temperature",
                     detail::FormatNumber(units->selection_temperature), "must be >= 0 (0: hard top-k)");
     }
+    if (!units->links.empty()) {
+      if (static_cast<int>(units->links.size()) != units->units) {
+        ThrowBadValue(std::string(block) + ".links", std::to_string(units->links.size()) + " links",
+                      "must give one link per unit (" + std::string(block) + ".units = " + std::to_string(units->units) + ")");
+      }
+      if (units->HasRouters()) {
+        throw InputError("key '" + std::string(block) + ".links': per-unit links are for ungated blocks (no gate, "
+                         "no top-k router); use " + std::string(block) + ".link");
+      }
+    }
+  }
+  const InputClusters& clusters = spec_.clusters;
+  if (c_ < 0) ThrowBadValue("clusters.count", std::to_string(c_), "must be >= 0 (0: Gaussian inputs)");
+  if (c_ > 0) {
+    if (!std::isfinite(clusters.scale) || clusters.scale < 0) {
+      ThrowBadValue("clusters.scale", detail::FormatNumber(clusters.scale), "must be a finite number >= 0");
+    }
+    if (clusters.teacher_weights.size() > 0 &&
+        (clusters.teacher_weights.rows() != spec_.teacher.units || clusters.teacher_weights.cols() != c_)) {
+      throw InputError("clusters.teacher_weights: a " + std::to_string(clusters.teacher_weights.rows()) + " x " +
+                       std::to_string(clusters.teacher_weights.cols()) + " matrix for " +
+                       std::to_string(spec_.teacher.units) + " teacher units and " + std::to_string(c_) + " clusters");
+    }
+    if (clusters.teacher_overlaps.size() > 0 &&
+        (clusters.teacher_overlaps.rows() != c_ || clusters.teacher_overlaps.cols() != k_)) {
+      throw InputError("clusters.teacher_overlaps: a " + std::to_string(clusters.teacher_overlaps.rows()) + " x " +
+                       std::to_string(clusters.teacher_overlaps.cols()) + " matrix for " + std::to_string(c_) +
+                       " clusters and " + std::to_string(k_) + " teacher vectors");
+    }
+    if (gated_ && !sampled_) {
+      throw InputError("cluster inputs (clusters.count > 0) with gated units need the sampled backend "
+                       "(population.backend = sampled): the exact gated pair kernels take centred projections");
+    }
   }
   if (spec_.online_sgd_rate != 0.0 && gated_ && !sampled_) {
     throw InputError("the online-SGD term (dynamics.kind = online_sgd) of gated units needs the sampled backend "
@@ -146,13 +178,23 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     throw InputError("student.vectors = normalised is for gated units (soft-routed MoE); for ungated units it "
                      "is the same flow as spherical: use student.vectors = spherical");
   }
-  teacher_gram_ = spec_.teacher_gram.size() == 0 ? Eigen::MatrixXd::Identity(k_, k_) : spec_.teacher_gram;
-  if (teacher_gram_.rows() != k_ || teacher_gram_.cols() != k_) {
-    throw InputError("teacher overlaps: a " + std::to_string(teacher_gram_.rows()) + " x " +
-                     std::to_string(teacher_gram_.cols()) + " matrix for " + std::to_string(k_) + " teacher vectors");
+  const Eigen::MatrixXd teachers = spec_.teacher_gram.size() == 0 ? Eigen::MatrixXd::Identity(k_, k_) : spec_.teacher_gram;
+  if (teachers.rows() != k_ || teachers.cols() != k_) {
+    throw InputError("teacher overlaps: a " + std::to_string(teachers.rows()) + " x " +
+                     std::to_string(teachers.cols()) + " matrix for " + std::to_string(k_) + " teacher vectors");
   }
-  const std::string teacher_problem = TeacherGramProblem(teacher_gram_);
+  const std::string teacher_problem = TeacherGramProblem(teachers);
   if (!teacher_problem.empty()) throw InputError("teacher overlaps: the matrix " + teacher_problem);
+  teacher_gram_ = Eigen::MatrixXd::Identity(k_ + c_, k_ + c_);
+  teacher_gram_.topLeftCorner(k_, k_) = teachers;
+  if (c_ > 0 && clusters.teacher_overlaps.size() > 0) {
+    teacher_gram_.bottomLeftCorner(c_, k_) = clusters.teacher_overlaps;
+    teacher_gram_.topRightCorner(k_, c_) = clusters.teacher_overlaps.transpose();
+    const std::string problem = TeacherGramProblem(teacher_gram_);
+    if (!problem.empty()) {
+      throw InputError("clusters.teacher_overlaps: the overlaps of the teacher vectors and cluster means " + problem);
+    }
+  }
   const int ps = spec_.student.units, kt = spec_.teacher.units;
   if (!spec_.student_weights.empty() && static_cast<int>(spec_.student_weights.size()) != ps) {
     throw InputError("student weights: " + std::to_string(spec_.student_weights.size()) + " given for " +
@@ -163,8 +205,19 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     units_.push_back({weight, spec_.student.link, spec_.student.gate, i, spec_.student.HasRouters() ? ps + i : -1});
   }
   for (int l = 0; l < kt; ++l) {
-    units_.push_back({-spec_.teacher.weight, spec_.teacher.link, spec_.teacher.gate, p_ + l,
+    units_.push_back({-spec_.teacher.weight, spec_.teacher.LinkOf(l), spec_.teacher.gate, p_ + l,
                       spec_.teacher.HasRouters() ? p_ + kt + l : -1});
+  }
+  for (const Unit& u : units_) {
+    const auto found = std::find(distinct_links_.begin(), distinct_links_.end(), u.sigma);
+    link_id_.push_back(static_cast<int>(found - distinct_links_.begin()));
+    if (found == distinct_links_.end()) distinct_links_.push_back(u.sigma);
+  }
+  if (!gated_ && !sampled_ && c_ == 0 && spec_.constraint == VectorConstraint::kSpherical) {
+    const int links = static_cast<int>(distinct_links_.size());
+    for (int i = 0; i < links; ++i) {
+      for (int j = 0; j < links; ++j) kernels_.emplace_back(*distinct_links_[i], *distinct_links_[j], kMehlerMaxOrder);
+    }
   }
   if (sampled_) {
     if (spec_.population_samples < 2) {
@@ -209,14 +262,20 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     }
   } else {
     observables_.push_back({"m", k_, 1, "best student cosine with each teacher, max_i w_i·w*_l / |w_i|"});
+    observables_.push_back({"m_abs", k_, 1, "largest |cosine| of a student with each teacher, max_i |w_i·w*_l| / |w_i|"});
   }
   observables_.push_back({"units", 1, 1, "number of student units not pruned (weight != 0)"});
-  observables_.push_back({"M", p_, k_, "student-teacher overlaps (vectors: student experts, student routers; "
-                                       "teacher experts, teacher routers)", true});
+  observables_.push_back({"M", p_, k_ + c_,
+                          std::string("student-teacher overlaps (vectors: student experts, student routers; "
+                                      "teacher experts, teacher routers") +
+                              (c_ > 0 ? "; then the cluster means v_c, whose overlaps times clusters.scale are the "
+                                        "projections' means)"
+                                      : ")"),
+                          true});
   observables_.push_back({"Q", p_, p_, "student-student overlaps", true});
 }
 
-int TwoLayerFlow::StateSize() const { return p_ * (p_ + 1) / 2 + p_ * k_; }
+int TwoLayerFlow::StateSize() const { return p_ * (p_ + 1) / 2 + p_ * (k_ + c_); }
 
 Eigen::VectorXd TwoLayerFlow::Pack(const Eigen::MatrixXd& gram) const {
   Eigen::VectorXd x(StateSize());
@@ -225,27 +284,104 @@ Eigen::VectorXd TwoLayerFlow::Pack(const Eigen::MatrixXd& gram) const {
     for (int j = i; j < p_; ++j) x[n++] = gram(i, j);
   }
   for (int i = 0; i < p_; ++i) {
-    for (int l = 0; l < k_; ++l) x[n++] = gram(i, p_ + l);
+    for (int l = 0; l < k_ + c_; ++l) x[n++] = gram(i, p_ + l);
   }
   return x;
 }
 
 Eigen::MatrixXd TwoLayerFlow::Unpack(const Eigen::VectorXd& x) const {
   Eigen::MatrixXd gram = Eigen::MatrixXd::Identity(vectors(), vectors());
-  gram.bottomRightCorner(k_, k_) = teacher_gram_;
+  gram.bottomRightCorner(k_ + c_, k_ + c_) = teacher_gram_;
   int n = 0;
   for (int i = 0; i < p_; ++i) {
     for (int j = i; j < p_; ++j) gram(i, j) = gram(j, i) = x[n++];
   }
   for (int i = 0; i < p_; ++i) {
-    for (int l = 0; l < k_; ++l) gram(i, p_ + l) = gram(p_ + l, i) = x[n++];
+    for (int l = 0; l < k_ + c_; ++l) gram(i, p_ + l) = gram(p_ + l, i) = x[n++];
   }
   return gram;
 }
 
 const MehlerKernel& TwoLayerFlow::Kernel(int a, int b) const {
-  const bool sa = a < p_, sb = b < p_;
-  return sa && sb ? ss_ : (sa || sb ? st_ : tt_);
+  return kernels_[static_cast<std::size_t>(link_id_[a] * static_cast<int>(distinct_links_.size()) + link_id_[b])];
+}
+
+double TwoLayerFlow::Sign(int u, int c) const {
+  const int students = spec_.student.units;
+  if (u < students || c_ == 0 || spec_.clusters.teacher_weights.size() == 0) return units_[u].sign;
+  return -spec_.clusters.teacher_weights(u - students, c);
+}
+
+Eigen::VectorXd TwoLayerFlow::Means(const Eigen::MatrixXd& gram, int c) const {
+  if (c_ == 0) return Eigen::VectorXd::Zero(vectors());
+  return spec_.clusters.scale * gram.col(p_ + k_ + c);
+}
+
+// Per cluster, every unit's link shifted by its mean μ_a = ρ Ω(a, v_c) (Appell for polynomial
+// links, quadrature otherwise: ExpandHermite), and with s_a the signs in f − y of cluster c,
+//   R_c = ½σ² + ½ Σ_a s_a² E[σ_a²] + Σ_{a<b} s_a s_b Σ_k c_k^a c_k^b Ω_ab^k,
+//   ∂R_c/∂Ω_ab = s_a s_b Σ_k k c_k^a c_k^b Ω_ab^(k−1),
+//   ∂R_c/∂μ_a = Σ_{b≠a} s_a s_b Σ_k √(k+1) c_(k+1)^a c_k^b Ω_ab^k + s_a² E[σ_a σ_a']
+// (σ_a' has coefficients √(k+1) c_(k+1)^a); R = mean over c, and ∂R/∂Ω(a, v_c) = (ρ/C) ∂R_c/∂μ_a.
+double TwoLayerFlow::ClusterMehler(const Eigen::MatrixXd& gram, Eigen::MatrixXd* g) const {
+  const int units = static_cast<int>(units_.size()), n = vectors();
+  const double weight = 1.0 / c_;
+  if (g != nullptr) g->setZero(n, n);
+  std::vector<int> order(static_cast<std::size_t>(units));
+  for (int a = 0; a < units; ++a) {
+    const int degree = units_[a].sigma->PolynomialDegree();
+    order[a] = degree >= 0 ? degree : kMehlerMaxOrder;
+  }
+  std::vector<HermiteExpansion> series(static_cast<std::size_t>(units));
+  std::vector<double> sign(static_cast<std::size_t>(units)), mean_derivative(static_cast<std::size_t>(units));
+  double risk = 0.0;
+  for (int c = 0; c < c_; ++c) {
+    const Eigen::VectorXd mu = Means(gram, c);
+    for (int a = 0; a < units; ++a) {
+      series[a] = ExpandHermite(*units_[a].sigma, order[a] + 1, 1.0, mu[a]);
+      sign[a] = Sign(a, c);
+    }
+    double r = 0.0;
+    for (int a = 0; a < units; ++a) {
+      const std::vector<double>& ca = series[a].coefficients;
+      r += 0.5 * sign[a] * sign[a] * series[a].second_moment;
+      double own = 0.0;  // E[σ_a σ_a']
+      for (int k = 0; k < order[a]; ++k) own += std::sqrt(k + 1.0) * ca[k + 1] * ca[k];
+      mean_derivative[a] = sign[a] * sign[a] * own;
+    }
+    for (int a = 0; a < units; ++a) {
+      const std::vector<double>& ca = series[a].coefficients;
+      for (int b = a + 1; b < units; ++b) {
+        const std::vector<double>& cb = series[b].coefficients;
+        const double s = sign[a] * sign[b], rho = gram(a, b);
+        const int kmax = std::min(order[a], order[b]);
+        double value = 0.0, slope = 0.0, shift_a = 0.0, shift_b = 0.0, power = 1.0;
+        for (int k = 0; k <= kmax; ++k) {
+          value += ca[k] * cb[k] * power;
+          shift_a += std::sqrt(k + 1.0) * ca[k + 1] * cb[k] * power;
+          shift_b += std::sqrt(k + 1.0) * cb[k + 1] * ca[k] * power;
+          if (k + 1 <= kmax) slope += (k + 1.0) * ca[k + 1] * cb[k + 1] * power;
+          power *= rho;
+        }
+        r += s * value;
+        mean_derivative[a] += s * shift_a;
+        mean_derivative[b] += s * shift_b;
+        if (g != nullptr) {
+          (*g)(a, b) += weight * 0.5 * s * slope;
+          (*g)(b, a) = (*g)(a, b);
+        }
+      }
+    }
+    risk += weight * r;
+    if (g != nullptr) {
+      const int v = p_ + k_ + c;
+      for (int a = 0; a < units; ++a) {
+        (*g)(a, v) += 0.5 * weight * spec_.clusters.scale * mean_derivative[a];
+        (*g)(v, a) = (*g)(a, v);
+      }
+    }
+  }
+  return risk + 0.5 * spec_.noise_variance;
 }
 
 TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram, bool gradient,
@@ -265,7 +401,7 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   // Per-thread workspaces: a drift evaluation would otherwise allocate (and the system return)
   // several N × n matrices.
   thread_local Eigen::MatrixXd hp, g, df;
-  thread_local RowMatrix h;
+  thread_local RowMatrix h, hc;
   thread_local Eigen::VectorXd squared;
   hp.noalias() = (*points_) * l.transpose();
   const int count = static_cast<int>(hp.rows()), half = count / 2;
@@ -276,23 +412,35 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   const BlockOutput student(spec_.student, 0, spec_.student.HasRouters() ? ps : -1);
   const BlockOutput teacher(spec_.teacher, p_, spec_.teacher.HasRouters() ? p_ + kt : -1);
   const std::vector<double> student_weights = StudentWeights();
-  const std::vector<double> teacher_weights(static_cast<std::size_t>(kt), spec_.teacher.weight);
   BlockOutput::Scratch scratch;
-  std::vector<double> grad(static_cast<std::size_t>(n), 0.0);
-  squared.resize(count);
-  g.resize(gradient || covariance ? count : 0, p_);
-  df.resize(covariance ? count : 0, p_);
-  for (int b = 0; b < count; ++b) {
-    const double* row = h.row(b).data();
-    const double y = teacher.Evaluate(row, teacher_weights.data(), nullptr, &scratch);
-    const double f = student.Evaluate(row, student_weights.data(), g.size() ? grad.data() : nullptr, &scratch);
-    const double r = f - y;
-    squared[b] = r * r;
-    if (g.size()) {
-      for (int a = 0; a < p_; ++a) g(b, a) = r * grad[a];
-    }
-    if (covariance) {
-      for (int a = 0; a < p_; ++a) df(b, a) = grad[a];
+  std::vector<double> grad(static_cast<std::size_t>(n), 0.0), shifted(static_cast<std::size_t>(n));
+  const int passes = ClusterPasses();
+  squared.setZero(count);
+  g.resize(gradient || covariance ? count * passes : 0, p_);
+  df.resize(covariance ? count * passes : 0, p_);
+  hc.resize(gradient && c_ > 0 ? count * passes : 0, n);
+  for (int c = 0; c < passes; ++c) {
+    // Cluster c: every point shifted by the means (the same points for every cluster).
+    const Eigen::VectorXd mu = Means(gram, c);
+    std::vector<double> teacher_weights(static_cast<std::size_t>(kt), spec_.teacher.weight);
+    for (int l = 0; l < kt; ++l) teacher_weights[l] = -Sign(spec_.student.units + l, c);
+    for (int b = 0; b < count; ++b) {
+      const double* row = h.row(b).data();
+      if (c_ > 0) {
+        for (int a = 0; a < n; ++a) shifted[a] = row[a] + mu[a];
+        row = shifted.data();
+        if (hc.size()) hc.row(c * count + b) = Eigen::Map<const Eigen::RowVectorXd>(row, n);
+      }
+      const double y = teacher.Evaluate(row, teacher_weights.data(), nullptr, &scratch);
+      const double f = student.Evaluate(row, student_weights.data(), g.size() ? grad.data() : nullptr, &scratch);
+      const double r = f - y;
+      squared[b] += r * r / passes;
+      if (g.size()) {
+        for (int a = 0; a < p_; ++a) g(c * count + b, a) = r * grad[a];
+      }
+      if (covariance) {
+        for (int a = 0; a < p_; ++a) df(c * count + b, a) = grad[a];
+      }
     }
   }
   SampledTerms terms;
@@ -308,14 +456,14 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
     // through each other's span) and push Ω out of the PSD cone. The estimate is therefore shrunk
     // on the directions the points cannot resolve: D̃ = D̂ (Ω + εI)⁻¹ Ω with ε = 1/N, which keeps
     // λ' = O(λ) and changes D by O(ε) elsewhere.
-    const Eigen::MatrixXd d = g.transpose() * h / static_cast<double>(count);
+    const Eigen::MatrixXd d = (c_ > 0 ? g.transpose() * hc : g.transpose() * h) / static_cast<double>(g.rows());
     const double epsilon = 1.0 / static_cast<double>(count);
     const Eigen::MatrixXd regularised = gram + epsilon * Eigen::MatrixXd::Identity(n, n);
     terms.gradient_overlaps = d * regularised.ldlt().solve(gram);
   }
   if (covariance) {
     terms.gradient_covariance =
-        (g.transpose() * g + spec_.noise_variance * df.transpose() * df) / static_cast<double>(count);
+        (g.transpose() * g + spec_.noise_variance * df.transpose() * df) / static_cast<double>(g.rows());
   }
   return terms;
 }
@@ -335,21 +483,26 @@ double TwoLayerFlow::Risk(const Eigen::MatrixXd& gram) const {
     }
     return r + 0.5 * spec_.noise_variance;
   }
-  for (int a = 0; a < vectors(); ++a) {
-    for (int b = a; b < vectors(); ++b) {
-      double e = 0;
-      if (UsesMehler()) {
-        e = a == b ? Kernel(a, a).AtOne() : Kernel(a, b).Value(gram(a, b));
-      } else {
-        const Eigen::Matrix2d cov{{gram(a, a), gram(a, b)}, {gram(a, b), gram(b, b)}};
-        e = Expect({units_[a].sigma, units_[b].sigma}, Eigen::Vector2d::Zero(), cov, ExpectationBackend::kAuto,
-                   StateExpectations())
-                .value;
+  if (UsesMehler() && c_ > 0) return ClusterMehler(gram, nullptr);
+  const int units = static_cast<int>(units_.size());  // ungated: unit a is vector a
+  for (int c = 0; c < ClusterPasses(); ++c) {
+    const Eigen::VectorXd mu = Means(gram, c);
+    for (int a = 0; a < units; ++a) {
+      for (int b = a; b < units; ++b) {
+        double e = 0;
+        if (UsesMehler()) {
+          e = a == b ? Kernel(a, a).AtOne() : Kernel(a, b).Value(gram(a, b));
+        } else {
+          const Eigen::Matrix2d cov{{gram(a, a), gram(a, b)}, {gram(a, b), gram(b, b)}};
+          e = Expect({units_[a].sigma, units_[b].sigma}, Eigen::Vector2d(mu[a], mu[b]), cov, ExpectationBackend::kAuto,
+                     StateExpectations())
+                  .value;
+        }
+        r += (a == b ? 0.5 : 1.0) * Sign(a, c) * Sign(b, c) * e;
       }
-      r += (a == b ? 0.5 : 1.0) * units_[a].sign * units_[b].sign * e;
     }
   }
-  return r + 0.5 * spec_.noise_variance;
+  return r / ClusterPasses() + 0.5 * spec_.noise_variance;
 }
 
 const GatedPairKernel& TwoLayerFlow::GatedKernel(int u, int v) const {
@@ -440,22 +593,26 @@ Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) cons
   }
   if (gated_) return GatedGradientOverlaps(gram);
   if (UsesMehler()) return 2.0 * RiskGradient(gram) * gram;
-  const int n = vectors();
+  // D_ab = E[g_a h_b] with h ~ N(μ_c, Ω) (the mean included in h_b), averaged over clusters.
+  const int n = vectors(), units = static_cast<int>(units_.size());
   Eigen::MatrixXd d = Eigen::MatrixXd::Zero(n, n);
   Eigen::Matrix3d cov;
-  for (int a = 0; a < p_; ++a) {
-    for (int b = 0; b < n; ++b) {
-      double sum = 0;
-      for (int v = 0; v < n; ++v) {
-        const int i[3] = {a, b, v};  // E[σ'(h_a) h_b σ_v(h_v)]
-        for (int r = 0; r < 3; ++r) {
-          for (int c = 0; c < 3; ++c) cov(r, c) = gram(i[r], i[c]);
+  for (int c = 0; c < ClusterPasses(); ++c) {
+    const Eigen::VectorXd mu = Means(gram, c);
+    for (int a = 0; a < p_; ++a) {
+      for (int b = 0; b < n; ++b) {
+        double sum = 0;
+        for (int v = 0; v < units; ++v) {
+          const int i[3] = {a, b, v};  // E[σ'(h_a) h_b σ_v(h_v)]
+          for (int r = 0; r < 3; ++r) {
+            for (int q = 0; q < 3; ++q) cov(r, q) = gram(i[r], i[q]);
+          }
+          sum += Sign(v, c) * Expect({student_derivative_, identity_, units_[v].sigma}, Eigen::Vector3d(mu[a], mu[b], mu[v]),
+                                     cov, ExpectationBackend::kAuto, StateExpectations())
+                                  .value;
         }
-        sum += units_[v].sign * Expect({student_derivative_, identity_, units_[v].sigma}, Eigen::Vector3d::Zero(), cov,
-                                ExpectationBackend::kAuto, StateExpectations())
-                             .value;
+        d(a, b) += units_[a].sign * sum / ClusterPasses();
       }
-      d(a, b) = units_[a].sign * sum;
     }
   }
   return d;
@@ -467,30 +624,35 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
   Eigen::MatrixXd e = Eigen::MatrixXd::Zero(p_, p_);
   Eigen::Matrix4d cov4;
   Eigen::Matrix2d cov2;
-  for (int a = 0; a < p_; ++a) {
-    for (int b = a; b < p_; ++b) {
-      double sum = 0;
-      for (int v = 0; v < vectors(); ++v) {
-        for (int w = 0; w < vectors(); ++w) {
-          const int i[4] = {a, b, v, w};
-          for (int r = 0; r < 4; ++r) {
-            for (int c = 0; c < 4; ++c) cov4(r, c) = gram(i[r], i[c]);
+  const int units = static_cast<int>(units_.size());
+  for (int c = 0; c < ClusterPasses(); ++c) {
+    const Eigen::VectorXd mu = Means(gram, c);
+    for (int a = 0; a < p_; ++a) {
+      for (int b = a; b < p_; ++b) {
+        double sum = 0;
+        for (int v = 0; v < units; ++v) {
+          for (int w = 0; w < units; ++w) {
+            const int i[4] = {a, b, v, w};
+            for (int r = 0; r < 4; ++r) {
+              for (int q = 0; q < 4; ++q) cov4(r, q) = gram(i[r], i[q]);
+            }
+            sum += Sign(v, c) * Sign(w, c) *
+                   Expect({student_derivative_, student_derivative_, units_[v].sigma, units_[w].sigma},
+                          Eigen::Vector4d(mu[a], mu[b], mu[v], mu[w]), cov4, ExpectationBackend::kAuto,
+                          StateExpectations())
+                       .value;
           }
-          sum += units_[v].sign * units_[w].sign *
-                 Expect({student_derivative_, student_derivative_, units_[v].sigma, units_[w].sigma},
-                        Eigen::Vector4d::Zero(), cov4,
+        }
+        if (spec_.noise_variance > 0) {
+          cov2 << gram(a, a), gram(a, b), gram(a, b), gram(b, b);
+          sum += spec_.noise_variance *
+                 Expect({student_derivative_, student_derivative_}, Eigen::Vector2d(mu[a], mu[b]), cov2,
                         ExpectationBackend::kAuto, StateExpectations())
                      .value;
         }
+        e(a, b) += units_[a].sign * units_[b].sign * sum / ClusterPasses();
+        e(b, a) = e(a, b);
       }
-      if (spec_.noise_variance > 0) {
-        cov2 << gram(a, a), gram(a, b), gram(a, b), gram(b, b);
-        sum += spec_.noise_variance *
-               Expect({student_derivative_, student_derivative_}, Eigen::Vector2d::Zero(), cov2,
-                      ExpectationBackend::kAuto, StateExpectations())
-                   .value;
-      }
-      e(a, b) = e(b, a) = units_[a].sign * units_[b].sign * sum;
     }
   }
   return e;
@@ -498,6 +660,10 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
 
 Eigen::MatrixXd TwoLayerFlow::RiskGradient(const Eigen::MatrixXd& gram) const {
   Eigen::MatrixXd g = Eigen::MatrixXd::Zero(vectors(), vectors());
+  if (c_ > 0) {
+    ClusterMehler(gram, &g);
+    return g;
+  }
   for (int a = 0; a < vectors(); ++a) {
     for (int b = a + 1; b < vectors(); ++b) {
       g(a, b) = g(b, a) = 0.5 * units_[a].sign * units_[b].sign * Kernel(a, b).Derivative(gram(a, b));
@@ -526,7 +692,7 @@ Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const {
     }
   }
   Eigen::MatrixXd drift = v + v.transpose();
-  drift.bottomRightCorner(k_, k_).setZero();
+  drift.bottomRightCorner(k_ + c_, k_ + c_).setZero();
   if (spec_.constraint != VectorConstraint::kFree) {
     // Unit norms are exact, not integrated: 2 v_aa = 2Λ D_aa (Ω_aa − 1) would amplify round-off
     // in Ω_aa at rate 2Λ|D_aa| wherever D_aa < 0.
@@ -596,12 +762,13 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bo
     }
   } else {
     for (int l = 0; l < k_; ++l) (*values)[n++] = best([&](int i) { return cosine(i, p_ + l); });
+    for (int l = 0; l < k_; ++l) (*values)[n++] = best([&](int i) { return std::abs(cosine(i, p_ + l)); });
   }
   int alive = 0;
   for (int i = 0; i < ps; ++i) alive += units_[i].sign != 0.0;
   (*values)[n++] = alive;
   for (int i = 0; i < p_; ++i) {
-    for (int l = 0; l < k_; ++l) (*values)[n++] = gram(i, p_ + l);
+    for (int l = 0; l < k_ + c_; ++l) (*values)[n++] = gram(i, p_ + l);
   }
   for (int i = 0; i < p_; ++i) {
     for (int j = 0; j < p_; ++j) (*values)[n++] = gram(i, j);

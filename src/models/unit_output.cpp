@@ -23,7 +23,8 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
         }
         continue;
       }
-      const double s = sigma.Value(z);
+      const Link& own = *block_.LinkOf(i);  // per-unit links: ungated blocks only
+      const double s = own.Value(z);
       if (block_.gate) {
         const double r = h[router_ + i], gate = block_.gate->Value(r);
         f += a[i] * gate * s;
@@ -33,7 +34,7 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
         }
       } else {
         f += a[i] * s;
-        if (grad != nullptr) grad[expert_ + i] = a[i] * sigma.Derivative(z);
+        if (grad != nullptr) grad[expert_ + i] = a[i] * own.Derivative(z);
       }
     }
     return f;

@@ -1,20 +1,32 @@
 #include "sgd/batch_gradient.hpp"
+#include <algorithm>
 
 namespace moeflow {
 
 BatchGradient::BatchGradient(const TwoLayerFlow& model)
     : spec_(model.spec()), p_(model.students()), n_(model.vectors()), weights_(model.StudentWeights()),
-      teacher_weights_(static_cast<std::size_t>(spec_.teacher.units), spec_.teacher.weight),
       student_(spec_.student, 0, spec_.student.HasRouters() ? spec_.student.units : -1),
       teacher_(spec_.teacher, p_, spec_.teacher.HasRouters() ? p_ + spec_.teacher.units : -1),
-      row_(static_cast<std::size_t>(n_)), grad_(static_cast<std::size_t>(n_)) {}
+      row_(static_cast<std::size_t>(n_)), grad_(static_cast<std::size_t>(n_)) {
+  const InputClusters& clusters = spec_.clusters;
+  const int kt = spec_.teacher.units;
+  teacher_weights_.assign(static_cast<std::size_t>(std::max(1, clusters.count)),
+                          std::vector<double>(static_cast<std::size_t>(kt), spec_.teacher.weight));
+  if (clusters.teacher_weights.size() > 0) {
+    for (int c = 0; c < clusters.count; ++c) {
+      for (int l = 0; l < kt; ++l) teacher_weights_[c][l] = clusters.teacher_weights(l, c);
+    }
+  }
+}
 
-void BatchGradient::Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise, Eigen::VectorXd* out) const {
+void BatchGradient::Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise, const std::vector<int>& clusters,
+                           Eigen::VectorXd* out) const {
   Eigen::VectorXd& y = *out;
   y = noise;
   for (Eigen::Index b = 0; b < h.rows(); ++b) {
     for (int a = p_; a < n_; ++a) row_[a] = h(b, a);
-    y[b] += teacher_.Evaluate(row_.data(), teacher_weights_.data(), nullptr, &scratch_);
+    const std::vector<double>& weights = teacher_weights_[clusters.empty() ? 0 : clusters[b]];
+    y[b] += teacher_.Evaluate(row_.data(), weights.data(), nullptr, &scratch_);
   }
 }
 

@@ -16,8 +16,10 @@ class BatchGradient {
  public:
   explicit BatchGradient(const TwoLayerFlow& model);
 
-  // y = the teacher's output (models/unit_output.hpp) + noise (teacher vectors have unit norm).
-  void Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise, Eigen::VectorXd* y) const;
+  // y = the teacher's output (models/unit_output.hpp) + noise (teacher vectors have unit norm);
+  // with input clusters, sample b's teacher weights are those of cluster clusters[b].
+  void Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise, const std::vector<int>& clusters,
+              Eigen::VectorXd* y) const;
 
   // With h̄ = H with the student columns divided by `norms` (ones unless normalised):
   // residual F = f(h̄) − y and g (B × p) = ∂ℓ/∂h̄ = F ∂f/∂h̄ (e.g. F a π(r_i) σ'(h_i) for the
@@ -38,7 +40,8 @@ class BatchGradient {
 
   TwoLayerSpec spec_;
   int p_, n_;
-  std::vector<double> weights_, teacher_weights_;
+  std::vector<double> weights_;
+  std::vector<std::vector<double>> teacher_weights_;  // per cluster (one without clusters)
   BlockOutput student_, teacher_;
   mutable BlockOutput::Scratch scratch_;
   mutable std::vector<double> row_, grad_;

@@ -31,6 +31,28 @@ void FillNormal(Rng& rng, double* out, Eigen::Index count) {
   for (Eigen::Index i = 0; i < count; ++i) out[i] = normal(rng);
 }
 
+// Input clusters (TwoLayerSpec::clusters): x = z + ρ v_c with c uniform, v_c the vector at index
+// first + c.
+struct Mixture {
+  int count = 0;
+  double scale = 0.0;
+  int first = 0;
+
+  explicit Mixture(const TwoLayerFlow& model)
+      : count(model.cluster_means()), scale(model.spec().clusters.scale),
+        first(model.vectors() - model.cluster_means()) {}
+  // One cluster per sample, uniform, before the sample's normals (nothing without clusters).
+  void Draw(Rng& rng, Eigen::Index samples, std::vector<int>* ids) const {
+    ids->resize(count > 0 ? static_cast<std::size_t>(samples) : 0);
+    for (int& c : *ids) c = static_cast<int>(static_cast<double>(rng() >> 11) * 0x1.0p-53 * count);
+  }
+  // Adds ρ times the coordinates of v_c (row first + c of `coordinates`) to every row.
+  template <typename Rows, typename Coordinates>
+  void Shift(const std::vector<int>& ids, const Coordinates& coordinates, Rows& rows) const {
+    for (std::size_t b = 0; b < ids.size(); ++b) rows.row(b) += scale * coordinates.row(first + ids[b]);
+  }
+};
+
 // F with Ω = F Fᵀ, F (n × r) from a pivoted LDLᵀ; r counts the pivots above the round-off
 // level. Returns false if Ω has a clearly negative pivot.
 bool GramFactor(const Eigen::MatrixXd& gram, Eigen::MatrixXd* factor, double* worst_pivot) {
@@ -57,8 +79,8 @@ bool GramFactor(const Eigen::MatrixXd& gram, Eigen::MatrixXd* factor, double* wo
 class Engine {
  public:
   virtual ~Engine() = default;
-  // The raw projections H = X Uᵀ (B × n) of a fresh batch.
-  virtual void DrawBatch(Rng& rng, Eigen::MatrixXd* h) = 0;
+  // The raw projections H = X Uᵀ (B × n) of a fresh batch, and its samples' clusters.
+  virtual void DrawBatch(Rng& rng, Eigen::MatrixXd* h, std::vector<int>* clusters) = 0;
   // Applies the update to the student rows (a: p, delta: B × p).
   virtual void Update(const Eigen::VectorXd& a, const Eigen::MatrixXd& delta) = 0;
   virtual void Normalise() = 0;  // student rows back to unit norm (spherical)
@@ -68,11 +90,13 @@ class Engine {
 
 class VectorEngine final : public Engine {
  public:
-  VectorEngine(const Eigen::MatrixXd& gram, int p, long long d, int batch)
-      : p_(p), u_(VectorsFromGram(gram, p, d)), x_(batch, d) {}
+  VectorEngine(const Eigen::MatrixXd& gram, int p, long long d, int batch, const Mixture& mixture)
+      : p_(p), u_(VectorsFromGram(gram, p, d)), x_(batch, d), mixture_(mixture) {}
 
-  void DrawBatch(Rng& rng, Eigen::MatrixXd* h) override {
+  void DrawBatch(Rng& rng, Eigen::MatrixXd* h, std::vector<int>* clusters) override {
+    mixture_.Draw(rng, x_.rows(), clusters);
     FillNormal(rng, x_.data(), x_.size());
+    mixture_.Shift(*clusters, u_, x_);
     h->noalias() = x_ * u_.transpose();
   }
   // A fixed batch: rows of a training set.
@@ -93,18 +117,20 @@ class VectorEngine final : public Engine {
   int p_;
   Eigen::MatrixXd u_;  // n × d, row-major would not help the products here
   Eigen::MatrixXd x_;  // B × d
+  Mixture mixture_;
 };
 
 class OverlapEngine final : public Engine {
  public:
-  OverlapEngine(const Eigen::MatrixXd& gram, int p, long long d, int batch)
-      : p_(p), d_(d), gram_(gram), next_(gram), lower_(Eigen::MatrixXd::Zero(gram.rows(), gram.rows())),
+  OverlapEngine(const Eigen::MatrixXd& gram, int p, long long d, int batch, const Mixture& mixture)
+      : mixture_(mixture), p_(p), d_(d), gram_(gram), next_(gram), lower_(Eigen::MatrixXd::Zero(gram.rows(), gram.rows())),
         raw_(batch, gram.rows()),
         xx_(batch, batch), z_(batch, gram.rows()), t_(batch, batch), tmat_(p, gram.rows()), ddelta_(p, p),
         sd_(batch, p) {}
 
-  void DrawBatch(Rng& rng, Eigen::MatrixXd* h) override {
+  void DrawBatch(Rng& rng, Eigen::MatrixXd* h, std::vector<int>* clusters) override {
     const Eigen::Index batch = raw_.rows(), n = gram_.rows();
+    mixture_.Draw(rng, batch, clusters);
     // h = L z with Ω = L Lᵀ: Cholesky while Ω is positive definite, the pivoted LDLᵀ otherwise.
     Eigen::Index r = n;
     const Eigen::MatrixXd* factor = &lower_;
@@ -120,6 +146,8 @@ class OverlapEngine final : public Engine {
     }
     if (z_.cols() != r) z_.resize(batch, r);
     FillNormal(rng, z_.data(), z_.size());
+    // The span's coordinates of x = z + ρ v_c: those of z plus ρ times v_c's row of the factor.
+    mixture_.Shift(*clusters, *factor, z_);
     const rng::ZigguratNormal& normal = rng::StandardNormal();
     if (batch == 1) {  // the common online case, without Eigen's small-product overheads
       const double* z = z_.data();
@@ -211,6 +239,7 @@ class OverlapEngine final : public Engine {
     return true;
   }
 
+  Mixture mixture_;
   int p_;
   long long d_;
   Eigen::MatrixXd gram_, next_;
@@ -223,6 +252,7 @@ class OverlapEngine final : public Engine {
 struct TrainingSet {
   Eigen::MatrixXd x;  // n × d
   Eigen::VectorXd y;
+  std::vector<int> clusters;  // each sample's cluster (input clusters only)
   std::vector<int> order;
   std::size_t next = 0;
 };
@@ -366,14 +396,15 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   const double eta = options.learning_rate;
   const int batch = options.batch;
 
+  const Mixture mixture(model);
   std::unique_ptr<Engine> engine;
   VectorEngine* vectors = nullptr;
   if (options.ResolvedEngine() == SgdEngine::kVectors) {
-    auto v = std::make_unique<VectorEngine>(initial_gram, p, options.d, batch);
+    auto v = std::make_unique<VectorEngine>(initial_gram, p, options.d, batch, mixture);
     vectors = v.get();
     engine = std::move(v);
   } else {
-    engine = std::make_unique<OverlapEngine>(initial_gram, p, options.d, batch);
+    engine = std::make_unique<OverlapEngine>(initial_gram, p, options.d, batch, mixture);
   }
 
   // The training set is drawn batch by batch in the order online SGD draws its batches (inputs,
@@ -387,16 +418,20 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
     Eigen::VectorXd noise(options.samples);
     Eigen::MatrixXd chunk(batch, options.d);
     Eigen::VectorXd chunk_noise(batch);
+    std::vector<int> chunk_clusters;
     for (long long first = 0; first < options.samples; first += batch) {
+      mixture.Draw(rng, batch, &chunk_clusters);
       FillNormal(rng, chunk.data(), chunk.size());
+      mixture.Shift(chunk_clusters, vectors->vectors(), chunk);
       FillNormal(rng, chunk_noise.data(), batch);
       const long long rows = std::min<long long>(batch, options.samples - first);
       train.x.middleRows(first, rows) = chunk.topRows(rows);
       noise.segment(first, rows) = chunk_noise.head(rows);
+      if (!chunk_clusters.empty()) train.clusters.insert(train.clusters.end(), chunk_clusters.begin(), chunk_clusters.begin() + rows);
     }
     const Eigen::MatrixXd h = train.x * vectors->vectors().transpose();
     noise *= std::sqrt(model.spec().noise_variance);
-    gradient.Labels(h, noise, &train.y);
+    gradient.Labels(h, noise, train.clusters, &train.y);
     train.order.resize(static_cast<std::size_t>(options.samples));
     std::iota(train.order.begin(), train.order.end(), 0);
   }
@@ -411,6 +446,7 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   Eigen::MatrixXd h(batch, n), hbar(batch, n), g(batch, p), delta(batch, p);
   Eigen::MatrixXd xb(options.samples > 0 ? batch : 0, options.samples > 0 ? options.d : 0);  // a training batch
   Eigen::VectorXd residual(batch), noise(batch), a(p), labels(batch), norms = Eigen::VectorXd::Ones(p);
+  std::vector<int> clusters;
   const double noise_sd = std::sqrt(model.spec().noise_variance);
   // The protocol: each stage's model (pruned weights, multipliers) and stop rule.
   const std::vector<Stage> stages = options.stages.empty() ? std::vector<Stage>{WholeRunStage(model.spec())}
@@ -453,9 +489,12 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
     // Independent engine draws on the test stream, in chunks of the batch size.
     while (done < options.test_samples) {
       Eigen::MatrixXd th;
+      std::vector<int> tc;
+      mixture.Draw(test_rng, batch, &tc);
       if (vectors) {
         Eigen::MatrixXd tx(batch, options.d);
         FillNormal(test_rng, tx.data(), tx.size());
+        mixture.Shift(tc, vectors->vectors(), tx);
         th = tx * vectors->vectors().transpose();
       } else {
         Eigen::MatrixXd f;
@@ -463,13 +502,14 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
         GramFactor(engine->Gram(), &f, &worst);
         Eigen::MatrixXd z(batch, f.cols());
         FillNormal(test_rng, z.data(), z.size());
+        mixture.Shift(tc, f, z);
         th = z * f.transpose();
       }
       Eigen::VectorXd tn(batch);
       FillNormal(test_rng, tn.data(), tn.size());
       tn *= noise_sd;
       Eigen::VectorXd ty;
-      gradient.Labels(th, tn, &ty);
+      gradient.Labels(th, tn, tc, &ty);
       sum += gradient.Risk(th, model_norms(), ty) * static_cast<double>(batch);
       done += batch;
     }
@@ -589,7 +629,7 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
       vectors->SetBatch(xb, &h);
     } else {
       try {
-        engine->DrawBatch(rng, &h);
+        engine->DrawBatch(rng, &h, &clusters);
       } catch (const Error& e) {  // the overlap state left the PSD cone: an outcome, not a crash
         run.summary.termination = Termination::kInvariantViolated;
         run.summary.message = std::string(e.what()) + " at t = " + detail::FormatNumber(t) + " (step " +
@@ -598,7 +638,7 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
       }
       FillNormal(rng, noise.data(), batch);
       noise *= noise_sd;
-      gradient.Labels(h, noise, &labels);
+      gradient.Labels(h, noise, clusters, &labels);
     }
     if (constraint == VectorConstraint::kNormalised) norms = engine->StudentNorms();
     gradient.Compute(h, norms, labels, &hbar, &residual, &g);

@@ -1,6 +1,7 @@
 #include "moeflow/verify/checks.hpp"
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "common/text.hpp"
@@ -128,21 +129,31 @@ CheckResult Scaling(const CheckSpec& c, const io::ModelFile& file, const VerifyO
   return r;
 }
 
-CheckResult Bound(const CheckSpec& c, const Trajectory& trajectory, long long d) {
+CheckResult Bound(const CheckSpec& c, const Trajectory& trajectory, const RunSummary& summary, long long d) {
   CheckResult r;
   r.spec = c;
   const double bound = c.constant * std::pow(static_cast<double>(d), c.power);
+  double until = c.until;
+  std::string horizon = Num(c.until);
+  if (!c.until_event.empty()) {
+    const EventRecord* e = FindEvent(summary, c.until_event);
+    until = e != nullptr && e->occurred ? e->time : std::nan("");
+    horizon = Time(summary, c.until_event);
+  }
   const ObservableSelector selector(c.observable, trajectory.observables, "check." + c.name + ".observable");
   double largest = 0.0, at = 0.0;
-  for (std::size_t row = 0; row < trajectory.time.size() && trajectory.time[row] <= c.until; ++row) {
+  // Without its horizon event the check fails; the largest value over the whole run is reported.
+  const double last = std::isfinite(until) ? until : std::numeric_limits<double>::infinity();
+  for (std::size_t row = 0; row < trajectory.time.size() && trajectory.time[row] <= last; ++row) {
     const double v = std::abs(selector.Evaluate(trajectory.values[row]));
     if (v > largest) largest = v, at = trajectory.time[row];
   }
   r.expected = "|" + c.observable + "| <= " + Num(c.constant) + " d^" + Num(c.power) + " = " + Num(bound) +
-               " for t <= " + Num(c.until);
-  r.measured = "max " + Num(largest) + " at t = " + Num(at);
+               " for t <= " + (c.until_event.empty() ? horizon : "the time of event " + c.until_event);
+  r.measured = "max " + Num(largest) + " at t = " + Num(at) +
+               (c.until_event.empty() ? "" : std::isfinite(until) ? " (" + horizon + ")" : " over the whole run (" + horizon + ")");
   r.values = {largest, bound};
-  r.status = largest <= bound ? CheckStatus::kPass : CheckStatus::kFail;
+  r.status = std::isfinite(until) && largest <= bound ? CheckStatus::kPass : CheckStatus::kFail;
   return r;
 }
 
@@ -255,7 +266,7 @@ Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
       case CheckKind::kOrder: v.results.push_back(Order(c, v.summary)); break;
       case CheckKind::kBefore: v.results.push_back(Before(c, v.summary)); break;
       case CheckKind::kScaling: v.results.push_back(Scaling(c, model, options)); break;
-      case CheckKind::kBound: v.results.push_back(Bound(c, v.trajectory, setup.d)); break;
+      case CheckKind::kBound: v.results.push_back(Bound(c, v.trajectory, v.summary, setup.d)); break;
       case CheckKind::kFinal: v.results.push_back(Final(c, v.trajectory)); break;
       case CheckKind::kArgmin: v.results.push_back(Argmin(c, model, options)); break;
     }

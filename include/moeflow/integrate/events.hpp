@@ -5,6 +5,7 @@
 //   name[i]       element i of a vector observable (0-based)
 //   name[i,j]     element (i, j) of a matrix observable
 //   max(name), min(name), maxabs(name)   a reduction over all elements
+//   max(name[i:j])  (and min, maxabs)    a reduction over the elements i, ..., j − 1 of a vector
 #pragma once
 
 #include <limits>

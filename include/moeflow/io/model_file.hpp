@@ -50,6 +50,8 @@ class ModelFile {
   std::vector<std::string> GetStringList(const std::string& key,
                                          const std::vector<std::string>& fallback) const;
   LinkPtr GetLink(const std::string& key, const std::string& fallback) const;
+  // A comma-separated list of links (commas inside parentheses do not split).
+  std::vector<LinkPtr> GetLinkList(const std::string& key) const;
 
   // Throws InputError for the first key (in file order) that no getter asked for.
   void CheckAllKeysUsed() const;

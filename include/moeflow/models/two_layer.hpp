@@ -27,8 +27,10 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "moeflow/gauss/gated_pair.hpp"
@@ -55,8 +57,26 @@ struct UnitBlock {
   double temperature = 1.0;  // τ of the router logits
   bool softmax = true;       // top-k: softmax weights over the selected experts (false: weight 1)
   double selection_temperature = 0.0;  // τ_s of the soft top-k; 0: hard selection
+  // Per-unit expert links (ungated blocks; empty: `link` for every unit), e.g. a teacher whose
+  // components have different links.
+  std::vector<LinkPtr> links;
 
   bool HasRouters() const { return gate != nullptr || top_k > 0; }
+  const LinkPtr& LinkOf(int unit) const { return links.empty() ? link : links[static_cast<std::size_t>(unit)]; }
+};
+
+// Inputs from a mixture of C clusters (theory.md §3.4): c uniform on {1..C}, x ~ N(ρ v_c, I_d),
+// where the v_c are fixed unit vectors (the directions of the cluster means), orthonormal, and
+// orthogonal to the teacher vectors unless `teacher_overlaps` says otherwise. They follow the
+// teacher vectors in the vector order, so their overlaps with the students are state: the mean
+// of projection a in cluster c is μ_a = ρ Ω(a, v_c). Teacher unit l has second-layer weight
+// W(l, c) in cluster c (a cluster-dependent teacher such as Kawata et al.'s
+// y = f*_c(w*_c·x) + s_c g*(w*_g·x)).
+struct InputClusters {
+  int count = 0;        // C; 0: x ~ N(0, I_d)
+  double scale = 0.0;   // ρ
+  Eigen::MatrixXd teacher_weights;   // teacher units × C; empty: teacher.weight in every cluster
+  Eigen::MatrixXd teacher_overlaps;  // C × teacher vectors, v_c · w*; empty: zero
 };
 
 // free: unconstrained; spherical: ‖w‖ = 1 with the tangent projection; normalised: the model
@@ -94,6 +114,7 @@ struct TwoLayerSpec {
   // Overlaps of the teacher vectors (k × k in the vector order, unit diagonal, positive
   // definite); empty: orthonormal teachers.
   Eigen::MatrixXd teacher_gram;
+  InputClusters clusters;
 };
 
 // E[σ(z1) τ(z2)] for standard normals with correlation ρ, as a truncated Mehler series.
@@ -110,7 +131,8 @@ class MehlerKernel {
 };
 
 // The vectors are ordered: student experts, student routers (if gated), teacher experts,
-// teacher routers (if gated); "students" and "teachers" below count vectors.
+// teacher routers (if gated), cluster means (if any); "students" counts student vectors and
+// "teachers" the fixed vectors after them (teacher vectors, then cluster means).
 class TwoLayerFlow final : public FlowSystem {
  public:
   // Throws InputError for combinations not derived yet (the online-SGD term for gated units).
@@ -125,21 +147,26 @@ class TwoLayerFlow final : public FlowSystem {
   // The learning-rate multiplier of student vector a's block (student.lr or student.router_lr).
   double StudentMultiplier(int a) const;
   int students() const { return p_; }
-  int teachers() const { return k_; }
-  int vectors() const { return p_ + k_; }
+  int teachers() const { return k_ + c_; }  // fixed vectors: teacher vectors and cluster means
+  int teacher_vectors() const { return k_; }
+  int cluster_means() const { return c_; }
+  int vectors() const { return p_ + k_ + c_; }
 
-  // The state holds the student rows of Ω: Q (upper triangle, row by row) then M (p x k).
+  // The state holds the student rows of Ω: Q (upper triangle, row by row) then M (p x teachers()).
   Eigen::VectorXd Pack(const Eigen::MatrixXd& gram) const;
-  // The full (p+k) x (p+k) Gram matrix (teacher block: TeacherGram()).
+  // The full vectors() x vectors() Gram matrix (fixed block: TeacherGram()).
   Eigen::MatrixXd Unpack(const Eigen::VectorXd& x) const;
-  // The teachers' overlaps (k × k): spec().teacher_gram, or the identity.
+  // The fixed vectors' overlaps (teachers() × teachers()): spec().teacher_gram or the identity for
+  // the teacher vectors, the identity for the cluster means, clusters.teacher_overlaps between.
   const Eigen::MatrixXd& TeacherGram() const { return teacher_gram_; }
   // What is wrong with `t` as the teachers' overlaps (symmetric, unit diagonal, positive
   // definite), or "" if nothing.
   static std::string TeacherGramProblem(const Eigen::MatrixXd& t);
 
   double Risk(const Eigen::MatrixXd& gram) const;
-  // G = ∂R/∂Ω off the diagonal, on the Mehler path (unit norms).
+  // G = ½ ∂R/∂Ω off the diagonal (Ω_ab and Ω_ba as one variable), on the Mehler path (unit
+  // norms). With clusters the means μ_a = ρ Ω(a, v_c) are entries of Ω too, so G includes
+  // G(a, v_c) = (ρ/2C) ∂R_c/∂μ_a and D = 2GΩ holds as without clusters.
   Eigen::MatrixXd RiskGradient(const Eigen::MatrixXd& gram) const;
   // D_ab = ∇_{u_a} R · u_b for the student rows a (the teacher rows are zero).
   Eigen::MatrixXd GradientOverlaps(const Eigen::MatrixXd& gram) const;
@@ -167,6 +194,14 @@ class TwoLayerFlow final : public FlowSystem {
   std::string CheckInvariants(const Eigen::VectorXd& x) const override;
 
  private:
+  // The sign of unit u in f − y for inputs from cluster c (c = 0 without clusters).
+  double Sign(int u, int c) const;
+  // The means of every projection for inputs from cluster c (zero without clusters).
+  Eigen::VectorXd Means(const Eigen::MatrixXd& gram, int c) const;
+  int ClusterPasses() const { return std::max(1, c_); }
+  // The Mehler path with cluster means: the risk, and G (if not null).
+  double ClusterMehler(const Eigen::MatrixXd& gram, Eigen::MatrixXd* g) const;
+
   // One unit: its sign in f − y, links and vector indices (router −1 if ungated).
   struct Unit {
     double sign;
@@ -181,13 +216,16 @@ class TwoLayerFlow final : public FlowSystem {
   double Multiplier(int a) const;  // Λ of student vector a (Λ/‖w‖² when normalised)
 
   TwoLayerSpec spec_;
-  int p_, k_;  // student and teacher vectors
+  int p_, k_, c_;  // student vectors, teacher vectors, cluster means
   bool gated_;
   bool sampled_;
   std::shared_ptr<const Eigen::MatrixXd> points_;  // sampled: N × n standard normals
   std::vector<Unit> units_;  // students first, then teachers (ungated: unit index = vector index)
   std::shared_ptr<const GatedPairKernel> gated_ss_, gated_st_, gated_tt_;
-  MehlerKernel ss_, st_, tt_;
+  // Mehler kernels for every pair of distinct links: kernels_[link_id_[a] * links + link_id_[b]].
+  std::vector<LinkPtr> distinct_links_;
+  std::vector<int> link_id_;  // per unit
+  std::vector<MehlerKernel> kernels_;
   LinkPtr student_derivative_, identity_;
   std::vector<ObservableInfo> observables_;
   Eigen::MatrixXd teacher_gram_;

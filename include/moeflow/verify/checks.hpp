@@ -7,8 +7,8 @@
 //   kind = scaling  event = E, exponent = x, tolerance = δ, dimensions = d1, d2, ...
 //                   the log-log slope of T_E against d is x ± δ (verify runs the sweep; with
 //                   sgd = true the SGD median in steps, over `seeds` seeds, needs --sgd)
-//   kind = bound    observable = EXPR, constant = C, power = p, until = T
-//                   |EXPR| ≤ C·d^p at every recorded t ≤ T
+//   kind = bound    observable = EXPR, constant = C, power = p, until = T (a time or an event)
+//                   |EXPR| ≤ C·d^p at every recorded t ≤ T (an event that does not happen fails)
 //   kind = final    observable = EXPR, op = <=, threshold = v   the value at the end of the run
 //   kind = argmin   observable = EXPR, key = K, values = v1, v2, ..., across = A,
 //                   across_values = a1, a2, ..., interior = a_i, ...
@@ -38,6 +38,7 @@ struct CheckSpec {
   bool sgd = false;                        // scaling on SGD steps
   int seeds = 8;                           // scaling on SGD
   double constant = 0.0, power = 0.0, until = 0.0;  // bound
+  std::string until_event;                          // bound: the horizon is this event's time
   Comparison comparison = Comparison::kLessEqual;   // final
   double threshold = 0.0;                           // final
   std::string key, across;                          // argmin
