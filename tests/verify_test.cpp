@@ -40,6 +40,34 @@ TEST(VerifyCli, ShippedChecksPassAndTheReportIsReadable) {
   ASSERT_EQ(testing::RunPython(script, &output), 0) << output;
 }
 
+// Issue 7, acceptance 1 (the vanilla half): Kawata et al.'s vanilla network on two clusters keeps its
+// global overlap below 4·d^(-1/2) until a local direction escapes (a bound check whose horizon is an
+// event) and to the end of the run, while the local escape time grows like d^0.5. When the global task
+// does not cancel (s = (1, 1), allowed by clusters.relax) the bound fails with the measured overlap.
+TEST(VerifyCli, VanillaNetworkOnClustersKeepsTheGlobalOverlapSmall) {
+  const std::string out = TempDir() + "/verify.h5";
+  std::string output;
+  ASSERT_EQ(RunCommand(CliPath() + " verify " + ModelPath("cluster_vanilla.ini") + " -o " + out, &output), 0) << output;
+  EXPECT_NE(output.find("PASS  global_stays_small"), std::string::npos) << output;
+  EXPECT_NE(output.find("(local_first at t = 99.5"), std::string::npos) << output;
+  EXPECT_NE(output.find("3 passed, 0 failed"), std::string::npos) << output;
+  EXPECT_EQ(RunCommand(CliPath() + " verify " + ModelPath("cluster_vanilla.ini") +
+                           " --set clusters.global_signs=1,1 --set clusters.relax=true -o " + out,
+                       &output),
+            4)
+      << output;
+  EXPECT_NE(output.find("FAIL  global_stays_small"), std::string::npos) << output;
+  EXPECT_NE(output.find("FAIL  global_small_to_the_end"), std::string::npos) << output;
+  EXPECT_NE(output.find("measured: max 0.98"), std::string::npos) << output;
+  // Without its horizon event a bound check fails and says so.
+  EXPECT_EQ(RunCommand(CliPath() + " verify " + ModelPath("cluster_vanilla.ini") +
+                           " --set integrate.t_end=50 --set check.global_small_to_the_end.until=50 -o " + out,
+                       &output),
+            4)
+      << output;
+  EXPECT_NE(output.find("over the whole run (local_first did not happen)"), std::string::npos) << output;
+}
+
 TEST(VerifyCli, ABrokenClaimFailsWithTheMeasuredNumbers) {
   const std::string out = TempDir() + "/verify.h5";
   std::string output;
