@@ -21,9 +21,10 @@ namespace {
 
 constexpr int kUnits = 4;
 
-UnitBlock Block(int top_k, bool softmax, double selection_temperature, bool gated = false) {
+UnitBlock Block(int top_k, bool softmax, double selection_temperature, bool gated = false, int neurons = 1) {
   UnitBlock b;
   b.units = kUnits;
+  b.neurons = neurons;
   b.link = MakeLink("hermite(0.2, 1, 0.5, 0.3)");
   if (gated) b.gate = MakeLink("sigmoid");
   b.top_k = top_k;
@@ -33,28 +34,30 @@ UnitBlock Block(int top_k, bool softmax, double selection_temperature, bool gate
   return b;
 }
 
-// Projections: experts in columns 0..3, routers in 4..7; logits spread so no two are within 0.1.
-std::vector<double> Projections(std::mt19937_64& rng) {
+// Projections: experts in columns 0..4J-1 (J neurons each), routers in the next 4; logits spread so
+// no two are within 0.1.
+std::vector<double> Projections(std::mt19937_64& rng, int neurons = 1) {
   std::normal_distribution<double> normal;
-  std::vector<double> h(2 * kUnits);
+  const int e = kUnits * neurons;
+  std::vector<double> h(e + kUnits);
   for (;;) {
     for (double& x : h) x = normal(rng);
     bool spread = true;
     for (int i = 0; i < kUnits; ++i) {
-      for (int j = 0; j < i; ++j) spread = spread && std::abs(h[kUnits + i] - h[kUnits + j]) >= 0.1;
+      for (int j = 0; j < i; ++j) spread = spread && std::abs(h[e + i] - h[e + j]) >= 0.1;
     }
     if (spread) return h;
   }
 }
 
 void ExpectGradientMatchesFiniteDifferences(const UnitBlock& block, const char* name) {
-  const BlockOutput out(block, 0, block.HasRouters() ? kUnits : -1);
+  const BlockOutput out(block, 0, block.HasRouters() ? block.ExpertVectors() : -1);
   const std::vector<double> a = {1.0, -0.8, 0.0, 1.3};  // a zero weight: a pruned unit
   BlockOutput::Scratch scratch;
   std::mt19937_64 rng(7);
-  const int columns = block.HasRouters() ? 2 * kUnits : kUnits;
+  const int columns = block.Vectors();
   for (int trial = 0; trial < 50; ++trial) {
-    std::vector<double> h = Projections(rng), grad(2 * kUnits, -1.0);
+    std::vector<double> h = Projections(rng, block.neurons), grad(h.size(), -1.0);
     out.Evaluate(h.data(), a.data(), grad.data(), &scratch);
     for (int c = 0; c < columns; ++c) {
       const double step = 1e-6;
@@ -77,6 +80,29 @@ TEST(BlockOutput, GradientMatchesFiniteDifferences) {
       const std::string kind = std::string(softmax ? "softmax" : "equal") + " top-" + std::to_string(k);
       ExpectGradientMatchesFiniteDifferences(Block(k, softmax, 0.0), ("hard " + kind).c_str());
       ExpectGradientMatchesFiniteDifferences(Block(k, softmax, 0.3), ("soft " + kind).c_str());
+      // Experts that are two-layer networks of J = 3 neurons (Kawata et al.'s MoE).
+      ExpectGradientMatchesFiniteDifferences(Block(k, softmax, 0.0, false, 3), ("hard J=3 " + kind).c_str());
+      ExpectGradientMatchesFiniteDifferences(Block(k, softmax, 0.3, false, 3), ("soft J=3 " + kind).c_str());
+    }
+  }
+}
+
+// An expert of J = 2 neurons whose projections are equal is one neuron with twice the weight.
+TEST(BlockOutput, TwoEqualNeuronsAreOneNeuronOfTwiceTheWeight) {
+  std::mt19937_64 rng(5);
+  BlockOutput::Scratch scratch;
+  for (const double tau_s : {0.0, 0.3}) {
+    const UnitBlock two = Block(2, true, tau_s, false, 2), one = Block(2, true, tau_s);
+    const BlockOutput f2(two, 0, two.ExpertVectors()), f1(one, 0, one.ExpertVectors());
+    const std::vector<double> a = {1.0, -0.8, 0.5, 1.3};
+    std::vector<double> doubled;
+    for (double w : a) doubled.push_back(2 * w);
+    for (int trial = 0; trial < 20; ++trial) {
+      const std::vector<double> h1 = Projections(rng);
+      std::vector<double> h2(3 * kUnits);
+      for (int i = 0; i < kUnits; ++i) h2[2 * i] = h2[2 * i + 1] = h1[i], h2[2 * kUnits + i] = h1[kUnits + i];
+      EXPECT_NEAR(f2.Evaluate(h2.data(), a.data(), nullptr, &scratch),
+                  f1.Evaluate(h1.data(), doubled.data(), nullptr, &scratch), 1e-13);
     }
   }
 }

@@ -35,6 +35,7 @@ UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
     units.temperature = model.GetPositive(block + ".temperature", 1.0);
     units.softmax = model.GetChoice(block + ".router_weights", "softmax", {"softmax", "equal"}) == "softmax";
     units.selection_temperature = model.GetNonNegative(block + ".selection_temperature", 0.0);
+    if (block == "student") units.neurons = static_cast<int>(model.GetInteger(block + ".neurons", 1, 1));
   }
   return units;
 }

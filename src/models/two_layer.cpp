@@ -109,8 +109,8 @@ std::string TwoLayerFlow::TeacherGramProblem(const Eigen::MatrixXd& t) {
 
 TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     : spec_(std::move(spec)),
-      p_(spec_.student.units * (spec_.student.HasRouters() ? 2 : 1)),
-      k_(spec_.teacher.units * (spec_.teacher.HasRouters() ? 2 : 1)),
+      p_(spec_.student.Vectors()),
+      k_(spec_.teacher.Vectors()),
       c_(spec_.clusters.count),
       gated_(spec_.student.HasRouters() || spec_.teacher.HasRouters()),
       sampled_(spec_.sampled || spec_.student.top_k > 0 || spec_.teacher.top_k > 0),
@@ -131,6 +131,11 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     if (!(units->selection_temperature >= 0) || !std::isfinite(units->selection_temperature)) {
       ThrowBadValue(std::string(block) + ".selection_temperature",
                     detail::FormatNumber(units->selection_temperature), "must be >= 0 (0: hard top-k)");
+    }
+    if (units->neurons < 1 || (units->neurons > 1 && units->top_k == 0)) {
+      ThrowBadValue(std::string(block) + ".neurons", std::to_string(units->neurons),
+                    "must be 1, or >= 1 with a top-k or softmax router (" + std::string(block) +
+                        ".top_k): experts that are two-layer networks are routed");
     }
     if (!units->links.empty()) {
       if (static_cast<int>(units->links.size()) != units->units) {
@@ -202,7 +207,8 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
   }
   for (int i = 0; i < ps; ++i) {
     const double weight = spec_.student_weights.empty() ? spec_.student.weight : spec_.student_weights[i];
-    units_.push_back({weight, spec_.student.link, spec_.student.gate, i, spec_.student.HasRouters() ? ps + i : -1});
+    units_.push_back({weight, spec_.student.link, spec_.student.gate, i * spec_.student.neurons,
+                      spec_.student.HasRouters() ? spec_.student.ExpertVectors() + i : -1});
   }
   for (int l = 0; l < kt; ++l) {
     units_.push_back({-spec_.teacher.weight, spec_.teacher.LinkOf(l), spec_.teacher.gate, p_ + l,
@@ -252,6 +258,7 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
   }
   if (gated_) {
     observables_.push_back({"m", kt, 1, "best student expert cosine with each teacher expert, max_i w_i·w*_l/|w_i|"});
+    observables_.push_back({"m_abs", kt, 1, "largest |cosine| of a student expert vector with each teacher expert"});
     if (spec_.student.HasRouters() && spec_.teacher.HasRouters()) {
       observables_.push_back({"m_router", kt, 1, "best student router cosine with each teacher router, max_i v_i·v*_l"});
       observables_.push_back({"recovered", kt, 1,
@@ -263,6 +270,10 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
   } else {
     observables_.push_back({"m", k_, 1, "best student cosine with each teacher, max_i w_i·w*_l / |w_i|"});
     observables_.push_back({"m_abs", k_, 1, "largest |cosine| of a student with each teacher, max_i |w_i·w*_l| / |w_i|"});
+  }
+  if (HasRouting()) {
+    observables_.push_back({"routing", c_, 1, "routing accuracy of each cluster: the largest share of its inputs "
+                                              "whose top-1 router logit is one expert (sampled points)"});
   }
   observables_.push_back({"units", 1, 1, "number of student units not pruned (weight != 0)"});
   observables_.push_back({"M", p_, k_ + c_,
@@ -384,6 +395,29 @@ double TwoLayerFlow::ClusterMehler(const Eigen::MatrixXd& gram, Eigen::MatrixXd*
   return risk + 0.5 * spec_.noise_variance;
 }
 
+Eigen::VectorXd TwoLayerFlow::RoutingAccuracy(const Eigen::MatrixXd& gram) const {
+  // The points mapped by a factor of Ω (any factor: the law is what matters here), then shifted by
+  // each cluster's means; the router logits are the columns ExpertVectors()..+units.
+  const Eigen::MatrixXd l = SemidefiniteCholesky(gram);
+  const Eigen::MatrixXd h = (*points_) * l.transpose();
+  const int units = spec_.student.units, first = spec_.student.ExpertVectors();
+  Eigen::VectorXd accuracy(c_);
+  std::vector<int> counts(static_cast<std::size_t>(units));
+  for (int c = 0; c < c_; ++c) {
+    const Eigen::VectorXd mu = Means(gram, c);
+    std::fill(counts.begin(), counts.end(), 0);
+    for (Eigen::Index b = 0; b < h.rows(); ++b) {
+      int top = 0;
+      for (int i = 1; i < units; ++i) {
+        if (h(b, first + i) + mu[first + i] > h(b, first + top) + mu[first + top]) top = i;
+      }
+      ++counts[static_cast<std::size_t>(top)];
+    }
+    accuracy[c] = static_cast<double>(*std::max_element(counts.begin(), counts.end())) / static_cast<double>(h.rows());
+  }
+  return accuracy;
+}
+
 TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram, bool gradient,
                                                      bool covariance) const {
   const int n = vectors();
@@ -408,9 +442,9 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   h.resize(count, n);
   for (int j = 0; j < n; ++j) h.col(order[j]) = hp.col(j);
 
-  const int ps = spec_.student.units, kt = spec_.teacher.units;
-  const BlockOutput student(spec_.student, 0, spec_.student.HasRouters() ? ps : -1);
-  const BlockOutput teacher(spec_.teacher, p_, spec_.teacher.HasRouters() ? p_ + kt : -1);
+  const int kt = spec_.teacher.units;
+  const BlockOutput student(spec_.student, 0, spec_.student.HasRouters() ? spec_.student.ExpertVectors() : -1);
+  const BlockOutput teacher(spec_.teacher, p_, spec_.teacher.HasRouters() ? p_ + spec_.teacher.ExpertVectors() : -1);
   const std::vector<double> student_weights = StudentWeights();
   BlockOutput::Scratch scratch;
   std::vector<double> grad(static_cast<std::size_t>(n), 0.0), shifted(static_cast<std::size_t>(n));
@@ -457,9 +491,13 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
     // on the directions the points cannot resolve: D̃ = D̂ (Ω + εI)⁻¹ Ω with ε = 1/N, which keeps
     // λ' = O(λ) and changes D by O(ε) elsewhere.
     const Eigen::MatrixXd d = (c_ > 0 ? g.transpose() * hc : g.transpose() * h) / static_cast<double>(g.rows());
+    // On the eigenvectors of Ω: the factor λ/(λ + ε), with λ clipped at 0 — a state slightly outside
+    // the PSD cone (within integrate.psd_tolerance) would otherwise make Ω + εI singular.
     const double epsilon = 1.0 / static_cast<double>(count);
-    const Eigen::MatrixXd regularised = gram + epsilon * Eigen::MatrixXd::Identity(n, n);
-    terms.gradient_overlaps = d * regularised.ldlt().solve(gram);
+    const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);
+    const Eigen::ArrayXd lambda = eigen.eigenvalues().array().max(0.0);
+    const Eigen::VectorXd shrink = lambda / (lambda + epsilon);
+    terms.gradient_overlaps = d * eigen.eigenvectors() * shrink.asDiagonal() * eigen.eigenvectors().transpose();
   }
   if (covariance) {
     terms.gradient_covariance =
@@ -573,14 +611,14 @@ std::vector<double> TwoLayerFlow::StudentWeights() const {
 }
 
 double TwoLayerFlow::StudentMultiplier(int a) const {
-  const bool router = spec_.student.HasRouters() && a >= spec_.student.units;
+  const bool router = spec_.student.HasRouters() && a >= spec_.student.ExpertVectors();
   return router ? spec_.router_learning_rate : spec_.learning_rate;
 }
 
 double TwoLayerFlow::Multiplier(int a) const {
   const double lr = StudentMultiplier(a);
   if (spec_.constraint != VectorConstraint::kNormalised) return lr;
-  const bool router = spec_.student.HasRouters() && a >= spec_.student.units;
+  const bool router = spec_.student.HasRouters() && a >= spec_.student.ExpertVectors();
   const double norm = router ? spec_.router_norm : spec_.expert_norm;
   return lr / (norm * norm);
 }
@@ -738,6 +776,7 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bo
   const Eigen::VectorXd norms = gram.diagonal().head(p_).cwiseSqrt();
   auto cosine = [&](int i, int teacher) { return gram(i, teacher) / norms[i]; };
   const int ps = spec_.student.units, kt = spec_.teacher.units;
+  const int neurons = spec_.student.neurons, es = spec_.student.ExpertVectors();
   // Best cosines over the units that are not pruned (weight 0).
   auto best = [&](auto value) {
     double b = -std::numeric_limits<double>::infinity();
@@ -746,12 +785,21 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bo
     }
     return b;
   };
-  if (gated_) {  // expert vectors of unit i / l at i and p_ + l, routers at ps + i and p_ + kt + l
-    for (int l = 0; l < kt; ++l) (*values)[n++] = best([&](int i) { return cosine(i, p_ + l); });
+  // ... and over the expert vectors of those units (J per unit).
+  auto best_expert = [&](auto value) {
+    double b = -std::numeric_limits<double>::infinity();
+    for (int v = 0; v < es; ++v) {
+      if (units_[v / neurons].sign != 0.0) b = std::max(b, value(v));
+    }
+    return b;
+  };
+  if (gated_) {  // student expert vectors at 0..es-1, routers at es + i; teacher expert l at p_ + l, router p_ + kt + l
+    for (int l = 0; l < kt; ++l) (*values)[n++] = best_expert([&](int v) { return cosine(v, p_ + l); });
+    for (int l = 0; l < kt; ++l) (*values)[n++] = best_expert([&](int v) { return std::abs(cosine(v, p_ + l)); });
     if (spec_.student.HasRouters() && spec_.teacher.HasRouters()) {
-      for (int l = 0; l < kt; ++l) (*values)[n++] = best([&](int i) { return cosine(ps + i, p_ + kt + l); });
+      for (int l = 0; l < kt; ++l) (*values)[n++] = best([&](int i) { return cosine(es + i, p_ + kt + l); });
       for (int l = 0; l < kt; ++l) {
-        (*values)[n++] = best([&](int i) { return std::min(cosine(i, p_ + l), cosine(ps + i, p_ + kt + l)); });
+        (*values)[n++] = best([&](int i) { return std::min(cosine(i, p_ + l), cosine(es + i, p_ + kt + l)); });
       }
       const Eigen::VectorXd all = gram.diagonal().cwiseSqrt();
       double cross = 0.0;
@@ -763,6 +811,10 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bo
   } else {
     for (int l = 0; l < k_; ++l) (*values)[n++] = best([&](int i) { return cosine(i, p_ + l); });
     for (int l = 0; l < k_; ++l) (*values)[n++] = best([&](int i) { return std::abs(cosine(i, p_ + l)); });
+  }
+  if (HasRouting()) {
+    const Eigen::VectorXd routing = RoutingAccuracy(gram);
+    for (int c = 0; c < c_; ++c) (*values)[n++] = routing[c];
   }
   int alive = 0;
   for (int i = 0; i < ps; ++i) alive += units_[i].sign != 0.0;

@@ -61,22 +61,40 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
   } else {
     std::fill(c.begin(), c.begin() + k, 1.0);
   }
+  std::vector<double>& out = scratch->output;  // the selected experts' outputs
+  out.resize(static_cast<std::size_t>(k));
   for (int j = 0; j < k; ++j) {
-    const int i = order[j];
-    if (a[i] != 0.0) f += c[j] * a[i] * sigma.Value(h[expert_ + i]);
+    out[j] = ExpertOutput(h, order[j], a[order[j]]);  // a pruned expert still takes its share
+    f += c[j] * out[j];
   }
   if (grad != nullptr) {
-    std::fill(grad + expert_, grad + expert_ + m, 0.0);
+    std::fill(grad + expert_, grad + expert_ + m * block_.neurons, 0.0);
     std::fill(grad + router_, grad + router_ + m, 0.0);
     for (int j = 0; j < k; ++j) {
       const int i = order[j];
-      const double z = h[expert_ + i];
-      const double out = a[i] != 0.0 ? a[i] * sigma.Value(z) : 0.0;  // a pruned expert still takes its share
-      if (a[i] != 0.0) grad[expert_ + i] = c[j] * a[i] * sigma.Derivative(z);
-      if (block_.softmax) grad[router_ + i] = c[j] * (out - f) / tau;
+      ExpertGradient(h, i, c[j] * a[i], grad);
+      if (block_.softmax) grad[router_ + i] = c[j] * (out[j] - f) / tau;
     }
   }
   return f;
+}
+
+double BlockOutput::ExpertOutput(const double* h, int i, double a) const {
+  if (a == 0.0) return 0.0;
+  const Link& sigma = *block_.link;
+  const int neurons = block_.neurons;
+  double s = 0.0;
+  for (int j = 0; j < neurons; ++j) s += sigma.Value(h[expert_ + i * neurons + j]);
+  return a * s;
+}
+
+void BlockOutput::ExpertGradient(const double* h, int i, double scale, double* grad) const {
+  const Link& sigma = *block_.link;
+  const int neurons = block_.neurons;
+  for (int j = 0; j < neurons; ++j) {
+    const int v = expert_ + i * neurons + j;
+    grad[v] = scale != 0.0 ? scale * sigma.Derivative(h[v]) : 0.0;
+  }
 }
 
 // Soft top-k, with l = r/τ, t = (l_(k) + l_(k+1))/2 and μ_i = logistic((l_i − t)/τ_s):
@@ -87,7 +105,6 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
 // and ∂f/∂r_j = ∂f/∂l_j / τ. Every unit takes part (μ_i > 0), so every expert gets a gradient.
 double BlockOutput::EvaluateSoft(const double* h, const double* a, double* grad, int k, Scratch* scratch) const {
   const int m = block_.units;
-  const Link& sigma = *block_.link;
   const double tau = block_.temperature, tau_s = block_.selection_temperature;
   const double* logit = h + router_;
   const int kth = scratch->order[static_cast<std::size_t>(k - 1)], next = scratch->order[static_cast<std::size_t>(k)];
@@ -108,16 +125,18 @@ double BlockOutput::EvaluateSoft(const double* h, const double* a, double* grad,
     for (int i = 0; i < m; ++i) c[static_cast<std::size_t>(i)] /= total;
   }
   double f = 0.0;
+  std::vector<double>& out = scratch->output;
+  out.resize(static_cast<std::size_t>(m));
   for (int i = 0; i < m; ++i) {
-    if (a[i] != 0.0) f += c[static_cast<std::size_t>(i)] * a[i] * sigma.Value(h[expert_ + i]);
+    out[i] = ExpertOutput(h, i, a[i]);
+    f += c[static_cast<std::size_t>(i)] * out[i];
   }
   if (grad == nullptr) return f;
   double common = 0.0;
   for (int i = 0; i < m; ++i) {
-    const double z = h[expert_ + i];
-    const double o = a[i] != 0.0 ? a[i] * sigma.Value(z) : 0.0;
+    const double o = out[i];
     const double ci = c[static_cast<std::size_t>(i)], mu = mask[static_cast<std::size_t>(i)];
-    grad[expert_ + i] = a[i] != 0.0 ? ci * a[i] * sigma.Derivative(z) : 0.0;
+    ExpertGradient(h, i, ci * a[i], grad);
     if (block_.softmax) {
       grad[router_ + i] = (ci * (o - f) + ci * (1.0 - mu) * (o - f) / tau_s) / tau;
       common += ci * (1.0 - mu) * (o - f);

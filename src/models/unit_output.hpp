@@ -3,9 +3,10 @@
 // step (src/sgd/batch_gradient.cpp) and the sampled population backend (two_layer.cpp) call it.
 //   plain     f = Σ_i a_i σ(h_i)
 //   gated     f = Σ_i a_i π(r_i) σ(h_i)                            (soft routing, own gate per unit)
-//   top-k     f = Σ_{i ∈ S} c_i a_i σ(h_i),  S = the k largest logits r_i/τ (ties: lower index),
+//   top-k     f = Σ_{i ∈ S} c_i o_i, o_i = a_i Σ_j σ(h_(i,j)) over expert i's J neurons (J = 1: a_i σ(h_i)),
+//             S = the k largest logits r_i/τ (ties: lower index),
 //             c = softmax of the selected logits (router_weights = softmax) or 1 (equal);
-//             ∂f/∂r_j = c_j (a_j σ(h_j) − f)/τ for j ∈ S under softmax, 0 otherwise: no
+//             ∂f/∂r_j = c_j (o_j − f)/τ for j ∈ S under softmax, 0 otherwise: no
 //             gradient flows through the discrete selection (standard top-k).
 //   soft top-k (selection_temperature τ_s > 0): every unit weighted by a logistic mask around the
 //             midpoint of the k-th and (k+1)-th logits, gradient through the mask (EvaluateSoft).
@@ -27,6 +28,7 @@ class BlockOutput {
     std::vector<int> order;
     std::vector<double> weight;
     std::vector<double> mask;
+    std::vector<double> output;
   };
   // f at the projections `h` (a row in the model's vector order) with per-unit second-layer
   // weights `a`; if `grad` is not null, writes ∂f/∂h at the block's columns of `grad`.
@@ -34,6 +36,9 @@ class BlockOutput {
 
  private:
   double EvaluateSoft(const double* h, const double* a, double* grad, int k, Scratch* scratch) const;
+  // o_i = a_i Σ_j σ(h_(i,j)) over expert i's neurons (routed blocks), and its gradient scale·σ'(h_(i,j)).
+  double ExpertOutput(const double* h, int i, double a) const;
+  void ExpertGradient(const double* h, int i, double scale, double* grad) const;
 
   UnitBlock block_;
   int expert_, router_;

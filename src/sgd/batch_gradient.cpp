@@ -5,8 +5,8 @@ namespace moeflow {
 
 BatchGradient::BatchGradient(const TwoLayerFlow& model)
     : spec_(model.spec()), p_(model.students()), n_(model.vectors()), weights_(model.StudentWeights()),
-      student_(spec_.student, 0, spec_.student.HasRouters() ? spec_.student.units : -1),
-      teacher_(spec_.teacher, p_, spec_.teacher.HasRouters() ? p_ + spec_.teacher.units : -1),
+      student_(spec_.student, 0, spec_.student.HasRouters() ? spec_.student.ExpertVectors() : -1),
+      teacher_(spec_.teacher, p_, spec_.teacher.HasRouters() ? p_ + spec_.teacher.ExpertVectors() : -1),
       row_(static_cast<std::size_t>(n_)), grad_(static_cast<std::size_t>(n_)) {
   const InputClusters& clusters = spec_.clusters;
   const int kt = spec_.teacher.units;

@@ -60,8 +60,13 @@ struct UnitBlock {
   // Per-unit expert links (ungated blocks; empty: `link` for every unit), e.g. a teacher whose
   // components have different links.
   std::vector<LinkPtr> links;
+  // Neurons per expert (top-k routers only): expert i is a two-layer network
+  // o_i = a_i Σ_{j<J} σ(w_(i,j)·x) whose J vectors sit at i·J..i·J + J − 1 of the block.
+  int neurons = 1;
 
   bool HasRouters() const { return gate != nullptr || top_k > 0; }
+  int ExpertVectors() const { return units * neurons; }
+  int Vectors() const { return ExpertVectors() + (HasRouters() ? units : 0); }
   const LinkPtr& LinkOf(int unit) const { return links.empty() ? link : links[static_cast<std::size_t>(unit)]; }
 };
 
@@ -183,6 +188,10 @@ class TwoLayerFlow final : public FlowSystem {
     Eigen::MatrixXd gradient_overlaps, gradient_covariance;
   };
   SampledTerms SampleTerms(const Eigen::MatrixXd& gram, bool gradient, bool covariance) const;
+  // Cluster inputs and a top-k (or softmax) student router: for each cluster, the largest share of
+  // its inputs whose top-1 router logit is one expert (the `routing` observable; sampled points).
+  bool HasRouting() const { return c_ > 0 && spec_.student.top_k > 0; }
+  Eigen::VectorXd RoutingAccuracy(const Eigen::MatrixXd& gram) const;
 
   int StateSize() const override;
   void Drift(const Eigen::VectorXd& x, Eigen::VectorXd& dxdt) const override;
