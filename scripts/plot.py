@@ -3,7 +3,8 @@
 
 Usage: plot.py FILE -o PNG [--log-time] [--observable NAME]
 
-  flow     risk (log scale) and the best cosines per teacher (`m`, and `m_router` for gated
+  flow     risk (log scale) and the best cosines per teacher (`m`, and `m_router` for gated;
+           `m_abs` and the routing accuracy `routing` for cluster models
            models) against t, with the events as vertical lines and the stage boundaries shaded.
   sgd      the same for every seed (thin lines) and the median over the seeds (thick), with the
            median event times.
@@ -83,6 +84,10 @@ def shade_stages(axes, group):
 
 
 def cosine_names(group):
+    # Cluster models (Kawata et al.): the largest |cosine| (odd links learn a direction up to its sign)
+    # and the routing accuracy per cluster.
+    if "routing" in group or ("m_abs" in group and "clusters" in text(group.file.attrs.get("model", ""))):
+        return [n for n in ("m_abs", "routing") if n in group]
     return [n for n in ("m", "m_router") if n in group]
 
 
