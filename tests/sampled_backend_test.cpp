@@ -15,6 +15,7 @@
 #include "moeflow/io/model_file.hpp"
 #include "moeflow/links/link.hpp"
 #include "moeflow/models/model_builder.hpp"
+#include "moeflow/models/two_layer.hpp"
 #include "test_util.hpp"
 
 namespace moeflow {
@@ -124,6 +125,33 @@ TEST(SampledBackend, TopOneOfOneExpertIsThePlainSingleIndexModel) {
   const double exact = b.Risk(plain_gram);
   EXPECT_LE(std::abs(t.risk - exact), 5 * t.risk_error) << t.risk << " ± " << t.risk_error << " vs " << exact;
   EXPECT_EQ(t.gradient_overlaps.row(1).cwiseAbs().maxCoeff(), 0.0);
+}
+
+// A frozen block gets no online-SGD noise term: with the routers frozen (multiplier 0) their overlaps
+// with each other and with the teachers stay put exactly (those with the moving experts do not); the term scales like Λ_a Λ_b (halving
+// the expert multiplier quarters the expert-expert noise part, measured on the difference from η̃ = 0).
+TEST(SampledBackend, OnlineTermFollowsTheBlockMultipliers) {
+  TwoLayerSpec spec = TopK(3, 2);
+  spec.online_sgd_rate = 0.5;
+  spec.router_learning_rate = 0.0;
+  spec.population_samples = 2048;
+  const int p = 6, n = 12;
+  const Eigen::MatrixXd gram = SampleInitialGram(p, n - p, 30, 4);
+  const TwoLayerFlow frozen(spec);
+  const Eigen::MatrixXd drift = frozen.GramDrift(gram);
+  EXPECT_EQ(drift.block(3, 3, 3, n - 3).cwiseAbs().maxCoeff(), 0.0) << drift;  // routers with routers, teachers
+  EXPECT_GT(drift.block(3, 0, 3, 3).cwiseAbs().maxCoeff(), 1e-3);               // routers with the moving experts
+  auto noise = [&](double lr) -> Eigen::MatrixXd {
+    TwoLayerSpec s = spec;
+    s.learning_rate = lr;
+    TwoLayerSpec quiet = s;
+    quiet.online_sgd_rate = 0.0;
+    const Eigen::MatrixXd difference = TwoLayerFlow(s).GramDrift(gram) - TwoLayerFlow(quiet).GramDrift(gram);
+    return difference.topLeftCorner(3, 3);
+  };
+  const Eigen::MatrixXd full = noise(1.0), half = noise(0.5);
+  EXPECT_GT(full.cwiseAbs().maxCoeff(), 1e-3);
+  EXPECT_LT((half - 0.25 * full).cwiseAbs().maxCoeff(), 1e-12 * full.cwiseAbs().maxCoeff());
 }
 
 TEST(SampledBackend, RejectsImpossibleRouters) {

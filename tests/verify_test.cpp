@@ -68,6 +68,17 @@ TEST(VerifyCli, VanillaNetworkOnClustersKeepsTheGlobalOverlapSmall) {
   EXPECT_NE(output.find("over the whole run (local_first did not happen)"), std::string::npos) << output;
 }
 
+// Issue 7, acceptance 1 (the MoE half): two experts of two neurons and a softmax router, trained with the
+// router frozen until one local direction is found, then jointly: the order local → routed → global,
+// every direction recovered, routing accuracy ≥ 0.95 and risk ≤ 0.05 at t = 300 (about 80 s).
+TEST(VerifyCli, ClusterMoeRoutesTheClustersThenFindsTheGlobalDirection) {
+  const std::string out = TempDir() + "/verify.h5";
+  std::string output;
+  ASSERT_EQ(RunCommand(CliPath() + " verify " + ModelPath("cluster_moe.ini") + " -o " + out, &output), 0) << output;
+  EXPECT_NE(output.find("PASS  order"), std::string::npos) << output;
+  EXPECT_NE(output.find("5 passed, 0 failed"), std::string::npos) << output;
+}
+
 TEST(VerifyCli, ABrokenClaimFailsWithTheMeasuredNumbers) {
   const std::string out = TempDir() + "/verify.h5";
   std::string output;

@@ -2,6 +2,7 @@
 
 #include <Eigen/Cholesky>
 #include <Eigen/Eigenvalues>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -38,19 +39,25 @@ int SeriesOrder(const Link& a, const Link& b) {
 // Tolerances of the invariants watched during integration (the PSD one: TwoLayerSpec::psd_tolerance).
 constexpr double kSphereTolerance = 1e-7;  // |‖w_i‖² - 1| on the sphere
 
-// L with L Lᵀ = Ω for a PSD Ω, by Cholesky in the given order; a pivot at or below
-// 1e-13 of the diagonal scale (a vector in the span of the earlier ones) gives a zero column.
-// Smooth in Ω where Ω is definite, so fixed points h = L z move smoothly with the state.
-Eigen::MatrixXd SemidefiniteCholesky(const Eigen::MatrixXd& omega) {
-  const int n = static_cast<int>(omega.rows());
+// L with L Lᵀ = Ω₊ for Ω ordered with its `fixed` vectors (teachers, means; positive definite) first:
+// the fixed block by Cholesky, so their points do not depend on the state; the others as
+// B = M C⁻ᵀ plus the symmetric square root of the Schur complement S = Q − B Bᵀ, its negative
+// eigenvalues (round-off, integration error) clipped at 0. Continuous in Ω everywhere: a Cholesky
+// of the whole matrix divides by pivots that vanish as students converge onto teachers or onto
+// each other, and a pivot crossing its threshold made the sampled drift jump by a factor 10³.
+Eigen::MatrixXd StateFactor(const Eigen::MatrixXd& omega, int fixed) {
+  const int n = static_cast<int>(omega.rows()), p = n - fixed;
   Eigen::MatrixXd l = Eigen::MatrixXd::Zero(n, n);
-  const double scale = std::max(1.0, omega.diagonal().cwiseAbs().maxCoeff());
-  for (int j = 0; j < n; ++j) {
-    const double pivot = omega(j, j) - l.row(j).head(j).squaredNorm();
-    if (!(pivot > 1e-13 * scale)) continue;
-    l(j, j) = std::sqrt(pivot);
-    for (int i = j + 1; i < n; ++i) l(i, j) = (omega(i, j) - l.row(i).head(j).dot(l.row(j).head(j))) / l(j, j);
-  }
+  const Eigen::LLT<Eigen::MatrixXd> teachers(omega.topLeftCorner(fixed, fixed));
+  const Eigen::MatrixXd c = teachers.matrixL();
+  l.topLeftCorner(fixed, fixed) = c;
+  const Eigen::MatrixXd b =
+      c.triangularView<Eigen::Lower>().solve(omega.bottomLeftCorner(p, fixed).transpose()).transpose();
+  l.bottomLeftCorner(p, fixed) = b;
+  const Eigen::MatrixXd schur = omega.bottomRightCorner(p, p) - b * b.transpose();
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(0.5 * (schur + schur.transpose()));
+  const Eigen::VectorXd root = eigen.eigenvalues().cwiseMax(0.0).cwiseSqrt();
+  l.bottomRightCorner(p, p) = eigen.eigenvectors() * root.asDiagonal() * eigen.eigenvectors().transpose();
   return l;
 }
 
@@ -398,8 +405,16 @@ double TwoLayerFlow::ClusterMehler(const Eigen::MatrixXd& gram, Eigen::MatrixXd*
 Eigen::VectorXd TwoLayerFlow::RoutingAccuracy(const Eigen::MatrixXd& gram) const {
   // The points mapped by a factor of Ω (any factor: the law is what matters here), then shifted by
   // each cluster's means; the router logits are the columns ExpertVectors()..+units.
-  const Eigen::MatrixXd l = SemidefiniteCholesky(gram);
-  const Eigen::MatrixXd h = (*points_) * l.transpose();
+  std::vector<int> order;  // fixed vectors first, as in SampleTerms
+  for (int a = p_; a < vectors(); ++a) order.push_back(a);
+  for (int a = 0; a < p_; ++a) order.push_back(a);
+  Eigen::MatrixXd permuted(vectors(), vectors());
+  for (int i = 0; i < vectors(); ++i) {
+    for (int j = 0; j < vectors(); ++j) permuted(i, j) = gram(order[i], order[j]);
+  }
+  const Eigen::MatrixXd hp = (*points_) * StateFactor(permuted, k_ + c_).transpose();
+  Eigen::MatrixXd h(hp.rows(), vectors());
+  for (int j = 0; j < vectors(); ++j) h.col(order[j]) = hp.col(j);
   const int units = spec_.student.units, first = spec_.student.ExpertVectors();
   Eigen::VectorXd accuracy(c_);
   std::vector<int> counts(static_cast<std::size_t>(units));
@@ -430,7 +445,7 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   for (int i = 0; i < n; ++i) {
     for (int j = 0; j < n; ++j) permuted(i, j) = gram(order[i], order[j]);
   }
-  const Eigen::MatrixXd l = SemidefiniteCholesky(permuted);
+  const Eigen::MatrixXd l = StateFactor(permuted, k_ + c_);
   using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   // Per-thread workspaces: a drift evaluation would otherwise allocate (and the system return)
   // several N × n matrices.
@@ -737,7 +752,12 @@ Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const {
     for (int a = 0; a < p_; ++a) drift(a, a) = 0.0;
   }
   if (online) {
-    const double lr = spec_.learning_rate, rate = spec_.online_sgd_rate * lr * lr;
+    // The SGD step of vector a is Λ_a η g_a: the noise term is Λ_a Λ_b E[g_a g_b] (a frozen block,
+    // Λ = 0, has none).
+    Eigen::VectorXd lambda(p_);
+    for (int a = 0; a < p_; ++a) lambda[a] = StudentMultiplier(a);
+    e = lambda.asDiagonal() * e * lambda.asDiagonal();
+    const double rate = spec_.online_sgd_rate;
     if (spec_.constraint == VectorConstraint::kFree) {
       drift.topLeftCorner(p_, p_) += rate * e;
     } else {
