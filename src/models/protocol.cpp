@@ -132,7 +132,11 @@ RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, cons
       record.ended_by = ToString(summary.termination);
       records->push_back(record);
       total.termination = summary.termination;
-      total.message = stages.size() == 1 ? summary.message : "stage '" + stage.name + "': " + summary.message;
+      // The stage's integration counts time from the stage's start.
+      total.message = stages.size() == 1 ? summary.message
+                                         : "stage '" + stage.name + "' (started at t = " +
+                                               detail::FormatNumber(record.t_start) + "; times from its start): " +
+                                               summary.message;
       return total;
     }
     if (global_stop) {
