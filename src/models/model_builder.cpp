@@ -453,6 +453,9 @@ std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& sp
 
     stage.learning_rate = model.GetNonNegative(prefix + "lr", spec.learning_rate);
     stage.prune = model.GetChoice(prefix + "prune", "none", {"none", "cancelling", "duplicates", "redundant"});
+    if (stage.prune != "none" && spec.student.neurons > 1) {
+      ThrowBadValue(prefix + "prune", stage.prune, "is for experts of one neuron (student.neurons = 1)");
+    }
     if (stage.prune != "none") {
       stage.prune_tolerance = model.GetPositive(prefix + "prune_tolerance", stage.prune_tolerance);
       if (stage.prune_tolerance >= 1) ThrowBadValue(prefix + "prune_tolerance", Num(stage.prune_tolerance), "must be < 1");

@@ -819,7 +819,11 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bo
     if (spec_.student.HasRouters() && spec_.teacher.HasRouters()) {
       for (int l = 0; l < kt; ++l) (*values)[n++] = best([&](int i) { return cosine(es + i, p_ + kt + l); });
       for (int l = 0; l < kt; ++l) {
-        (*values)[n++] = best([&](int i) { return std::min(cosine(i, p_ + l), cosine(es + i, p_ + kt + l)); });
+        (*values)[n++] = best([&](int i) {  // unit i's best neuron, and its router
+          double expert = -std::numeric_limits<double>::infinity();
+          for (int j = 0; j < neurons; ++j) expert = std::max(expert, cosine(i * neurons + j, p_ + l));
+          return std::min(expert, cosine(es + i, p_ + kt + l));
+        });
       }
       const Eigen::VectorXd all = gram.diagonal().cwiseSqrt();
       double cross = 0.0;
