@@ -101,7 +101,7 @@ InputClusters ReadClusters(const io::ModelFile& model, const UnitBlock& teacher)
                                           "second-layer weights of the teacher units (rows) in each cluster (columns)");
   }
   if (clusters.teacher_weights.size() > 0) clusters.teacher_weights *= teacher.weight;
-  const int k = teacher.units * (teacher.HasRouters() ? 2 : 1);
+  const int k = teacher.Vectors();
   clusters.teacher_overlaps = ReadMatrix(model, "clusters.teacher_overlaps", count, k,
                                          "overlaps v_c·w* of the cluster means (rows) with the teacher vectors (columns)");
   if (clusters.teacher_overlaps.size() > 0 && clusters.teacher_overlaps.cwiseAbs().maxCoeff() > 0 && !relax) {
@@ -115,7 +115,7 @@ InputClusters ReadClusters(const io::ModelFile& model, const UnitBlock& teacher)
 // teacher.overlap (every pair of distinct teacher expert vectors) or teacher.Q (all teacher
 // vectors, row by row); empty: orthonormal.
 Eigen::MatrixXd ReadTeacherGram(const io::ModelFile& model, const UnitBlock& teacher) {
-  const int k = teacher.units * (teacher.HasRouters() ? 2 : 1);
+  const int k = teacher.Vectors();
   const bool uniform = model.Has("teacher.overlap"), given = model.Has("teacher.Q");
   if (uniform && given) {
     throw InputError("keys 'teacher.overlap' and 'teacher.Q' both give the teachers' overlaps: give one of them");
@@ -139,16 +139,7 @@ Eigen::MatrixXd ReadTeacherGram(const io::ModelFile& model, const UnitBlock& tea
     return t;
   }
   if (!given) return {};
-  const std::vector<double> q = model.GetDoubleList("teacher.Q", {});
-  if (static_cast<int>(q.size()) != k * k) {
-    ThrowBadValue("teacher.Q", std::to_string(q.size()) + " numbers",
-                  "must list the " + std::to_string(k) + " x " + std::to_string(k) +
-                      " teacher overlaps row by row (experts, then routers)");
-  }
-  Eigen::MatrixXd t(k, k);
-  for (int i = 0; i < k; ++i) {
-    for (int j = 0; j < k; ++j) t(i, j) = q[static_cast<std::size_t>(i * k + j)];
-  }
+  const Eigen::MatrixXd t = ReadMatrix(model, "teacher.Q", k, k, "teacher overlaps (experts, then routers)");
   const std::string problem = TwoLayerFlow::TeacherGramProblem(t);
   if (!problem.empty()) ThrowBadValue("teacher.Q", model.GetString("teacher.Q"), problem);
   return t;

@@ -402,19 +402,34 @@ double TwoLayerFlow::ClusterMehler(const Eigen::MatrixXd& gram, Eigen::MatrixXd*
   return risk + 0.5 * spec_.noise_variance;
 }
 
-Eigen::VectorXd TwoLayerFlow::RoutingAccuracy(const Eigen::MatrixXd& gram) const {
-  // The points mapped by a factor of Ω (any factor: the law is what matters here), then shifted by
-  // each cluster's means; the router logits are the columns ExpertVectors()..+units.
-  std::vector<int> order;  // fixed vectors first, as in SampleTerms
-  for (int a = p_; a < vectors(); ++a) order.push_back(a);
+Eigen::MatrixXd TwoLayerFlow::PointFactor(const Eigen::MatrixXd& gram) const {
+  // Teachers first: their projections are the same points whatever the state, so at the teacher
+  // itself f − y vanishes at every point and the sampled risk is exactly zero.
+  const int n = vectors();
+  std::vector<int> order;
+  for (int a = p_; a < n; ++a) order.push_back(a);
   for (int a = 0; a < p_; ++a) order.push_back(a);
-  Eigen::MatrixXd permuted(vectors(), vectors());
-  for (int i = 0; i < vectors(); ++i) {
-    for (int j = 0; j < vectors(); ++j) permuted(i, j) = gram(order[i], order[j]);
+  Eigen::MatrixXd permuted(n, n);
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) permuted(i, j) = gram(order[i], order[j]);
   }
-  const Eigen::MatrixXd hp = (*points_) * StateFactor(permuted, k_ + c_).transpose();
-  Eigen::MatrixXd h(hp.rows(), vectors());
-  for (int j = 0; j < vectors(); ++j) h.col(order[j]) = hp.col(j);
+  const Eigen::MatrixXd l = StateFactor(permuted, k_ + c_);
+  Eigen::MatrixXd factor(n, n);  // row a: the coordinates of vector a
+  for (int i = 0; i < n; ++i) factor.row(order[i]) = l.row(i);
+  return factor;
+}
+
+std::vector<double> TwoLayerFlow::TeacherWeights(int c) const {
+  const int kt = spec_.teacher.units;
+  std::vector<double> w(static_cast<std::size_t>(kt));
+  for (int l = 0; l < kt; ++l) w[static_cast<std::size_t>(l)] = -Sign(spec_.student.units + l, c);
+  return w;
+}
+
+Eigen::VectorXd TwoLayerFlow::RoutingAccuracy(const Eigen::MatrixXd& gram) const {
+  // The points mapped as in SampleTerms, then shifted by each cluster's means; the router logits
+  // are the columns ExpertVectors()..+units.
+  const Eigen::MatrixXd h = (*points_) * PointFactor(gram).transpose();
   const int units = spec_.student.units, first = spec_.student.ExpertVectors();
   Eigen::VectorXd accuracy(c_);
   std::vector<int> counts(static_cast<std::size_t>(units));
@@ -436,28 +451,16 @@ Eigen::VectorXd TwoLayerFlow::RoutingAccuracy(const Eigen::MatrixXd& gram) const
 TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram, bool gradient,
                                                      bool covariance) const {
   const int n = vectors();
-  // Teachers first: their projections are the same points whatever the state, so at the teacher
-  // itself f − y vanishes at every point and the sampled risk is exactly zero.
-  std::vector<int> order;
-  for (int a = p_; a < n; ++a) order.push_back(a);
-  for (int a = 0; a < p_; ++a) order.push_back(a);
-  Eigen::MatrixXd permuted(n, n);
-  for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < n; ++j) permuted(i, j) = gram(order[i], order[j]);
-  }
-  const Eigen::MatrixXd l = StateFactor(permuted, k_ + c_);
   using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   // Per-thread workspaces: a drift evaluation would otherwise allocate (and the system return)
   // several N × n matrices.
   thread_local Eigen::MatrixXd hp, g, df;
   thread_local RowMatrix h, hc;
   thread_local Eigen::VectorXd squared;
-  hp.noalias() = (*points_) * l.transpose();
+  hp.noalias() = (*points_) * PointFactor(gram).transpose();
   const int count = static_cast<int>(hp.rows()), half = count / 2;
-  h.resize(count, n);
-  for (int j = 0; j < n; ++j) h.col(order[j]) = hp.col(j);
+  h = hp;
 
-  const int kt = spec_.teacher.units;
   const BlockOutput student(spec_.student, 0, spec_.student.HasRouters() ? spec_.student.ExpertVectors() : -1);
   const BlockOutput teacher(spec_.teacher, p_, spec_.teacher.HasRouters() ? p_ + spec_.teacher.ExpertVectors() : -1);
   const std::vector<double> student_weights = StudentWeights();
@@ -471,8 +474,7 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   for (int c = 0; c < passes; ++c) {
     // Cluster c: every point shifted by the means (the same points for every cluster).
     const Eigen::VectorXd mu = Means(gram, c);
-    std::vector<double> teacher_weights(static_cast<std::size_t>(kt), spec_.teacher.weight);
-    for (int l = 0; l < kt; ++l) teacher_weights[l] = -Sign(spec_.student.units + l, c);
+    const std::vector<double> teacher_weights = TeacherWeights(c);
     for (int b = 0; b < count; ++b) {
       const double* row = h.row(b).data();
       if (c_ > 0) {

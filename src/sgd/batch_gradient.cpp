@@ -8,15 +8,7 @@ BatchGradient::BatchGradient(const TwoLayerFlow& model)
       student_(spec_.student, 0, spec_.student.HasRouters() ? spec_.student.ExpertVectors() : -1),
       teacher_(spec_.teacher, p_, spec_.teacher.HasRouters() ? p_ + spec_.teacher.ExpertVectors() : -1),
       row_(static_cast<std::size_t>(n_)), grad_(static_cast<std::size_t>(n_)) {
-  const InputClusters& clusters = spec_.clusters;
-  const int kt = spec_.teacher.units;
-  teacher_weights_.assign(static_cast<std::size_t>(std::max(1, clusters.count)),
-                          std::vector<double>(static_cast<std::size_t>(kt), spec_.teacher.weight));
-  if (clusters.teacher_weights.size() > 0) {
-    for (int c = 0; c < clusters.count; ++c) {
-      for (int l = 0; l < kt; ++l) teacher_weights_[c][l] = clusters.teacher_weights(l, c);
-    }
-  }
+  for (int c = 0; c < std::max(1, model.cluster_means()); ++c) teacher_weights_.push_back(model.TeacherWeights(c));
 }
 
 void BatchGradient::Labels(const Eigen::MatrixXd& h, const Eigen::VectorXd& noise, const std::vector<int>& clusters,

@@ -191,6 +191,9 @@ class TwoLayerFlow final : public FlowSystem {
   // Cluster inputs and a top-k (or softmax) student router: for each cluster, the largest share of
   // its inputs whose top-1 router logit is one expert (the `routing` observable; sampled points).
   bool HasRouting() const { return c_ > 0 && spec_.student.top_k > 0; }
+  // The second-layer weights of the teacher units for inputs from cluster c (c = 0 without
+  // clusters): what the sampled backend and the SGD labels use.
+  std::vector<double> TeacherWeights(int c) const;
   Eigen::VectorXd RoutingAccuracy(const Eigen::MatrixXd& gram) const;
 
   int StateSize() const override;
@@ -210,6 +213,9 @@ class TwoLayerFlow final : public FlowSystem {
   int ClusterPasses() const { return std::max(1, c_); }
   // The Mehler path with cluster means: the risk, and G (if not null).
   double ClusterMehler(const Eigen::MatrixXd& gram, Eigen::MatrixXd* g) const;
+  // L (vectors() × vectors(), row a the coordinates of vector a) with L Lᵀ = Ω₊ that maps the
+  // sampled backend's points to projections, h = L z: StateFactor with the fixed vectors first.
+  Eigen::MatrixXd PointFactor(const Eigen::MatrixXd& gram) const;
 
   // One unit: its sign in f − y, links and vector indices (router −1 if ungated).
   struct Unit {
