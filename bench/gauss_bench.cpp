@@ -1,6 +1,8 @@
 // Gaussian-expectation and Hermite-coefficient benchmarks (issue #3).
 #include <benchmark/benchmark.h>
 
+#include <cmath>
+
 #include "moeflow/gauss/expectation.hpp"
 #include "moeflow/links/hermite.hpp"
 
@@ -21,6 +23,7 @@ void BM_TwoPointErf(benchmark::State& state) {
 BENCHMARK(BM_TwoPointErf)
     ->Arg(static_cast<int>(ExpectationBackend::kClosedForm))
     ->Arg(static_cast<int>(ExpectationBackend::kQuadrature))
+    ->Arg(static_cast<int>(ExpectationBackend::kWhitened))
     ->Unit(benchmark::kMicrosecond);
 
 // The soft-routed MoE pair term E[π(r_a) He3(h_a) π(r_b) He3(h_b)], π = sigmoid.
@@ -40,7 +43,32 @@ void BM_FourPointHe3Sigmoid(benchmark::State& state) {
 BENCHMARK(BM_FourPointHe3Sigmoid)
     ->Arg(static_cast<int>(ExpectationBackend::kHermite))
     ->Arg(static_cast<int>(ExpectationBackend::kQuadrature))
+    ->Arg(static_cast<int>(ExpectationBackend::kWhitened))
     ->Unit(benchmark::kMicrosecond);
+
+// Four smooth non-polynomial factors E[tanh(a) sigmoid(b) erf(c) softplus(d)], two of them
+// correlated at 0.999: the case where only the quadratures reach 1e-9.
+void BM_FourPointSmooth(benchmark::State& state) {
+  const std::vector<moeflow::LinkPtr> f{moeflow::MakeLink("tanh"), moeflow::MakeLink("sigmoid"),
+                                        moeflow::MakeLink("erf"), moeflow::MakeLink("softplus")};
+  Eigen::Matrix4d b;  // Σ = B Bᵀ: rows 0 and 1 at correlation 0.999
+  b << 1.0, 0.0, 0.0, 0.0,  //
+      0.95, 0.0425, 0.0, 0.0,   //
+      0.3, 0.2, 0.9, 0.0,       //
+      -0.2, 0.1, 0.4, 0.9;
+  const Eigen::MatrixXd cov = b * b.transpose();
+  const Eigen::Vector4d mean(0.3, -0.2, 0.1, 0.5);
+  const auto backend = static_cast<ExpectationBackend>(state.range(0));
+  moeflow::ExpectationOptions options;
+  if (backend == ExpectationBackend::kQuadrature) options.quadrature_nodes = static_cast<int>(state.range(1));
+  for (auto _ : state) benchmark::DoNotOptimize(moeflow::Expect(f, mean, cov, backend, options).value);
+  state.SetLabel(moeflow::ToString(backend));
+}
+BENCHMARK(BM_FourPointSmooth)
+    ->Args({static_cast<int>(ExpectationBackend::kWhitened), 0})
+    ->Args({static_cast<int>(ExpectationBackend::kQuadrature), 48})
+    ->Args({static_cast<int>(ExpectationBackend::kQuadrature), 64})
+    ->Unit(benchmark::kMillisecond);
 
 void BM_SigmoidCoefficientsK40(benchmark::State& state) {
   const moeflow::LinkPtr sigmoid = moeflow::MakeLink("sigmoid");
