@@ -120,6 +120,89 @@ TEST(SaadSollaCommittee, EngineMatchesAnIndependentRk4OfTheClosedForms) {
   std::cout << "largest relative difference engine vs RK4 reference: " << worst << "\n";
 }
 
+// Trained second-layer weights v (teacher weights 1), Goldt et al.'s form of the same equations:
+// with s = (v_0, v_1, −1, −1), D_ab = v_a Σ_c s_c I3(a, b, c), the online-SGD term
+// v_a v_b Σ_{c,e} s_c s_e I4(a, b, c, e), and dv_a/dt = −Λ_v ∂R/∂v_a = −Λ_v Σ_c s_c I2(a, c).
+struct WeightedState {
+  Eigen::Matrix4d C;
+  Eigen::Vector2d v;
+  WeightedState operator+(const WeightedState& o) const { return {C + o.C, v + o.v}; }
+  WeightedState operator*(double f) const { return {C * f, v * f}; }
+};
+
+WeightedState ReferenceWeightedDrift(const WeightedState& x, double lr, double weights_lr) {
+  const Eigen::Matrix4d& C = x.C;
+  const double s[4] = {x.v[0], x.v[1], -1, -1};
+  Eigen::Matrix4d D = Eigen::Matrix4d::Zero();
+  WeightedState out{Eigen::Matrix4d::Zero(), Eigen::Vector2d::Zero()};
+  for (int a = 0; a < 2; ++a) {
+    for (int b = 0; b < 4; ++b) {
+      for (int c = 0; c < 4; ++c) D(a, b) += s[a] * s[c] * I3(C, a, b, c);
+    }
+    for (int c = 0; c < 4; ++c) out.v[a] -= weights_lr * s[c] * I2(C, a, c);
+  }
+  for (int a = 0; a < 2; ++a) {
+    for (int n = 2; n < 4; ++n) out.C(a, n) = out.C(n, a) = -D(a, n);
+    for (int b = 0; b < 2; ++b) {
+      double noise = 0;
+      for (int c = 0; c < 4; ++c) {
+        for (int e = 0; e < 4; ++e) noise += s[a] * s[b] * s[c] * s[e] * I4(C, a, b, c, e);
+      }
+      out.C(a, b) = -D(a, b) - D(b, a) + lr * noise;
+    }
+  }
+  return out;
+}
+
+double ReferenceWeightedRisk(const WeightedState& x) {
+  const double s[4] = {x.v[0], x.v[1], -1, -1};
+  double r = 0;
+  for (int a = 0; a < 4; ++a) {
+    for (int b = 0; b < 4; ++b) r += 0.5 * s[a] * s[b] * I2(x.C, a, b);
+  }
+  return r;
+}
+
+// Reference: the RK4 of the equations above at dt = 2e-3; tolerance kRelTol on the risk, M, Q and v.
+TEST(SaadSollaCommittee, TrainedSecondLayerMatchesAnIndependentRk4) {
+  const double lr = 0.5, weights_lr = 0.7, t_end = 100, dt = 2e-3;
+  EngineRun run = RunEngine({"dynamics.lr=0.5", "integrate.t_end=100", "output.grid=linear", "output.points=50",
+                             "integrate.rel_tol=1e-12", "integrate.abs_tol=1e-14", "student.weight=0.4",
+                             "student.weights_lr=0.7"});
+  ASSERT_EQ(run.summary.termination, Termination::kReachedEnd) << run.summary.message;
+  WeightedState x{run.setup.initial_gram, Eigen::Vector2d(0.4, 0.4)};
+  const int m_offset = OffsetOf(run.trajectory.observables, "M"), q_offset = OffsetOf(run.trajectory.observables, "Q");
+  const int a_offset = OffsetOf(run.trajectory.observables, "a");
+  const int steps_per_row = static_cast<int>(std::lround(t_end / 50 / dt));
+  double worst = 0;
+  for (std::size_t row = 0; row < run.trajectory.time.size(); ++row) {
+    if (row > 0) {
+      for (int s = 0; s < steps_per_row; ++s) {  // classic RK4
+        const WeightedState k1 = ReferenceWeightedDrift(x, lr, weights_lr);
+        const WeightedState k2 = ReferenceWeightedDrift(x + k1 * (0.5 * dt), lr, weights_lr);
+        const WeightedState k3 = ReferenceWeightedDrift(x + k2 * (0.5 * dt), lr, weights_lr);
+        const WeightedState k4 = ReferenceWeightedDrift(x + k3 * dt, lr, weights_lr);
+        x = x + (k1 + k2 * 2 + k3 * 2 + k4) * (dt / 6);
+      }
+    }
+    const Eigen::VectorXd& v = run.trajectory.values[row];
+    auto check = [&](double engine, double reference, const char* what) {
+      const double err = std::abs(engine - reference) / (std::abs(reference) + kFloor);
+      worst = std::max(worst, err);
+      EXPECT_LT(err, kRelTol) << what << " at t = " << run.trajectory.time[row] << ": " << engine << " vs " << reference;
+    };
+    check(v[0], ReferenceWeightedRisk(x), "risk");
+    for (int i = 0; i < 2; ++i) {
+      check(v[a_offset + i], x.v[i], "a");
+      for (int n = 0; n < 2; ++n) check(v[m_offset + 2 * i + n], x.C(i, 2 + n), "M");
+      for (int j = 0; j < 2; ++j) check(v[q_offset + 2 * i + j], x.C(i, j), "Q");
+    }
+  }
+  std::cout << "trained second layer: largest relative difference engine vs RK4 reference: " << worst
+            << "; weights at t = 100: " << x.v.transpose() << ", risk " << ReferenceWeightedRisk(x) << "\n";
+  EXPECT_GT(std::abs(x.v[0] - 0.4), 0.1);  // the weights did move
+}
+
 TEST(SaadSollaCommittee, PlateauThenSpecialisation) {
   EngineRun run = RunEngine({"dynamics.lr=0.5"});
   const int m_offset = OffsetOf(run.trajectory.observables, "M");

@@ -96,6 +96,51 @@ TEST(Protocol, SgdFollowsTheSameStages) {
   for (const EventRecord& e : run.summary.events) EXPECT_TRUE(e.occurred) << e.spec.name;
 }
 
+// A second-layer stage: the committee's vectors train with the weights frozen (student.weights_lr
+// = 0) for t ≤ 5, then only the weights train (stage lr = 0, weights_lr = 1). In the ODE and in
+// SGD (d = 500) the weights do not move in the first stage and the overlaps not in the second.
+TEST(Protocol, SecondLayerStageTrainsOnlyTheWeights) {
+  io::ModelFile model = io::ModelFile::Load(testing::ModelPath("committee_erf_k2m2.ini"));
+  for (const std::string& s : {"d=500", "student.weight=0.4", "student.weights_lr=0", "stage.vectors.duration=5",
+                               "stage.second_layer.lr=0", "stage.second_layer.weights_lr=1", "integrate.t_end=10",
+                               "output.grid=linear", "output.points=20"}) {
+    model.Set(s);
+  }
+  const FlowSetup setup = BuildFlow(model);
+  const ProtocolRun ode = Flow(setup);
+  ASSERT_EQ(ode.summary.termination, Termination::kReachedEnd) << ode.summary.message;
+  const SgdRun sgd = SimulateSgd(*setup.system, setup.initial_gram, setup.sgd, setup.options, setup.events, 3);
+  ASSERT_EQ(sgd.summary.termination, Termination::kReachedEnd) << sgd.summary.message;
+  for (const Trajectory* t : {&ode.trajectory, &sgd.trajectory}) {
+    const std::vector<int> offsets = ObservableOffsets(t->observables);
+    int a = -1, m = -1;
+    for (std::size_t i = 0; i < t->observables.size(); ++i) {
+      if (t->observables[i].name == "a") a = offsets[i];
+      if (t->observables[i].name == "M") m = offsets[i];
+    }
+    ASSERT_GE(a, 0);
+    const Eigen::VectorXd& last = t->values.back();
+    const Eigen::VectorXd* at5 = nullptr;
+    for (std::size_t row = 0; row < t->time.size(); ++row) {
+      if (t->time[row] <= 5.0 - 1e-3) EXPECT_EQ(t->values[row][a], 0.4) << "t = " << t->time[row];
+      if (t->time[row] >= 5.0 + 1e-3) {
+        if (at5 == nullptr) at5 = &t->values[row];
+        EXPECT_NEAR(t->values[row][m], (*at5)[m], 1e-14) << "t = " << t->time[row];
+      }
+    }
+    EXPECT_GT(std::abs(last[a] - 0.4), 0.05) << "the weights moved in the second stage";
+  }
+  io::ModelFile untrained = io::ModelFile::Load(testing::ModelPath("committee_erf_k2m2.ini"));
+  untrained.Set("stage.second_layer.weights_lr=1");
+  try {
+    BuildFlow(untrained);
+    ADD_FAILURE() << "stage weights_lr without trained weights was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("stage.second_layer.weights_lr"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("student.weights_lr"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Protocol, BadStagesAreRejectedByName) {
   EXPECT_THROW(He3({"stage.a.until=nothing"}), InputError);
   EXPECT_THROW(He3({"stage.a.lr=1", "stage.b.duration=1"}), InputError);  // a has no stop rule

@@ -127,6 +127,9 @@ INSTANTIATE_TEST_SUITE_P(
         // 81 s: 0.0376, 0.0160, 0.0087, slope −0.529).
         ConvergenceCase{"committee_correlated_teachers", "committee_erf_k2m2.ini",
                         {"integrate.t_end=50", "teacher.overlap=0.4"}},
+        // Trained second-layer weights from 0.4 (multiplier 0.7): the distance includes the weights a.
+        ConvergenceCase{"committee_trained_second_layer", "committee_erf_k2m2.ini",
+                        {"integrate.t_end=50", "student.weight=0.4", "student.weights_lr=0.7"}},
         // m* = m = 2, η = 0.001/d, t ≤ 1.
         ConvergenceCase{"soft_routed_m2", "soft_routed_moe.ini",
                         {"student.units=2", "teacher.units=2", "sgd.lr=0.001", "sgd.lr_exponent=1",

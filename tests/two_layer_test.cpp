@@ -62,6 +62,48 @@ TEST(TwoLayerFlow, RiskDecreasesAtMinusTheSquaredProjectedGradient) {
   EXPECT_NEAR(fd, -0.8 * squared, kFiniteDifferenceTol);
 }
 
+// Trained second-layer weights: the state carries them, and along the full drift dR/dt gains
+// exactly −Λ_a ‖∂R/∂a‖² over the drift with the weights frozen (the weights descend R). ∂R/∂a is
+// checked against central differences of R in each weight (step 1e-5), gated and ungated.
+TEST(TwoLayerFlow, TrainedWeightsDescendTheRisk) {
+  for (const bool gated : {false, true}) {
+    TwoLayerSpec spec;
+    spec.student = {3, MakeLink("hermite(0.1, 0.5, 0.3, 0.4)"), 0.7, gated ? MakeLink("sigmoid") : nullptr};
+    spec.teacher = {2, MakeLink("hermite(0, 1, 0.2, -0.6)"), 1.3, gated ? MakeLink("sigmoid") : nullptr};
+    spec.learning_rate = 0.8;
+    spec.student_weights = {0.7, -0.4, 1.1};
+    spec.trained_weights = true;
+    spec.weight_learning_rate = 0.6;
+    if (gated) spec.constraint = VectorConstraint::kNormalised;
+    const TwoLayerFlow flow(spec);
+    const int n = flow.vectors();
+    const Eigen::MatrixXd gram = SampleInitialGram(flow.students(), n - flow.students(), 20, 5);
+    const Eigen::VectorXd x = flow.Pack(gram);
+    ASSERT_EQ(x.size(), flow.StateSize());
+    EXPECT_EQ(flow.WeightsIn(x), spec.student_weights);
+    // The weights' drift is −Λ_a ∂R/∂a, ∂R/∂a by finite differences.
+    Eigen::VectorXd dx;
+    flow.Drift(x, dx);
+    for (int i = 0; i < 3; ++i) {
+      std::vector<double> up = spec.student_weights, down = spec.student_weights;
+      up[i] += kStep;
+      down[i] -= kStep;
+      const double fd = (flow.WithStudentWeights(up).Risk(gram) - flow.WithStudentWeights(down).Risk(gram)) / (2 * kStep);
+      EXPECT_NEAR(dx[x.size() - 3 + i], -0.6 * fd, kFiniteDifferenceTol) << "gated " << gated << " unit " << i;
+    }
+    // dR/dt along the drift, with and without the weights' part.
+    auto risk = [&](const Eigen::VectorXd& y) { return flow.AtState(y).Risk(flow.Unpack(y)); };
+    Eigen::VectorXd frozen = dx;
+    frozen.tail(3).setZero();
+    const double full = (risk(x + kStep * dx) - risk(x - kStep * dx)) / (2 * kStep);
+    const double without = (risk(x + kStep * frozen) - risk(x - kStep * frozen)) / (2 * kStep);
+    const Eigen::VectorXd grad = flow.WeightGradient(gram);
+    EXPECT_GT(grad.squaredNorm(), 1e-3);
+    EXPECT_NEAR(full - without, -0.6 * grad.squaredNorm(), kFiniteDifferenceTol) << "gated " << gated;
+    EXPECT_LT(without, 0.0);
+  }
+}
+
 TEST(TwoLayerFlow, SphericalDriftKeepsNormsAndTeacherBlockFixed) {
   const TwoLayerFlow flow = MakeFlow(3, 2, "h(3)", "h(3)");
   const Eigen::MatrixXd drift = flow.GramDrift(SampleInitialGram(3, 2, 20, 11));

@@ -453,6 +453,12 @@ std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& sp
     }
     stage.router_learning_rate =
         spec.student.HasRouters() ? model.GetNonNegative(prefix + "router_lr", spec.router_learning_rate) : 1.0;
+    if (model.Has(prefix + "weights_lr") && !spec.trained_weights) {
+      ThrowBadValue(prefix + "weights_lr", model.GetString(prefix + "weights_lr", ""),
+                    "needs trained second-layer weights: give student.weights_lr (0 freezes them until a stage "
+                    "sets its own)");
+    }
+    stage.weight_learning_rate = model.GetNonNegative(prefix + "weights_lr", spec.weight_learning_rate);
     stages.push_back(stage);
   }
   for (std::size_t s = 0; s + 1 < stages.size(); ++s) {
@@ -639,6 +645,8 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
                                  : (vectors == "normalised" ? VectorConstraint::kNormalised : VectorConstraint::kSpherical);
   spec.learning_rate = model.GetNonNegative("student.lr", 1.0);
   if (spec.student.HasRouters()) spec.router_learning_rate = model.GetNonNegative("student.router_lr", 1.0);
+  spec.trained_weights = model.Has("student.weights_lr");
+  if (spec.trained_weights) spec.weight_learning_rate = model.GetNonNegative("student.weights_lr", 1.0);
   if (spec.constraint == VectorConstraint::kNormalised) {
     spec.expert_norm = model.GetPositive("student.expert_norm", 1.0);
     if (spec.student.HasRouters()) spec.router_norm = model.GetPositive("student.router_norm", 1.0);

@@ -46,6 +46,7 @@ Stage WholeRunStage(const TwoLayerSpec& spec) {
   Stage all;
   all.learning_rate = spec.learning_rate;
   all.router_learning_rate = spec.router_learning_rate;
+  all.weight_learning_rate = spec.weight_learning_rate;
   return all;
 }
 
@@ -56,7 +57,7 @@ TwoLayerFlow StageModel(const TwoLayerFlow& current, const Stage& stage, const E
       stage.prune == "none"
           ? current
           : current.WithStudentWeights(Prune(current, gram, stage.prune, stage.prune_tolerance, pruned));
-  return pruned_model.WithLearningRates(stage.learning_rate, stage.router_learning_rate);
+  return pruned_model.WithLearningRates(stage.learning_rate, stage.router_learning_rate, stage.weight_learning_rate);
 }
 
 RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, const IntegratorOptions& options,
@@ -83,7 +84,10 @@ RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, cons
       records->push_back(record);
       continue;
     }
-    current = StageModel(current, stage, flow.Unpack(x), &record.pruned);
+    // Trained weights live in the state: the stage (and its pruning) starts from them, and the
+    // pruned ones go back into the state.
+    current = StageModel(current.AtState(x), stage, flow.Unpack(x), &record.pruned);
+    if (flow.spec().trained_weights) x = current.Pack(flow.Unpack(x));
     IntegratorOptions o = options;
     const double length = std::min(stage.duration, options.t_end - t);
     o.t_end = length;

@@ -4,6 +4,7 @@
 #include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <sstream>
 
@@ -291,9 +292,14 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
                                       : ")"),
                           true});
   observables_.push_back({"Q", p_, p_, "student-student overlaps", true});
+  if (spec_.trained_weights) {
+    observables_.push_back({"a", ps, 1, "second-layer weight of each student unit (trained: student.weights_lr)"});
+  }
 }
 
-int TwoLayerFlow::StateSize() const { return p_ * (p_ + 1) / 2 + p_ * (k_ + c_); }
+int TwoLayerFlow::StateSize() const {
+  return p_ * (p_ + 1) / 2 + p_ * (k_ + c_) + (spec_.trained_weights ? spec_.student.units : 0);
+}
 
 Eigen::VectorXd TwoLayerFlow::Pack(const Eigen::MatrixXd& gram) const {
   Eigen::VectorXd x(StateSize());
@@ -304,7 +310,44 @@ Eigen::VectorXd TwoLayerFlow::Pack(const Eigen::MatrixXd& gram) const {
   for (int i = 0; i < p_; ++i) {
     for (int l = 0; l < k_ + c_; ++l) x[n++] = gram(i, p_ + l);
   }
+  if (spec_.trained_weights) {
+    for (int i = 0; i < spec_.student.units; ++i) x[n++] = units_[i].sign;
+  }
   return x;
+}
+
+std::vector<double> TwoLayerFlow::WeightsIn(const Eigen::VectorXd& x) const {
+  if (!spec_.trained_weights) return StudentWeights();
+  const int units = spec_.student.units;
+  const Eigen::VectorXd tail = x.tail(units);
+  return std::vector<double>(tail.data(), tail.data() + units);
+}
+
+bool TwoLayerFlow::HoldsWeightsOf(const Eigen::VectorXd& x) const {
+  // Bit for bit (a NaN weight equals itself here: AtState's copy must not recurse).
+  const int units = spec_.student.units;
+  for (int i = 0; i < units; ++i) {
+    const double a = x[x.size() - units + i], b = units_[i].sign;
+    if (std::memcmp(&a, &b, sizeof a) != 0) return false;
+  }
+  return true;
+}
+
+TwoLayerFlow TwoLayerFlow::AtState(const Eigen::VectorXd& x) const {
+  return spec_.trained_weights ? WithStudentWeights(WeightsIn(x)) : *this;
+}
+
+Eigen::VectorXd TwoLayerFlow::WeightGradient(const Eigen::MatrixXd& gram) const {
+  const std::vector<double> a = StudentWeights();
+  Eigen::VectorXd g = Eigen::VectorXd::Zero(static_cast<Eigen::Index>(a.size()));
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i] == 0.0) continue;  // pruned
+    std::vector<double> up = a, down = a;
+    up[i] += 1.0;
+    down[i] -= 1.0;
+    g[static_cast<Eigen::Index>(i)] = 0.5 * (WithStudentWeights(up).Risk(gram) - WithStudentWeights(down).Risk(gram));
+  }
+  return g;
 }
 
 Eigen::MatrixXd TwoLayerFlow::Unpack(const Eigen::VectorXd& x) const {
@@ -606,10 +649,11 @@ Eigen::MatrixXd TwoLayerFlow::GatedGradientOverlaps(const Eigen::MatrixXd& gram)
   return a * gram;  // teacher rows of a are zero
 }
 
-TwoLayerFlow TwoLayerFlow::WithLearningRates(double expert_lr, double router_lr) const {
+TwoLayerFlow TwoLayerFlow::WithLearningRates(double expert_lr, double router_lr, double weight_lr) const {
   TwoLayerFlow copy = *this;
   copy.spec_.learning_rate = expert_lr;
   copy.spec_.router_learning_rate = router_lr;
+  copy.spec_.weight_learning_rate = weight_lr;
   return copy;
 }
 
@@ -781,10 +825,18 @@ Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const {
 }
 
 void TwoLayerFlow::Drift(const Eigen::VectorXd& x, Eigen::VectorXd& dxdt) const {
-  dxdt = Pack(GramDrift(Unpack(x)));
+  if (spec_.trained_weights && !HoldsWeightsOf(x)) return AtState(x).Drift(x, dxdt);
+  const Eigen::MatrixXd gram = Unpack(x);
+  dxdt = Pack(GramDrift(gram));
+  if (spec_.trained_weights) {
+    const int units = spec_.student.units;
+    dxdt.tail(units) = spec_.weight_learning_rate == 0.0 ? Eigen::VectorXd::Zero(units)
+                                                        : Eigen::VectorXd(-spec_.weight_learning_rate * WeightGradient(gram));
+  }
 }
 
 void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bool risk) const {
+  if (spec_.trained_weights && !HoldsWeightsOf(x)) return AtState(x).Observe(x, values, risk);
   const Eigen::MatrixXd gram = Unpack(x);
   values->resize(ObservableValueCount(observables_));
   int n = 0;
@@ -850,6 +902,9 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bo
   }
   for (int i = 0; i < p_; ++i) {
     for (int j = 0; j < p_; ++j) (*values)[n++] = gram(i, j);
+  }
+  if (spec_.trained_weights) {
+    for (int i = 0; i < ps; ++i) (*values)[n++] = units_[i].sign;
   }
 }
 

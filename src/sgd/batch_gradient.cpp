@@ -38,6 +38,22 @@ void BatchGradient::Compute(const Eigen::MatrixXd& h, const Eigen::VectorXd& nor
   }
 }
 
+void BatchGradient::WeightGradient(const Eigen::MatrixXd& hbar, const Eigen::VectorXd& residual,
+                                   Eigen::VectorXd* out) const {
+  const int units = static_cast<int>(weights_.size());
+  out->setZero(units);
+  std::vector<double> unit(static_cast<std::size_t>(units), 0.0);
+  for (Eigen::Index b = 0; b < hbar.rows(); ++b) {
+    for (int a = 0; a < p_; ++a) row_[a] = hbar(b, a);
+    for (int i = 0; i < units; ++i) {
+      if (weights_[i] == 0.0) continue;
+      unit[i] = 1.0;
+      (*out)[i] += residual[b] * student_.Evaluate(row_.data(), unit.data(), nullptr, &scratch_);
+      unit[i] = 0.0;
+    }
+  }
+}
+
 double BatchGradient::Risk(const Eigen::MatrixXd& h, const Eigen::VectorXd& norms, const Eigen::VectorXd& y) const {
   Eigen::MatrixXd hbar = h;
   for (int i = 0; i < p_; ++i) hbar.col(i) /= norms[i];

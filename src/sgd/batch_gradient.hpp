@@ -27,8 +27,11 @@ class BatchGradient {
   void Compute(const Eigen::MatrixXd& h, const Eigen::VectorXd& norms, const Eigen::VectorXd& y,
                Eigen::MatrixXd* hbar, Eigen::VectorXd* residual, Eigen::MatrixXd* g) const;
 
-  // The students' per-unit weights (pruning sets some to 0).
+  // The students' per-unit weights (pruning sets some to 0; trained weights move every step).
   void SetStudentWeights(const std::vector<double>& weights) { weights_ = weights; }
+  // Σ_b F_b ∂f/∂a_i(h̄_b) for every unit i (trained second-layer weights): f is linear in the
+  // weights, so ∂f/∂a_i is the output with weight 1 on unit i alone; a pruned unit (weight 0) gets 0.
+  void WeightGradient(const Eigen::MatrixXd& hbar, const Eigen::VectorXd& residual, Eigen::VectorXd* out) const;
   // Not thread-safe (per-sample buffers): one per SGD run.
 
   // ½ mean (f(h̄) − y)²; h needs only the student columns (the labels y are given).

@@ -11,17 +11,18 @@
 namespace moeflow {
 namespace {
 
-// Offsets and sizes of the overlap observables M and Q.
+// Offsets and sizes of the state observables: the overlaps M and Q, and trained weights a.
 std::vector<std::pair<int, int>> OverlapRanges(const std::vector<ObservableInfo>& observables) {
   std::vector<std::pair<int, int>> ranges;
   const std::vector<int> offsets = ObservableOffsets(observables);
   for (std::size_t i = 0; i < observables.size(); ++i) {
-    if (observables[i].name == "M" || observables[i].name == "Q") ranges.emplace_back(offsets[i], observables[i].size());
+    const std::string& name = observables[i].name;
+    if (name == "M" || name == "Q" || name == "a") ranges.emplace_back(offsets[i], observables[i].size());
   }
   return ranges;
 }
 
-// Median over the seeds of sup over the common times and the entries of M and Q of
+// Median over the seeds of sup over the common times and the entries of M and Q (and a) of
 // |SGD − ODE|, each seed against the ODE from its own initial overlaps.
 double OverlapDistance(const DimensionComparison& c) {
   const auto ranges = OverlapRanges(c.sgd.front().trajectory.observables);

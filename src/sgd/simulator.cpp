@@ -457,13 +457,18 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   std::vector<double> multiplier(p);
   TwoLayerFlow current = model;  // the current stage's model: observables, weights, multipliers
   std::string pruned;            // what the current stage's pruning removed
+  const bool trained_weights = model.spec().trained_weights;
+  std::vector<double> weights = model.StudentWeights();  // trained: updated every step, `current` at checks
+  Eigen::VectorXd weight_gradient;
   auto enter_stage = [&](double t) {
     stage_start = t;
     until = -1;
     pruned.clear();
     if (stage >= stages.size()) return;
+    if (trained_weights) current = current.WithStudentWeights(weights);
     current = StageModel(current, stages[stage], engine->Gram(), &pruned);
-    gradient.SetStudentWeights(current.StudentWeights());
+    weights = current.StudentWeights();
+    gradient.SetStudentWeights(weights);
     for (std::size_t e = 0; e < events.size(); ++e) {
       if (events[e].name == stages[stage].until) until = static_cast<int>(e);
     }
@@ -528,6 +533,7 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
     if (record) last_recorded = step;
     const Eigen::MatrixXd raw = engine->Gram();
     const double t = eta * static_cast<double>(step);
+    if (trained_weights) current = current.WithStudentWeights(weights);
     const Eigen::VectorXd values = recorder.Values(current, raw, record ? train_risk() : 0.0, record ? test_risk() : 0.0,
                                                    record || events_read_risk);
     if (!values.allFinite() || !raw.allFinite()) {
@@ -642,6 +648,12 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
     }
     if (constraint == VectorConstraint::kNormalised) norms = engine->StudentNorms();
     gradient.Compute(h, norms, labels, &hbar, &residual, &g);
+    if (trained_weights && current.spec().weight_learning_rate != 0.0) {  // a_i −= ηΛ_a mean_b F_b ∂f/∂a_i
+      gradient.WeightGradient(hbar, residual, &weight_gradient);
+      const double scale = eta * current.spec().weight_learning_rate / static_cast<double>(batch);
+      for (int i = 0; i < static_cast<int>(weights.size()); ++i) weights[i] -= scale * weight_gradient[i];
+      gradient.SetStudentWeights(weights);
+    }
     for (int i = 0; i < p; ++i) {
       const double norm = constraint == VectorConstraint::kFree ? 1.0 : norms[i];
       const double scale = eta * multiplier[i] / (static_cast<double>(batch) * norm);

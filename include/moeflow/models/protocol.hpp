@@ -21,6 +21,7 @@ struct Stage {
   std::string until;       // the stage ends when this event of the model has happened ("": none)
   double learning_rate = 1.0;         // multiplier of the student expert vectors
   double router_learning_rate = 1.0;  // multiplier of the student router vectors
+  double weight_learning_rate = 1.0;  // multiplier of the trained second-layer weights
   // Pruning applied to the state when the stage starts (see Prune): none, cancelling,
   // duplicates or redundant (both), with the cosine tolerance of its rule.
   std::string prune = "none";

@@ -104,6 +104,13 @@ struct TwoLayerSpec {
   // of weight 0 is pruned: it contributes nothing, receives no gradient and is left out of the
   // best-cosine observables.
   std::vector<double> student_weights;
+  // Trained second-layer weights (`student.weights_lr`): the state gains the per-unit student
+  // weights after the overlaps, moving as da_i/dt = −weight_learning_rate · ∂R/∂a_i. R is
+  // quadratic in the weights (f is linear in them for every kind of block), so ∂R/∂a_i =
+  // (R(a + e_i) − R(a − e_i))/2 exactly, whatever the backend. A weight at exactly 0 is a pruned
+  // unit and stays 0.
+  bool trained_weights = false;
+  double weight_learning_rate = 1.0;
   // Population expectations by fixed-point Monte Carlo over the projections (always for top-k
   // routing, which couples all units; on request for any model, as a cross-check): this many
   // standard normal points (antithetic pairs), drawn once from `population_seed`, so that the
@@ -144,8 +151,9 @@ class TwoLayerFlow final : public FlowSystem {
   explicit TwoLayerFlow(TwoLayerSpec spec);
 
   const TwoLayerSpec& spec() const { return spec_; }
-  // The same model with other learning-rate multipliers (a stage of a protocol).
-  TwoLayerFlow WithLearningRates(double expert_lr, double router_lr) const;
+  // The same model with other learning-rate multipliers (a stage of a protocol); weight_lr: of the
+  // trained second-layer weights.
+  TwoLayerFlow WithLearningRates(double expert_lr, double router_lr, double weight_lr) const;
   // The same model with other per-unit student weights (pruning).
   TwoLayerFlow WithStudentWeights(const std::vector<double>& weights) const;
   std::vector<double> StudentWeights() const;  // one per student unit
@@ -157,8 +165,15 @@ class TwoLayerFlow final : public FlowSystem {
   int cluster_means() const { return c_; }
   int vectors() const { return p_ + k_ + c_; }
 
-  // The state holds the student rows of Ω: Q (upper triangle, row by row) then M (p x teachers()).
+  // The state holds the student rows of Ω: Q (upper triangle, row by row) then M (p x teachers()),
+  // then, with trained weights, the per-unit student weights (this model's StudentWeights()).
   Eigen::VectorXd Pack(const Eigen::MatrixXd& gram) const;
+  // The student weights a state holds (StudentWeights() unless they are trained).
+  std::vector<double> WeightsIn(const Eigen::VectorXd& x) const;
+  // This model with the weights of state x (itself unless they are trained and differ).
+  TwoLayerFlow AtState(const Eigen::VectorXd& x) const;
+  // ∂R/∂a_i for every student unit (0 for a pruned unit), exact: R is quadratic in the weights.
+  Eigen::VectorXd WeightGradient(const Eigen::MatrixXd& gram) const;
   // The full vectors() x vectors() Gram matrix (fixed block: TeacherGram()).
   Eigen::MatrixXd Unpack(const Eigen::VectorXd& x) const;
   // The fixed vectors' overlaps (teachers() × teachers()): spec().teacher_gram or the identity for
@@ -206,6 +221,8 @@ class TwoLayerFlow final : public FlowSystem {
   std::string CheckInvariants(const Eigen::VectorXd& x) const override;
 
  private:
+  // True if this model's student weights are those of state x (trained weights), bit for bit.
+  bool HoldsWeightsOf(const Eigen::VectorXd& x) const;
   // The sign of unit u in f − y for inputs from cluster c (c = 0 without clusters).
   double Sign(int u, int c) const;
   // The means of every projection for inputs from cluster c (zero without clusters).
