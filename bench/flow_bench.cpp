@@ -50,6 +50,24 @@ void BM_CommitteeErfDrift(benchmark::State& state) {
 }
 BENCHMARK(BM_CommitteeErfDrift)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMicrosecond);
 
+// The same with trained second-layer weights (student.weights_lr = 1): the weights' drift costs
+// 2K risk evaluations on model copies (∂R/∂a_i as the exact central difference of a quadratic).
+void BM_CommitteeErfDriftTrainedWeights(benchmark::State& state) {
+  moeflow::io::ModelFile model = moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/committee_erf_k2m2.ini");
+  const int k = static_cast<int>(state.range(0));
+  for (const std::string& s : {"student.units=" + std::to_string(k), "teacher.units=" + std::to_string(k),
+                               std::string("student.weights_lr=1"), std::string("student.weight=0.5")}) {
+    model.Set(s);
+  }
+  const moeflow::FlowSetup setup = moeflow::BuildFlow(model);
+  Eigen::VectorXd dxdt(setup.initial_state.size());
+  for (auto _ : state) {
+    setup.system->Drift(setup.initial_state, dxdt);
+    benchmark::DoNotOptimize(dxdt.data());
+  }
+}
+BENCHMARK(BM_CommitteeErfDriftTrainedWeights)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMicrosecond);
+
 // The span nn2pp covers to its t = 1000 at lr 0.5 (its time is steps/d, ours η·steps = 0.5·1000),
 // dopri5 at rel_tol 1e-8. Peer: 0.19 s (Euler, dt = 0.01).
 void BM_CommitteeErfK2M2ToNn2ppSpan(benchmark::State& state) {
