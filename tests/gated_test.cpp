@@ -17,6 +17,7 @@
 #include "moeflow/links/link.hpp"
 #include "moeflow/models/model_builder.hpp"
 #include "moeflow/models/two_layer.hpp"
+#include "test_util.hpp"
 
 namespace moeflow {
 namespace {
@@ -156,8 +157,8 @@ TEST(GatedPairKernel, FactorisesOnTheRouterOrthogonalToExpertManifold) {
 
 TwoLayerSpec GatedSpec(int m, int m_star) {
   TwoLayerSpec spec;
-  spec.student = {m, MakeLink("he(3)"), 1.0, MakeLink("sigmoid")};
-  spec.teacher = {m_star, MakeLink("he(3)"), 1.0, MakeLink("sigmoid")};
+  spec.student = testing::Block(m, MakeLink("he(3)"), 1.0, MakeLink("sigmoid"));
+  spec.teacher = testing::Block(m_star, MakeLink("he(3)"), 1.0, MakeLink("sigmoid"));
   spec.constraint = VectorConstraint::kNormalised;
   spec.learning_rate = 0.8;
   spec.router_learning_rate = 1.3;

@@ -101,7 +101,7 @@ TEST(Protocol, SgdFollowsTheSameStages) {
 // SGD (d = 500) the weights do not move in the first stage and the overlaps not in the second.
 TEST(Protocol, SecondLayerStageTrainsOnlyTheWeights) {
   io::ModelFile model = io::ModelFile::Load(testing::ModelPath("committee_erf_k2m2.ini"));
-  for (const std::string& s : {"d=500", "student.weight=0.4", "student.weights_lr=0", "stage.vectors.duration=5",
+  for (const char* s : {"d=500", "student.weight=0.4", "student.weights_lr=0", "stage.vectors.duration=5",
                                "stage.second_layer.lr=0", "stage.second_layer.weights_lr=1", "integrate.t_end=10",
                                "output.grid=linear", "output.points=20"}) {
     model.Set(s);
@@ -122,7 +122,9 @@ TEST(Protocol, SecondLayerStageTrainsOnlyTheWeights) {
     const Eigen::VectorXd& last = t->values.back();
     const Eigen::VectorXd* at5 = nullptr;
     for (std::size_t row = 0; row < t->time.size(); ++row) {
-      if (t->time[row] <= 5.0 - 1e-3) EXPECT_EQ(t->values[row][a], 0.4) << "t = " << t->time[row];
+      if (t->time[row] <= 5.0 - 1e-3) {
+        EXPECT_EQ(t->values[row][a], 0.4) << "t = " << t->time[row];
+      }
       if (t->time[row] >= 5.0 + 1e-3) {
         if (at5 == nullptr) at5 = &t->values[row];
         EXPECT_NEAR(t->values[row][m], (*at5)[m], 1e-14) << "t = " << t->time[row];

@@ -61,4 +61,13 @@ int RunPython(const std::string& script, std::string* output) {
   return RunCommand(Python() + " " + path, output);
 }
 
+UnitBlock Block(int units, LinkPtr link, double weight, LinkPtr gate) {
+  UnitBlock b;
+  b.units = units;
+  b.link = std::move(link);
+  b.weight = weight;
+  b.gate = std::move(gate);
+  return b;
+}
+
 }  // namespace moeflow::testing

@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include "moeflow/models/two_layer.hpp"
+
 namespace moeflow::testing {
 
 // |actual - expected| / max(|expected|, tiny): the one relative-error formula of the tests.
@@ -21,5 +23,8 @@ int RunCommand(const std::string& command, std::string* output);
 
 // Writes `script` to a temporary file and runs it with Python(); like RunCommand.
 int RunPython(const std::string& script, std::string* output);
+
+// A block of `units` units with one link, weight and optional gate (the other members default).
+UnitBlock Block(int units, LinkPtr link, double weight, LinkPtr gate = nullptr);
 
 }  // namespace moeflow::testing

@@ -19,8 +19,8 @@ constexpr double kStep = 1e-5;
 
 TwoLayerFlow MakeFlow(int p, int k, const std::string& student_link, const std::string& teacher_link) {
   TwoLayerSpec spec;
-  spec.student = {p, MakeLink(student_link), 0.7, nullptr};
-  spec.teacher = {k, MakeLink(teacher_link), 1.3, nullptr};
+  spec.student = testing::Block(p, MakeLink(student_link), 0.7, nullptr);
+  spec.teacher = testing::Block(k, MakeLink(teacher_link), 1.3, nullptr);
   spec.learning_rate = 0.8;
   return TwoLayerFlow(spec);
 }
@@ -68,8 +68,8 @@ TEST(TwoLayerFlow, RiskDecreasesAtMinusTheSquaredProjectedGradient) {
 TEST(TwoLayerFlow, TrainedWeightsDescendTheRisk) {
   for (const bool gated : {false, true}) {
     TwoLayerSpec spec;
-    spec.student = {3, MakeLink("hermite(0.1, 0.5, 0.3, 0.4)"), 0.7, gated ? MakeLink("sigmoid") : nullptr};
-    spec.teacher = {2, MakeLink("hermite(0, 1, 0.2, -0.6)"), 1.3, gated ? MakeLink("sigmoid") : nullptr};
+    spec.student = testing::Block(3, MakeLink("hermite(0.1, 0.5, 0.3, 0.4)"), 0.7, gated ? MakeLink("sigmoid") : nullptr);
+    spec.teacher = testing::Block(2, MakeLink("hermite(0, 1, 0.2, -0.6)"), 1.3, gated ? MakeLink("sigmoid") : nullptr);
     spec.learning_rate = 0.8;
     spec.student_weights = {0.7, -0.4, 1.1};
     spec.trained_weights = true;
@@ -149,8 +149,8 @@ namespace {
 TEST(TwoLayerFlow, FreeVectorGradientFlowDecreasesRiskAtMinusTheSquaredGradient) {
   for (const char* link : {"erf_sqrt2", "tanh"}) {
     TwoLayerSpec spec;
-    spec.student = {3, MakeLink(link), 0.9, nullptr};
-    spec.teacher = {2, MakeLink(link), 1.1, nullptr};
+    spec.student = testing::Block(3, MakeLink(link), 0.9, nullptr);
+    spec.teacher = testing::Block(2, MakeLink(link), 1.1, nullptr);
     spec.constraint = VectorConstraint::kFree;
     spec.learning_rate = 0.7;
     const TwoLayerFlow flow(spec);
