@@ -206,7 +206,7 @@ TEST(Protocol, PruningRemovesCancellingPairsAndMergesDuplicates) {
   Eigen::MatrixXd gram = u * u.transpose();
   EXPECT_NEAR(flow.Risk(gram), 0.0, 1e-12);
   std::string report;
-  const std::vector<double> w = Prune(flow, gram, "cancelling", 0.05, &report);
+  const std::vector<double> w = Prune(flow, gram, "cancelling", 0.05, 1e-3, &report);
   EXPECT_EQ(w, (std::vector<double>{1, 0, 0})) << report;
   EXPECT_EQ(report, "cancelling pair (1, 2)");
   const TwoLayerFlow pruned = flow.WithStudentWeights(w);
@@ -225,7 +225,7 @@ TEST(Protocol, PruningRemovesCancellingPairsAndMergesDuplicates) {
   gram = u * u.transpose();
   const double before = flow.Risk(gram);
   EXPECT_GT(before, 0.1);
-  const std::vector<double> merged = Prune(flow, gram, "duplicates", 0.05, &report);
+  const std::vector<double> merged = Prune(flow, gram, "duplicates", 0.05, 1e-3, &report);
   EXPECT_EQ(merged, (std::vector<double>{2, 1, 0})) << report;
   EXPECT_NEAR(flow.WithStudentWeights(merged).Risk(gram), before, 1e-12 * before);
   // SGD applies the same pruning when the stage starts: from the cancelling state, one unit is
@@ -252,8 +252,38 @@ TEST(Protocol, PruningRemovesCancellingPairsAndMergesDuplicates) {
     }
   }
   // Nothing to prune: the report says so.
-  EXPECT_EQ(Prune(flow, Eigen::MatrixXd::Identity(8, 8), "redundant", 0.05, &report), (std::vector<double>{1, 1, 1}));
+  EXPECT_EQ(Prune(flow, Eigen::MatrixXd::Identity(8, 8), "redundant", 0.05, 1e-3, &report), (std::vector<double>{1, 1, 1}));
   EXPECT_EQ(report, "nothing");
+}
+
+// Three linear experts at 120° under one router output π(v·x)·Σ w_i·x = 0: no pair cancels, the
+// negligible rule removes the group (output RMS 0 by the second difference of R in the weights),
+// the risk is unchanged; a unit of weight 1e-6 alone is removed as a negligible unit.
+TEST(Protocol, NegligibleRuleRemovesAGroupWhoseOutputsCancel) {
+  io::ModelFile model = io::ModelFile::Load(testing::ModelPath("soft_routed_moe.ini"));
+  for (const char* s : {"student.units=4", "teacher.units=1", "d=100", "student.link=identity", "teacher.link=identity"}) {
+    model.Set(s);
+  }
+  const FlowSetup setup = BuildFlow(model);
+  const TwoLayerFlow& flow = *setup.system;
+  // Vectors: student experts 0..3, student routers 4..7, teacher expert 8, teacher router 9.
+  Eigen::MatrixXd u = Eigen::MatrixXd::Zero(10, 5);  // basis a, b, c1, c2, e
+  u(0, 0) = 1, u(4, 1) = 1, u(8, 0) = 1, u(9, 1) = 1;  // student 0 = teacher
+  for (int i = 0; i < 3; ++i) {
+    u(1 + i, 2) = std::cos(2 * M_PI * i / 3), u(1 + i, 3) = std::sin(2 * M_PI * i / 3);
+    u(5 + i, 4) = 1;  // one router for the three
+  }
+  const Eigen::MatrixXd gram = u * u.transpose();
+  EXPECT_NEAR(flow.Risk(gram), 0.0, 1e-12);
+  std::string report;
+  EXPECT_EQ(Prune(flow, gram, "cancelling", 0.05, 1e-3, &report), (std::vector<double>{1, 1, 1, 1}));
+  const std::vector<double> w = Prune(flow, gram, "negligible", 0.05, 1e-3, &report);
+  EXPECT_EQ(w, (std::vector<double>{1, 0, 0, 0})) << report;
+  EXPECT_EQ(report.rfind("negligible group (1, 2, 3): output rms ", 0), 0u) << report;
+  EXPECT_NEAR(flow.WithStudentWeights(w).Risk(gram), 0.0, 1e-12);
+  const TwoLayerFlow tiny = flow.WithStudentWeights({1, 1e-6, 1, 1});
+  EXPECT_EQ(Prune(tiny, gram, "all", 0.05, 1e-3, &report), (std::vector<double>{1, 0, 1, 1})) << report;
+  EXPECT_EQ(report.rfind("negligible unit (1): output rms ", 0), 0u) << report;
 }
 
 }  // namespace

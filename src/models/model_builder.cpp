@@ -443,13 +443,15 @@ std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& sp
     }
 
     stage.learning_rate = model.GetNonNegative(prefix + "lr", spec.learning_rate);
-    stage.prune = model.GetChoice(prefix + "prune", "none", {"none", "cancelling", "duplicates", "redundant"});
+    stage.prune = model.GetChoice(prefix + "prune", "none",
+                                  {"none", "cancelling", "duplicates", "redundant", "negligible", "all"});
     if (stage.prune != "none" && spec.student.neurons > 1) {
       ThrowBadValue(prefix + "prune", stage.prune, "is for experts of one neuron (student.neurons = 1)");
     }
     if (stage.prune != "none") {
       stage.prune_tolerance = model.GetPositive(prefix + "prune_tolerance", stage.prune_tolerance);
       if (stage.prune_tolerance >= 1) ThrowBadValue(prefix + "prune_tolerance", Num(stage.prune_tolerance), "must be < 1");
+      stage.prune_rms = model.GetPositive(prefix + "prune_rms", stage.prune_rms);
     }
     stage.router_learning_rate =
         spec.student.HasRouters() ? model.GetNonNegative(prefix + "router_lr", spec.router_learning_rate) : 1.0;

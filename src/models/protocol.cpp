@@ -8,7 +8,7 @@
 namespace moeflow {
 
 std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::string& rule,
-                          double tolerance, std::string* report) {
+                          double tolerance, double rms_tolerance, std::string* report) {
   std::vector<double> w = flow.StudentWeights();
   const int units = static_cast<int>(w.size());
   const bool gated = flow.spec().student.HasRouters();
@@ -16,7 +16,8 @@ std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram,
   auto cosine = [&](int a, int b) { return gram(a, b) * inverse[a] * inverse[b]; };
   auto router_close = [&](int i, int j) { return !gated || cosine(units + i, units + j) >= 1.0 - tolerance; };
   std::vector<std::string> removed;
-  if (rule == "cancelling" || rule == "redundant") {
+  const bool all = rule == "all";
+  if (rule == "cancelling" || rule == "redundant" || all) {
     const std::vector<double> c = flow.spec().student.link->HermiteCoefficients(20);
     bool odd = true;
     for (std::size_t k = 0; k < c.size(); k += 2) odd = odd && std::abs(c[k]) < 1e-12;
@@ -28,7 +29,7 @@ std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram,
       }
     }
   }
-  if (rule == "duplicates" || rule == "redundant") {
+  if (rule == "duplicates" || rule == "redundant" || all) {
     for (int i = 0; i < units; ++i) {
       for (int j = i + 1; j < units && w[i] != 0.0; ++j) {
         if (w[j] == 0.0 || !router_close(i, j) || cosine(i, j) < 1.0 - tolerance) continue;
@@ -36,6 +37,45 @@ std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram,
         w[i] += w[j];
         w[j] = 0.0;
       }
+    }
+  }
+  if (rule == "negligible" || all) {
+    // Units whose combined output has an RMS ≤ rms_tolerance: each group of units with the same
+    // router (gated; all units' routers within the cosine tolerance of the group's first), then
+    // every unit alone. E[(Σ_S a_i φ_i)²] is the second difference of the quadratic R in the
+    // weights (TwoLayerFlow::OutputSecondMoment), whatever the backend.
+    auto rms = [&](const std::vector<int>& set) {
+      std::vector<double> delta(w.size(), 0.0);
+      for (int i : set) delta[i] = w[i];
+      return std::sqrt(std::max(0.0, flow.WithStudentWeights(w).OutputSecondMoment(delta, gram)));
+    };
+    auto remove = [&](const std::vector<int>& set, double value, const char* what) {
+      std::vector<std::string> names;
+      for (int i : set) {
+        names.push_back(std::to_string(i));
+        w[i] = 0.0;
+      }
+      removed.push_back(std::string(what) + " (" + detail::Join(names, ", ") + "): output rms " +
+                        detail::FormatNumber(value));
+    };
+    if (gated) {
+      std::vector<bool> seen(w.size(), false);
+      for (int i = 0; i < units; ++i) {
+        if (w[i] == 0.0 || seen[i]) continue;
+        std::vector<int> group{i};
+        for (int j = i + 1; j < units; ++j) {
+          if (w[j] != 0.0 && !seen[j] && router_close(i, j)) group.push_back(j);
+        }
+        for (int j : group) seen[j] = true;
+        if (group.size() < 2) continue;
+        const double value = rms(group);
+        if (value <= rms_tolerance) remove(group, value, "negligible group");
+      }
+    }
+    for (int i = 0; i < units; ++i) {
+      if (w[i] == 0.0) continue;
+      const double value = rms({i});
+      if (value <= rms_tolerance) remove({i}, value, "negligible unit");
     }
   }
   *report = removed.empty() ? "nothing" : detail::Join(removed, ", ");
@@ -56,7 +96,8 @@ TwoLayerFlow StageModel(const TwoLayerFlow& current, const Stage& stage, const E
   const TwoLayerFlow pruned_model =
       stage.prune == "none"
           ? current
-          : current.WithStudentWeights(Prune(current, gram, stage.prune, stage.prune_tolerance, pruned));
+          : current.WithStudentWeights(
+                Prune(current, gram, stage.prune, stage.prune_tolerance, stage.prune_rms, pruned));
   return pruned_model.WithLearningRates(stage.learning_rate, stage.router_learning_rate, stage.weight_learning_rate);
 }
 

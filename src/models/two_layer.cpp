@@ -337,6 +337,17 @@ TwoLayerFlow TwoLayerFlow::AtState(const Eigen::VectorXd& x) const {
   return spec_.trained_weights ? WithStudentWeights(WeightsIn(x)) : *this;
 }
 
+double TwoLayerFlow::OutputSecondMoment(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const {
+  const std::vector<double> a = StudentWeights();
+  if (delta.size() != a.size()) throw Error("OutputSecondMoment: one entry per unit");
+  std::vector<double> up = a, down = a;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    up[i] += delta[i];
+    down[i] -= delta[i];
+  }
+  return WithStudentWeights(up).Risk(gram) + WithStudentWeights(down).Risk(gram) - 2 * Risk(gram);
+}
+
 Eigen::VectorXd TwoLayerFlow::WeightGradient(const Eigen::MatrixXd& gram) const {
   const std::vector<double> a = StudentWeights();
   Eigen::VectorXd g = Eigen::VectorXd::Zero(static_cast<Eigen::Index>(a.size()));

@@ -26,6 +26,7 @@ struct Stage {
   // duplicates or redundant (both), with the cosine tolerance of its rule.
   std::string prune = "none";
   double prune_tolerance = 0.05;
+  double prune_rms = 1e-3;  // negligible: the output RMS below which units are pruned
 };
 
 // What happened to one stage of a run.
@@ -42,10 +43,14 @@ struct StageRecord {
 //               ≤ −(1 − tol), for an odd expert link (σ(−z) = −σ(z)): together they output ≈ 0;
 //               both are pruned (weight 0);
 //   duplicates  router and expert cosines ≥ 1 − tol: j is merged into i (w_i += w_j, w_j = 0);
-//   redundant   cancelling, then duplicates.
+//   redundant   cancelling, then duplicates;
+//   negligible  units whose combined output E[(Σ_S a_i φ_i)²]^(1/2) ≤ rms_tolerance: each group of
+//               units sharing a router (router cosines ≥ 1 − tol; e.g. several experts under one
+//               gate whose outputs cancel), then single units; all pruned;
+//   all         redundant, then negligible.
 // Returns the new per-unit weights; `report` lists what was pruned.
 std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::string& rule,
-                          double tolerance, std::string* report);
+                          double tolerance, double rms_tolerance, std::string* report);
 
 // The stage of a run without [stage.NAME] sections: the student's own multipliers, no stop rule.
 Stage WholeRunStage(const TwoLayerSpec& spec);

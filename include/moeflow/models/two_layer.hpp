@@ -174,6 +174,9 @@ class TwoLayerFlow final : public FlowSystem {
   TwoLayerFlow AtState(const Eigen::VectorXd& x) const;
   // ∂R/∂a_i for every student unit (0 for a pruned unit), exact: R is quadratic in the weights.
   Eigen::VectorXd WeightGradient(const Eigen::MatrixXd& gram) const;
+  // E[(Σ_i δ_i φ_i)²], φ_i = ∂f/∂a_i (unit i's output at weight 1): the second difference
+  // R(a + δ) + R(a − δ) − 2R(a), exact since R is quadratic in the weights.
+  double OutputSecondMoment(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const;
   // The full vectors() x vectors() Gram matrix (fixed block: TeacherGram()).
   Eigen::MatrixXd Unpack(const Eigen::VectorXd& x) const;
   // The fixed vectors' overlaps (teachers() × teachers()): spec().teacher_gram or the identity for
