@@ -250,8 +250,9 @@ ExpectationResult Quadrature(const std::vector<LinkPtr>& factors, const Eigen::V
 // A direction with s_j small is nearly polynomial: Gauss–Hermite with 4 + 40 s + 110 s² nodes
 // (plus half the total polynomial degree) reaches 1e-13 on tanh·tanh (measured for s ≤ 1.5);
 // otherwise the trapezoidal rule with step min(0.7, c/s_j) on |z_j| ≤ 8.7, wider with polynomial
-// factors (error ~ e^(−π²/c) times the integrand's growth; 1e-12 measured at the default
-// c = 0.3; the default is 0.27), whichever has fewer nodes. Products of polynomials: Gauss–Hermite, exact.
+// factors (error ~ e^(−π²/c) times the integrand's growth; ~1e-12 measured at c = 0.3, the
+// default 0.27 leaves a margin for the error estimate), whichever has fewer nodes. Products of
+// polynomials: Gauss–Hermite, exact.
 
 constexpr double kWhitenedRankTolerance = 1e-13;
 
@@ -648,17 +649,16 @@ ExpectationResult Expect(const std::vector<LinkPtr>& factors, const Eigen::Vecto
   switch (backend) {
     case ExpectationBackend::kAuto: {
       if (ClosedForm(factors, mean, cov, &result)) return result;
-      bool polynomial = true, kinked = false;
+      bool all_polynomial = true, any_polynomial = false, kinked = false;
       for (const LinkPtr& f : factors) {
-        polynomial = polynomial && f->PolynomialDegree() >= 0;
+        all_polynomial = all_polynomial && f->PolynomialDegree() >= 0;
+        any_polynomial = any_polynomial || f->PolynomialDegree() >= 0;
         kinked = kinked || !f->Kinks().empty();
       }
-      if (polynomial) return HermiteSeries(factors, mean, cov, options);
+      if (all_polynomial) return HermiteSeries(factors, mean, cov, options);
       // The conditioning quadrature integrates polynomial factors exactly at inner levels with
       // few nodes (the whitened one spreads their growth over every direction: 250 ms against
       // 8 ms on the four-point He3×sigmoid pair term), and it splits at kinks.
-      bool any_polynomial = false;
-      for (const LinkPtr& f : factors) any_polynomial = any_polynomial || f->PolynomialDegree() >= 0;
       return kinked || any_polynomial ? Quadrature(factors, mean, cov, options) : Whitened(factors, mean, cov, options);
     }
     case ExpectationBackend::kClosedForm:
