@@ -3,6 +3,7 @@
 // written out here, integrated by a fixed-step RK4 at a small step).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "moeflow/integrate/integrator.hpp"
@@ -31,97 +32,8 @@ double I4(const Eigen::Matrix4d& C, int a, int b, int c, int d) {  // E[g'(a) g'
                     2 * C(a, b) * C(a, d) * C(b, d);
   return 4 / (M_PI * M_PI) / std::sqrt(l4) * std::asin(l0 / std::sqrt(l1 * l2));
 }
-constexpr double kSign[4] = {1, 1, -1, -1};
-
-Eigen::Matrix4d ReferenceDrift(const Eigen::Matrix4d& C, double lr) {
-  Eigen::Matrix4d D = Eigen::Matrix4d::Zero(), drift = Eigen::Matrix4d::Zero();
-  for (int a = 0; a < 2; ++a) {
-    for (int b = 0; b < 4; ++b) {
-      for (int v = 0; v < 4; ++v) D(a, b) += kSign[v] * I3(C, a, b, v);
-    }
-  }
-  for (int a = 0; a < 2; ++a) {
-    for (int n = 2; n < 4; ++n) drift(a, n) = drift(n, a) = -D(a, n);
-    for (int b = 0; b < 2; ++b) {
-      double noise = 0;
-      for (int v = 0; v < 4; ++v) {
-        for (int w = 0; w < 4; ++w) noise += kSign[v] * kSign[w] * I4(C, a, b, v, w);
-      }
-      drift(a, b) = -D(a, b) - D(b, a) + lr * noise;
-    }
-  }
-  return drift;
-}
-
-double ReferenceRisk(const Eigen::Matrix4d& C) {
-  double r = 0;
-  for (int a = 0; a < 4; ++a) {
-    for (int b = 0; b < 4; ++b) r += 0.5 * kSign[a] * kSign[b] * I2(C, a, b);
-  }
-  return r;
-}
-
-struct EngineRun {
-  FlowSetup setup;
-  Trajectory trajectory;
-  RunSummary summary;
-};
-
-EngineRun RunEngine(const std::vector<std::string>& overrides) {
-  io::ModelFile model = io::ModelFile::Load(testing::ModelPath("committee_erf_k2m2.ini"));
-  for (const std::string& s : overrides) model.Set(s);
-  EngineRun run{BuildFlow(model), {}, {}};
-  run.summary = Integrate(*run.setup.system, run.setup.initial_state, run.setup.options, run.setup.events, &run.trajectory);
-  return run;
-}
-
-int OffsetOf(const std::vector<ObservableInfo>& observables, const std::string& name) {
-  const std::vector<int> offsets = ObservableOffsets(observables);
-  for (std::size_t i = 0; i < observables.size(); ++i) {
-    if (observables[i].name == name) return offsets[i];
-  }
-  ADD_FAILURE() << "no observable " << name;
-  return 0;
-}
-
-// |engine − reference| ≤ 1e-6 (|reference| + 1e-3): relative, with a floor for values near 0.
-constexpr double kRelTol = 1e-6;
-constexpr double kFloor = 1e-3;
-
-TEST(SaadSollaCommittee, EngineMatchesAnIndependentRk4OfTheClosedForms) {
-  const double lr = 0.5, t_end = 150, dt = 2e-3;
-  EngineRun run = RunEngine({"dynamics.lr=0.5", "integrate.t_end=150", "output.grid=linear", "output.points=75",
-                             "integrate.rel_tol=1e-12", "integrate.abs_tol=1e-14"});
-  ASSERT_EQ(run.summary.termination, Termination::kReachedEnd) << run.summary.message;
-  Eigen::Matrix4d C = run.setup.initial_gram;
-  const int m_offset = OffsetOf(run.trajectory.observables, "M"), q_offset = OffsetOf(run.trajectory.observables, "Q");
-  const int steps_per_row = static_cast<int>(std::lround(t_end / 75 / dt));
-  double worst = 0;
-  for (std::size_t row = 0; row < run.trajectory.time.size(); ++row) {
-    if (row > 0) {
-      for (int s = 0; s < steps_per_row; ++s) {  // classic RK4
-        const Eigen::Matrix4d k1 = ReferenceDrift(C, lr), k2 = ReferenceDrift(C + 0.5 * dt * k1, lr),
-                              k3 = ReferenceDrift(C + 0.5 * dt * k2, lr), k4 = ReferenceDrift(C + dt * k3, lr);
-        C += dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4);
-      }
-    }
-    const Eigen::VectorXd& v = run.trajectory.values[row];
-    auto check = [&](double engine, double reference, const char* what) {
-      const double err = std::abs(engine - reference) / (std::abs(reference) + kFloor);
-      worst = std::max(worst, err);
-      EXPECT_LT(err, kRelTol) << what << " at t = " << run.trajectory.time[row] << ": " << engine << " vs " << reference;
-    };
-    check(v[0], ReferenceRisk(C), "risk");
-    for (int i = 0; i < 2; ++i) {
-      for (int n = 0; n < 2; ++n) check(v[m_offset + 2 * i + n], C(i, 2 + n), "M");
-      for (int j = 0; j < 2; ++j) check(v[q_offset + 2 * i + j], C(i, j), "Q");
-    }
-  }
-  std::cout << "largest relative difference engine vs RK4 reference: " << worst << "\n";
-}
-
-// Trained second-layer weights v (teacher weights 1), Goldt et al.'s form of the same equations:
-// with s = (v_0, v_1, −1, −1), D_ab = v_a Σ_c s_c I3(a, b, c), the online-SGD term
+// The reference ODE with student second-layer weights v (teacher weights 1), Goldt et al.'s form of
+// Saad & Solla's equations (fixed v = 1 and Λ_v = 0: Saad & Solla's): with s = (v_0, v_1, −1, −1), D_ab = v_a Σ_c s_c I3(a, b, c), the online-SGD term
 // v_a v_b Σ_{c,e} s_c s_e I4(a, b, c, e), and dv_a/dt = −Λ_v ∂R/∂v_a = −Λ_v Σ_c s_c I2(a, c).
 struct WeightedState {
   Eigen::Matrix4d C;
@@ -163,41 +75,87 @@ double ReferenceWeightedRisk(const WeightedState& x) {
   return r;
 }
 
-// Reference: the RK4 of the equations above at dt = 2e-3; tolerance kRelTol on the risk, M, Q and v.
-TEST(SaadSollaCommittee, TrainedSecondLayerMatchesAnIndependentRk4) {
-  const double lr = 0.5, weights_lr = 0.7, t_end = 100, dt = 2e-3;
-  EngineRun run = RunEngine({"dynamics.lr=0.5", "integrate.t_end=100", "output.grid=linear", "output.points=50",
-                             "integrate.rel_tol=1e-12", "integrate.abs_tol=1e-14", "student.weight=0.4",
-                             "student.weights_lr=0.7"});
-  ASSERT_EQ(run.summary.termination, Termination::kReachedEnd) << run.summary.message;
-  WeightedState x{run.setup.initial_gram, Eigen::Vector2d(0.4, 0.4)};
+struct EngineRun {
+  FlowSetup setup;
+  Trajectory trajectory;
+  RunSummary summary;
+};
+
+EngineRun RunEngine(const std::vector<std::string>& overrides) {
+  io::ModelFile model = io::ModelFile::Load(testing::ModelPath("committee_erf_k2m2.ini"));
+  for (const std::string& s : overrides) model.Set(s);
+  EngineRun run{BuildFlow(model), {}, {}};
+  run.summary = Integrate(*run.setup.system, run.setup.initial_state, run.setup.options, run.setup.events, &run.trajectory);
+  return run;
+}
+
+int OffsetOf(const std::vector<ObservableInfo>& observables, const std::string& name) {
+  const std::vector<int> offsets = ObservableOffsets(observables);
+  for (std::size_t i = 0; i < observables.size(); ++i) {
+    if (observables[i].name == name) return offsets[i];
+  }
+  ADD_FAILURE() << "no observable " << name;
+  return 0;
+}
+
+// |engine − reference| ≤ 1e-6 (|reference| + 1e-3): relative, with a floor for values near 0.
+constexpr double kRelTol = 1e-6;
+constexpr double kFloor = 1e-3;
+
+// Integrates the reference from x by RK4 at dt between the engine's rows (every row one step
+// count apart on the linear grid) and checks the risk, M, Q and, if the engine trains them, the
+// weights a against it within kRelTol; returns the largest relative difference and leaves x at
+// the last row.
+double CompareWithRk4(const EngineRun& run, WeightedState* x, double lr, double weights_lr, double dt) {
   const int m_offset = OffsetOf(run.trajectory.observables, "M"), q_offset = OffsetOf(run.trajectory.observables, "Q");
-  const int a_offset = OffsetOf(run.trajectory.observables, "a");
-  const int steps_per_row = static_cast<int>(std::lround(t_end / 50 / dt));
+  const bool trained = std::any_of(run.trajectory.observables.begin(), run.trajectory.observables.end(),
+                                   [](const ObservableInfo& o) { return o.name == "a"; });
+  const int a_offset = trained ? OffsetOf(run.trajectory.observables, "a") : -1;
+  const std::vector<double>& time = run.trajectory.time;
+  const int steps_per_row = static_cast<int>(std::lround((time[1] - time[0]) / dt));
   double worst = 0;
-  for (std::size_t row = 0; row < run.trajectory.time.size(); ++row) {
+  for (std::size_t row = 0; row < time.size(); ++row) {
     if (row > 0) {
       for (int s = 0; s < steps_per_row; ++s) {  // classic RK4
-        const WeightedState k1 = ReferenceWeightedDrift(x, lr, weights_lr);
-        const WeightedState k2 = ReferenceWeightedDrift(x + k1 * (0.5 * dt), lr, weights_lr);
-        const WeightedState k3 = ReferenceWeightedDrift(x + k2 * (0.5 * dt), lr, weights_lr);
-        const WeightedState k4 = ReferenceWeightedDrift(x + k3 * dt, lr, weights_lr);
-        x = x + (k1 + k2 * 2 + k3 * 2 + k4) * (dt / 6);
+        const WeightedState k1 = ReferenceWeightedDrift(*x, lr, weights_lr);
+        const WeightedState k2 = ReferenceWeightedDrift(*x + k1 * (0.5 * dt), lr, weights_lr);
+        const WeightedState k3 = ReferenceWeightedDrift(*x + k2 * (0.5 * dt), lr, weights_lr);
+        const WeightedState k4 = ReferenceWeightedDrift(*x + k3 * dt, lr, weights_lr);
+        *x = *x + (k1 + k2 * 2 + k3 * 2 + k4) * (dt / 6);
       }
     }
     const Eigen::VectorXd& v = run.trajectory.values[row];
     auto check = [&](double engine, double reference, const char* what) {
       const double err = std::abs(engine - reference) / (std::abs(reference) + kFloor);
       worst = std::max(worst, err);
-      EXPECT_LT(err, kRelTol) << what << " at t = " << run.trajectory.time[row] << ": " << engine << " vs " << reference;
+      EXPECT_LT(err, kRelTol) << what << " at t = " << time[row] << ": " << engine << " vs " << reference;
     };
-    check(v[0], ReferenceWeightedRisk(x), "risk");
+    check(v[0], ReferenceWeightedRisk(*x), "risk");
     for (int i = 0; i < 2; ++i) {
-      check(v[a_offset + i], x.v[i], "a");
-      for (int n = 0; n < 2; ++n) check(v[m_offset + 2 * i + n], x.C(i, 2 + n), "M");
-      for (int j = 0; j < 2; ++j) check(v[q_offset + 2 * i + j], x.C(i, j), "Q");
+      if (a_offset >= 0) check(v[a_offset + i], x->v[i], "a");
+      for (int n = 0; n < 2; ++n) check(v[m_offset + 2 * i + n], x->C(i, 2 + n), "M");
+      for (int j = 0; j < 2; ++j) check(v[q_offset + 2 * i + j], x->C(i, j), "Q");
     }
   }
+  return worst;
+}
+
+TEST(SaadSollaCommittee, EngineMatchesAnIndependentRk4OfTheClosedForms) {
+  EngineRun run = RunEngine({"dynamics.lr=0.5", "integrate.t_end=150", "output.grid=linear", "output.points=75",
+                             "integrate.rel_tol=1e-12", "integrate.abs_tol=1e-14"});
+  ASSERT_EQ(run.summary.termination, Termination::kReachedEnd) << run.summary.message;
+  WeightedState x{run.setup.initial_gram, Eigen::Vector2d(1, 1)};  // fixed weights 1: Λ_v = 0
+  const double worst = CompareWithRk4(run, &x, 0.5, 0.0, 2e-3);
+  std::cout << "largest relative difference engine vs RK4 reference: " << worst << "\n";
+}
+
+TEST(SaadSollaCommittee, TrainedSecondLayerMatchesAnIndependentRk4) {
+  EngineRun run = RunEngine({"dynamics.lr=0.5", "integrate.t_end=100", "output.grid=linear", "output.points=50",
+                             "integrate.rel_tol=1e-12", "integrate.abs_tol=1e-14", "student.weight=0.4",
+                             "student.weights_lr=0.7"});
+  ASSERT_EQ(run.summary.termination, Termination::kReachedEnd) << run.summary.message;
+  WeightedState x{run.setup.initial_gram, Eigen::Vector2d(0.4, 0.4)};
+  const double worst = CompareWithRk4(run, &x, 0.5, 0.7, 2e-3);
   std::cout << "trained second layer: largest relative difference engine vs RK4 reference: " << worst
             << "; weights at t = 100: " << x.v.transpose() << ", risk " << ReferenceWeightedRisk(x) << "\n";
   EXPECT_GT(std::abs(x.v[0] - 0.4), 0.1);  // the weights did move

@@ -307,7 +307,8 @@ void ExpectAllCombinationsAgree(const std::vector<std::string>& specs, int arity
       f.push_back(MakeLink(specs[i]));
       name += specs[i] + " ";
     }
-    const double tol_abs = Kinked(f) ? kKinkedAgreeTol : kSmoothAgreeTol;
+    const bool kinked = Kinked(f);
+    const double tol_abs = kinked ? kKinkedAgreeTol : kSmoothAgreeTol;
     int degree = 0;  // total polynomial degree of the product
     for (const LinkPtr& l : f) degree += std::max(0, l->PolynomialDegree());
     std::mt19937_64 rng(seed * 1'000'003 + static_cast<std::uint64_t>(combinations));
@@ -317,7 +318,6 @@ void ExpectAllCombinationsAgree(const std::vector<std::string>& specs, int arity
       const Gaussian g = RandomGaussian(arity, rng, 0.99, true, false, combinations * per_combination + c);
       // Smooth combinations: the whitened quadrature, checked against the conditioning one
       // wherever that claims the accuracy; kinked ones: the conditioning quadrature.
-      const bool kinked = Kinked(f);
       const ExpectationResult q =
           Expect(f, g.mean, g.cov, kinked ? ExpectationBackend::kQuadrature : ExpectationBackend::kWhitened);
       const ExpectationResult h = Expect(f, g.mean, g.cov, ExpectationBackend::kHermite);

@@ -337,26 +337,32 @@ TwoLayerFlow TwoLayerFlow::AtState(const Eigen::VectorXd& x) const {
   return spec_.trained_weights ? WithStudentWeights(WeightsIn(x)) : *this;
 }
 
-double TwoLayerFlow::OutputSecondMoment(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const {
+std::pair<double, double> TwoLayerFlow::RisksAlong(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const {
   const std::vector<double> a = StudentWeights();
-  if (delta.size() != a.size()) throw Error("OutputSecondMoment: one entry per unit");
+  if (delta.size() != a.size()) throw Error("RisksAlong: one entry per unit");
   std::vector<double> up = a, down = a;
   for (std::size_t i = 0; i < a.size(); ++i) {
     up[i] += delta[i];
     down[i] -= delta[i];
   }
-  return WithStudentWeights(up).Risk(gram) + WithStudentWeights(down).Risk(gram) - 2 * Risk(gram);
+  return {WithStudentWeights(up).Risk(gram), WithStudentWeights(down).Risk(gram)};
+}
+
+double TwoLayerFlow::OutputSecondMoment(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const {
+  const auto [up, down] = RisksAlong(delta, gram);
+  return up + down - 2 * Risk(gram);
 }
 
 Eigen::VectorXd TwoLayerFlow::WeightGradient(const Eigen::MatrixXd& gram) const {
   const std::vector<double> a = StudentWeights();
   Eigen::VectorXd g = Eigen::VectorXd::Zero(static_cast<Eigen::Index>(a.size()));
+  std::vector<double> unit(a.size(), 0.0);
   for (std::size_t i = 0; i < a.size(); ++i) {
     if (a[i] == 0.0) continue;  // pruned
-    std::vector<double> up = a, down = a;
-    up[i] += 1.0;
-    down[i] -= 1.0;
-    g[static_cast<Eigen::Index>(i)] = 0.5 * (WithStudentWeights(up).Risk(gram) - WithStudentWeights(down).Risk(gram));
+    unit[i] = 1.0;
+    const auto [up, down] = RisksAlong(unit, gram);
+    unit[i] = 0.0;
+    g[static_cast<Eigen::Index>(i)] = 0.5 * (up - down);
   }
   return g;
 }

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moeflow/gauss/gated_pair.hpp"
@@ -224,6 +225,8 @@ class TwoLayerFlow final : public FlowSystem {
   std::string CheckInvariants(const Eigen::VectorXd& x) const override;
 
  private:
+  // R(a + δ) and R(a − δ) at `gram`, a the student weights (two model copies).
+  std::pair<double, double> RisksAlong(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const;
   // True if this model's student weights are those of state x (trained weights), bit for bit.
   bool HoldsWeightsOf(const Eigen::VectorXd& x) const;
   // The sign of unit u in f − y for inputs from cluster c (c = 0 without clusters).
