@@ -143,6 +143,49 @@ across_values = 0, 0.1, 0.2
   for (std::size_t i = 3; i < 12; ++i) EXPECT_GT(shorter.results[0].values[i], pass.results[0].values[i]) << i;
 }
 
+// `set` on a final check: it reads its own run of the changed model. The single-index He3 flow
+// to t = 0.5 from m0 = 0.1 (main run) against the same flow to t = 5 (own run): the overlap m
+// grows (closed form: dm/dt > 0), so "m <= 0.2 at the end" holds on the main run and fails on
+// the longer one, whose end time the report gives; a third check reads the same changed model.
+TEST(VerifyChecks, AFinalCheckWithSetReadsItsOwnRun) {
+  const std::string text = R"(
+d = 100
+[teacher]
+link = h(3)
+[student]
+link = h(3)
+m0 = 0.1
+[integrate]
+t_end = 0.5
+[check.short]
+kind = final
+observable = m
+op = <=
+threshold = 0.2
+[check.long]
+kind = final
+observable = m
+op = <=
+threshold = 0.2
+set = integrate.t_end=5
+[check.long_risk]
+kind = final
+observable = risk
+op = <=
+threshold = 10
+set = integrate.t_end=5
+)";
+  const Verification v = Verify(io::ModelFile::Parse(text, "set test"), VerifyOptions{});
+  ASSERT_EQ(v.results.size(), 3u);
+  EXPECT_EQ(v.results[0].status, CheckStatus::kPass) << v.results[0].measured;
+  EXPECT_EQ(v.results[1].status, CheckStatus::kFail) << v.results[1].measured;
+  EXPECT_GT(v.results[1].values[0], 0.2);
+  EXPECT_NE(v.results[1].measured.find("at t = 5 (own run: integrate.t_end=5)"), std::string::npos)
+      << v.results[1].measured;
+  EXPECT_EQ(v.results[2].status, CheckStatus::kPass) << v.results[2].measured;
+  EXPECT_EQ(v.trajectory.time.back(), 0.5);  // the main run is the file's
+}
+
 TEST(VerifyChecks, BadChecksAreRejectedByKey) {
   struct Case {
     std::vector<std::string> overrides;

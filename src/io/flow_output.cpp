@@ -198,6 +198,7 @@ Group VerifyResultFile(const ModelFile& model, const FlowSetup& setup, const Ver
     checks.datasets.push_back({r.spec.name, {}, {status},
                                {{"kind", std::string(kinds[static_cast<int>(r.spec.kind)])},
                                 {"claim", r.spec.description},
+                                {"set", detail::Join(r.spec.overrides, ", ")},
                                 {"expected", r.expected},
                                 {"measured", r.measured},
                                 {"status", std::string(ToString(r.status))},

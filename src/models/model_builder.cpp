@@ -444,7 +444,12 @@ std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& sp
 
     stage.learning_rate = model.GetNonNegative(prefix + "lr", spec.learning_rate);
     stage.prune = model.GetChoice(prefix + "prune", "none",
-                                  {"none", "cancelling", "duplicates", "redundant", "negligible", "all"});
+                                  {"none", "cancelling", "duplicates", "redundant", "negligible", "merge", "all"});
+    if (stage.prune == "merge" && !MergeApplies(spec)) {
+      ThrowBadValue(prefix + "prune", stage.prune,
+                    "needs units with their own gates (student.gate, no top-k router) and unit vectors "
+                    "(student.vectors = spherical or normalised)");
+    }
     if (stage.prune != "none" && spec.student.neurons > 1) {
       ThrowBadValue(prefix + "prune", stage.prune, "is for experts of one neuron (student.neurons = 1)");
     }
@@ -474,8 +479,7 @@ std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& sp
   return stages;
 }
 
-// `set = KEY=VALUE, ...`: the model of a check's own runs (scaling, argmin) differs from the file's
-// by these; each must be an assignment of a key the model knows (checked on a copy now).
+// `set = KEY=VALUE, ...`: the model of a check's own runs differs from the file's by these; each must be an assignment of a key the model knows (checked on a copy now).
 std::vector<std::string> ReadCheckOverrides(const io::ModelFile& model, const std::string& key) {
   const std::vector<std::string> overrides = model.GetStringList(key, {});
   io::ModelFile copy = model;
@@ -529,7 +533,6 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
       }
       c.sgd = model.GetBool(prefix + "sgd", false);
       if (c.sgd) c.seeds = static_cast<int>(model.GetInteger(prefix + "seeds", 8, 1));
-      c.overrides = ReadCheckOverrides(model, prefix + "set");
     } else if (kind == "argmin") {
       c.kind = CheckKind::kArgmin;
       c.observable = model.GetString(prefix + "observable", "risk");
@@ -549,7 +552,6 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
       }
       c.sgd = model.GetBool(prefix + "sgd", false);
       if (c.sgd) c.seeds = static_cast<int>(model.GetInteger(prefix + "seeds", 4, 1));
-      c.overrides = ReadCheckOverrides(model, prefix + "set");
     } else {
       c.kind = kind == "bound" ? CheckKind::kBound : CheckKind::kFinal;
       c.observable = model.GetString(prefix + "observable");
@@ -572,6 +574,7 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
         c.threshold = model.GetDouble(prefix + "threshold");
       }
     }
+    c.overrides = ReadCheckOverrides(model, prefix + "set");
     checks.push_back(c);
   }
   return checks;

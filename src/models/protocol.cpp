@@ -3,18 +3,99 @@
 #include <algorithm>
 #include <cmath>
 
+#include <Eigen/Eigenvalues>
+
 #include "common/text.hpp"
+#include "models/rank_one.hpp"
+#include "moeflow/error.hpp"
 
 namespace moeflow {
 
-std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::string& rule,
-                          double tolerance, double rms_tolerance, std::string* report) {
-  std::vector<double> w = flow.StudentWeights();
+namespace {
+
+// The combination Σ_j α_j u_j (j over `members`, vectors of gram) with unit norm whose direction
+// is the unit vector `direction` in the coordinates y = Λ^(1/2) Eᵀ of the members' span (G = E Λ Eᵀ).
+struct Span {
+  Eigen::MatrixXd y;       // r × members
+  Eigen::MatrixXd to_alpha;  // members × r: α = to_alpha · u
+};
+Span SpanOf(const Eigen::MatrixXd& gram, const std::vector<int>& members) {
+  const Eigen::Index g = static_cast<Eigen::Index>(members.size());
+  Eigen::MatrixXd sub(g, g);
+  for (Eigen::Index i = 0; i < g; ++i) {
+    for (Eigen::Index j = 0; j < g; ++j) sub(i, j) = gram(members[i], members[j]);
+  }
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(sub);
+  const double floor = 1e-12 * std::max(1.0, eigen.eigenvalues().maxCoeff());
+  std::vector<Eigen::Index> kept;
+  for (Eigen::Index i = 0; i < g; ++i) {
+    if (eigen.eigenvalues()[i] > floor) kept.push_back(i);
+  }
+  Span span{Eigen::MatrixXd(kept.size(), g), Eigen::MatrixXd(g, kept.size())};
+  for (std::size_t c = 0; c < kept.size(); ++c) {
+    const double root = std::sqrt(eigen.eigenvalues()[kept[c]]);
+    span.y.row(c) = root * eigen.eigenvectors().col(kept[c]).transpose();
+    span.to_alpha.col(c) = eigen.eigenvectors().col(kept[c]) / root;
+  }
+  return span;
+}
+
+// Unit-norm combination coefficients: α / ‖Σ_j α_j u_j‖.
+Eigen::VectorXd UnitCombination(const Eigen::MatrixXd& gram, const std::vector<int>& members, Eigen::VectorXd alpha) {
+  double norm2 = 0.0;
+  for (std::size_t i = 0; i < members.size(); ++i) {
+    for (std::size_t j = 0; j < members.size(); ++j) norm2 += alpha[i] * alpha[j] * gram(members[i], members[j]);
+  }
+  return alpha / std::sqrt(norm2);
+}
+
+}  // namespace
+
+bool MergeApplies(const TwoLayerSpec& spec) {
+  return spec.student.gate != nullptr && spec.student.top_k == 0 && spec.student.neurons == 1 &&
+         spec.constraint != VectorConstraint::kFree;
+}
+
+Eigen::MatrixXd TransformStudents(const Eigen::MatrixXd& gram, const Eigen::MatrixXd& transform) {
+  if (transform.size() == 0) return gram;
+  const Eigen::Index p = transform.rows(), n = gram.rows();
+  Eigen::MatrixXd b = Eigen::MatrixXd::Identity(n, n);
+  b.topLeftCorner(p, p) = transform;
+  Eigen::MatrixXd out = b * gram * b.transpose();
+  return 0.5 * (out + out.transpose());
+}
+
+Pruning Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::string& rule, double tolerance,
+              double rms_tolerance) {
+  Pruning result;
+  std::vector<double>& w = result.weights;
+  w = flow.StudentWeights();
   const int units = static_cast<int>(w.size());
   const bool gated = flow.spec().student.HasRouters();
   const Eigen::VectorXd inverse = gram.diagonal().cwiseSqrt().cwiseInverse();
   auto cosine = [&](int a, int b) { return gram(a, b) * inverse[a] * inverse[b]; };
   auto router_close = [&](int i, int j) { return !gated || cosine(units + i, units + j) >= 1.0 - tolerance; };
+  // The groups of live units sharing a router: every unit's router within the cosine tolerance
+  // of the group's first.
+  auto router_groups = [&]() {
+    std::vector<std::vector<int>> groups;
+    std::vector<bool> seen(w.size(), false);
+    for (int i = 0; i < units; ++i) {
+      if (w[i] == 0.0 || seen[i]) continue;
+      std::vector<int> group{i};
+      for (int j = i + 1; j < units; ++j) {
+        if (w[j] != 0.0 && !seen[j] && router_close(i, j)) group.push_back(j);
+      }
+      for (int j : group) seen[j] = true;
+      if (group.size() >= 2) groups.push_back(group);
+    }
+    return groups;
+  };
+  auto names = [](const std::vector<int>& set) {
+    std::vector<std::string> out;
+    for (int i : set) out.push_back(std::to_string(i));
+    return detail::Join(out, ", ");
+  };
   std::vector<std::string> removed;
   const bool all = rule == "all";
   if (rule == "cancelling" || rule == "redundant" || all) {
@@ -41,33 +122,19 @@ std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram,
   }
   if (rule == "negligible" || all) {
     // Units whose combined output has an RMS ≤ rms_tolerance: each group of units with the same
-    // router (gated; all units' routers within the cosine tolerance of the group's first), then
-    // every unit alone. E[(Σ_S a_i φ_i)²] is the second difference of the quadratic R in the
-    // weights (TwoLayerFlow::OutputSecondMoment), whatever the backend.
+    // router (gated), then every unit alone. E[(Σ_S a_i φ_i)²] is the second difference of the
+    // quadratic R in the weights (TwoLayerFlow::OutputSecondMoment), whatever the backend.
     auto rms = [&](const std::vector<int>& set) {
       std::vector<double> delta(w.size(), 0.0);
       for (int i : set) delta[i] = w[i];
       return std::sqrt(std::max(0.0, flow.WithStudentWeights(w).OutputSecondMoment(delta, gram)));
     };
     auto remove = [&](const std::vector<int>& set, double value, const char* what) {
-      std::vector<std::string> names;
-      for (int i : set) {
-        names.push_back(std::to_string(i));
-        w[i] = 0.0;
-      }
-      removed.push_back(std::string(what) + " (" + detail::Join(names, ", ") + "): output rms " +
-                        detail::FormatNumber(value));
+      for (int i : set) w[i] = 0.0;
+      removed.push_back(std::string(what) + " (" + names(set) + "): output rms " + detail::FormatNumber(value));
     };
     if (gated) {
-      std::vector<bool> seen(w.size(), false);
-      for (int i = 0; i < units; ++i) {
-        if (w[i] == 0.0 || seen[i]) continue;
-        std::vector<int> group{i};
-        for (int j = i + 1; j < units; ++j) {
-          if (w[j] != 0.0 && !seen[j] && router_close(i, j)) group.push_back(j);
-        }
-        for (int j : group) seen[j] = true;
-        if (group.size() < 2) continue;
+      for (const std::vector<int>& group : router_groups()) {
         const double value = rms(group);
         if (value <= rms_tolerance) remove(group, value, "negligible group");
       }
@@ -78,8 +145,77 @@ std::vector<double> Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram,
       if (value <= rms_tolerance) remove({i}, value, "negligible unit");
     }
   }
-  *report = removed.empty() ? "nothing" : detail::Join(removed, ", ");
-  return w;
+  if (rule == "merge" || (all && MergeApplies(flow.spec()))) {
+    if (!MergeApplies(flow.spec())) {
+      throw InputError("the pruning rule 'merge' needs units with their own gates (student.gate, no top-k router), "
+                       "one neuron per expert and unit vectors (student.vectors = spherical or normalised)");
+    }
+    // The link's lowest Hermite order k ≥ 1: the merged unit reproduces the group's order-k tensor.
+    const std::vector<double> coefficients = flow.spec().student.link->HermiteCoefficients(20);
+    double largest = 0.0;
+    for (double c : coefficients) largest = std::max(largest, std::abs(c));
+    int order = 1;
+    while (order + 1 < static_cast<int>(coefficients.size()) && std::abs(coefficients[order]) <= 1e-12 * largest) ++order;
+    // The model with one more unit, to measure the difference of the two outputs exactly: student
+    // vectors (experts, then routers) with the candidate's appended to each, then the fixed ones.
+    TwoLayerSpec wider_spec = flow.spec();
+    wider_spec.student.units += 1;
+    wider_spec.trained_weights = false;
+    wider_spec.student_weights = w;
+    wider_spec.student_weights.push_back(0.0);
+    const TwoLayerFlow wider(wider_spec);
+    const int n = flow.vectors();
+    Eigen::MatrixXd embed = Eigen::MatrixXd::Zero(n + 2, n);  // wider vectors from the model's
+    for (int a = 0; a < n; ++a) embed(a < units ? a : (a < 2 * units ? a + 1 : a + 2), a) = 1.0;
+    for (const std::vector<int>& group : router_groups()) {
+      std::vector<int> experts = group, routers;
+      for (int j : group) routers.push_back(units + j);
+      const Span span = SpanOf(gram, experts);
+      if (span.y.rows() == 0) continue;
+      Eigen::VectorXd a(static_cast<Eigen::Index>(group.size()));
+      for (std::size_t j = 0; j < group.size(); ++j) a[j] = w[group[j]];
+      auto [c, u] = RankOnePart(span.y, a, order);
+      // Trained second-layer weights: the unit takes weight c. Fixed ones: it keeps its own (the
+      // model's class), with u's sign matching it for odd k; the difference counts in the check.
+      double weight = c;
+      if (!flow.spec().trained_weights) {
+        weight = w[group.front()];
+        if (order % 2 == 1 && weight * c < 0) u = -u;
+      }
+      const Eigen::VectorXd alpha = UnitCombination(gram, experts, span.to_alpha * u);
+      const Eigen::VectorXd beta =
+          UnitCombination(gram, routers, Eigen::VectorXd::Constant(static_cast<Eigen::Index>(group.size()), 1.0));
+      Eigen::MatrixXd b = embed;
+      for (std::size_t j = 0; j < group.size(); ++j) {
+        b(units, experts[j]) = alpha[j];
+        b(2 * units + 1, routers[j]) = beta[j];
+      }
+      std::vector<double> delta(w.size() + 1, 0.0);
+      for (int j : group) delta[j] = w[j];
+      delta.back() = -weight;
+      const double value = std::sqrt(std::max(0.0, wider.OutputSecondMoment(delta, b * gram * b.transpose())));
+      const std::string what = "group (" + names(group) + ")";
+      if (!(value <= rms_tolerance)) {
+        removed.push_back(what + " kept: one unit reproduces it with output rms " + detail::FormatNumber(value) +
+                          " > " + detail::FormatNumber(rms_tolerance));
+        continue;
+      }
+      if (result.transform.size() == 0) result.transform = Eigen::MatrixXd::Identity(2 * units, 2 * units);
+      const int first = group.front();
+      result.transform.row(first).setZero();
+      result.transform.row(units + first).setZero();
+      for (std::size_t j = 0; j < group.size(); ++j) {
+        result.transform(first, experts[j]) = alpha[j];
+        result.transform(units + first, routers[j]) = beta[j];
+        w[group[j]] = 0.0;
+      }
+      w[first] = weight;
+      removed.push_back(what + " merged into " + std::to_string(first) + ": weight " + detail::FormatNumber(weight) +
+                        " (c = " + detail::FormatNumber(c) + "), output rms " + detail::FormatNumber(value));
+    }
+  }
+  result.report = removed.empty() ? "nothing" : detail::Join(removed, ", ");
+  return result;
 }
 
 Stage WholeRunStage(const TwoLayerSpec& spec) {
@@ -91,14 +227,17 @@ Stage WholeRunStage(const TwoLayerSpec& spec) {
 }
 
 TwoLayerFlow StageModel(const TwoLayerFlow& current, const Stage& stage, const Eigen::MatrixXd& gram,
-                        std::string* pruned) {
+                        std::string* pruned, Eigen::MatrixXd* transform) {
   pruned->clear();
-  const TwoLayerFlow pruned_model =
-      stage.prune == "none"
-          ? current
-          : current.WithStudentWeights(
-                Prune(current, gram, stage.prune, stage.prune_tolerance, stage.prune_rms, pruned));
-  return pruned_model.WithLearningRates(stage.learning_rate, stage.router_learning_rate, stage.weight_learning_rate);
+  transform->resize(0, 0);
+  TwoLayerFlow model = current;
+  if (stage.prune != "none") {
+    Pruning pruning = Prune(current, gram, stage.prune, stage.prune_tolerance, stage.prune_rms);
+    model = current.WithStudentWeights(pruning.weights);
+    *pruned = pruning.report;
+    *transform = std::move(pruning.transform);
+  }
+  return model.WithLearningRates(stage.learning_rate, stage.router_learning_rate, stage.weight_learning_rate);
 }
 
 RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, const IntegratorOptions& options,
@@ -127,8 +266,9 @@ RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, cons
     }
     // Trained weights live in the state: the stage (and its pruning) starts from them, and the
     // pruned ones go back into the state.
-    current = StageModel(current.AtState(x), stage, flow.Unpack(x), &record.pruned);
-    if (flow.spec().trained_weights) x = current.Pack(flow.Unpack(x));
+    Eigen::MatrixXd transform;
+    current = StageModel(current.AtState(x), stage, flow.Unpack(x), &record.pruned, &transform);
+    if (flow.spec().trained_weights || transform.size() > 0) x = current.Pack(TransformStudents(flow.Unpack(x), transform));
     IntegratorOptions o = options;
     const double length = std::min(stage.duration, options.t_end - t);
     o.t_end = length;

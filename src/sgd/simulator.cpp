@@ -84,6 +84,8 @@ class Engine {
   // Applies the update to the student rows (a: p, delta: B × p).
   virtual void Update(const Eigen::VectorXd& a, const Eigen::MatrixXd& delta) = 0;
   virtual void Normalise() = 0;  // student rows back to unit norm (spherical)
+  // Replaces the student rows by transform · (student rows) (a pruning's merge).
+  virtual void Transform(const Eigen::MatrixXd& transform) = 0;
   virtual Eigen::MatrixXd Gram() const = 0;
   virtual Eigen::VectorXd StudentNorms() const = 0;
 };
@@ -109,6 +111,7 @@ class VectorEngine final : public Engine {
     u_.topRows(p_).noalias() -= delta.transpose() * x_;
   }
   void Normalise() override { u_.topRows(p_).rowwise().normalize(); }
+  void Transform(const Eigen::MatrixXd& transform) override { u_.topRows(p_) = (transform * u_.topRows(p_)).eval(); }
   Eigen::MatrixXd Gram() const override { return u_ * u_.transpose(); }
   Eigen::VectorXd StudentNorms() const override { return u_.topRows(p_).rowwise().norm(); }
   const Eigen::MatrixXd& vectors() const { return u_; }
@@ -216,6 +219,7 @@ class OverlapEngine final : public Engine {
       gram_(i, i) = 1.0;
     }
   }
+  void Transform(const Eigen::MatrixXd& transform) override { gram_ = TransformStudents(gram_, transform); }
   Eigen::MatrixXd Gram() const override { return gram_; }
   Eigen::VectorXd StudentNorms() const override { return gram_.diagonal().head(p_).cwiseSqrt(); }
 
@@ -466,7 +470,17 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
     pruned.clear();
     if (stage >= stages.size()) return;
     if (trained_weights) current = current.WithStudentWeights(weights);
-    current = StageModel(current, stages[stage], engine->Gram(), &pruned);
+    // Pruning reads the model's Gram matrix (normalised: of the directions); a merge's transform
+    // acts on those, and on the raw vectors as diag(‖u‖) · transform · diag(1/‖u‖).
+    Eigen::MatrixXd transform;
+    current = StageModel(current, stages[stage], ModelGramOf(current, engine->Gram()), &pruned, &transform);
+    if (transform.size() > 0) {
+      if (constraint == VectorConstraint::kNormalised) {
+        const Eigen::VectorXd lengths = engine->StudentNorms();
+        transform = lengths.asDiagonal() * transform * lengths.cwiseInverse().asDiagonal();
+      }
+      engine->Transform(transform);
+    }
     weights = current.StudentWeights();
     gradient.SetStudentWeights(weights);
     for (std::size_t e = 0; e < events.size(); ++e) {

@@ -17,6 +17,8 @@
 //                   across_values, and strictly inside (v1, v_last) for the `interior` values of
 //                   A (e.g. the best number of active experts grows with task complexity); with
 //                   sgd = true the median over `seeds` SGD seeds (needs --sgd)
+// Every kind takes `set = KEY=VALUE, ...`: the check is measured on the model with these keys
+// changed (e.g. a pruning protocol after the run the other checks read).
 #pragma once
 
 #include <string>
@@ -43,7 +45,10 @@ struct CheckSpec {
   double threshold = 0.0;                           // final
   std::string key, across;                          // argmin
   std::vector<std::string> values, across_values, interior;  // argmin
-  std::vector<std::string> overrides;  // scaling, argmin: KEY=VALUE applied to the model of their runs (key `set`)
+  // KEY=VALUE applied to the model of the check's own runs (key `set`): scaling and argmin make
+  // theirs anyway; the other kinds then read one run of the changed model instead of the file's
+  // (checks with the same list share it).
+  std::vector<std::string> overrides;
   std::string description;  // the claim in words (optional key `claim`)
 };
 
