@@ -64,12 +64,20 @@ TEST(TwoLayerFlow, RiskDecreasesAtMinusTheSquaredProjectedGradient) {
 
 // Trained second-layer weights: the state carries them, and along the full drift dR/dt gains
 // exactly −Λ_a ‖∂R/∂a‖² over the drift with the weights frozen (the weights descend R). ∂R/∂a is
-// checked against central differences of R in each weight (step 1e-5), gated and ungated.
+// checked against central differences of R in each weight (step 1e-5): ungated and gated (exact
+// expectations), and with the sampled backend ungated and with a top-2-of-3 softmax router, whose
+// weight gradient is E[(f − y) ∂f/∂a_i] over the points (one pass) while the reference differences
+// the sampled risk itself (the same points: R is still exactly quadratic in the weights).
 TEST(TwoLayerFlow, TrainedWeightsDescendTheRisk) {
-  for (const bool gated : {false, true}) {
+  for (const char* kind : {"ungated", "gated", "sampled", "sampled top-k"}) {
+    const std::string k = kind;
+    const bool gated = k == "gated";
     TwoLayerSpec spec;
     spec.student = testing::Block(3, MakeLink("hermite(0.1, 0.5, 0.3, 0.4)"), 0.7, gated ? MakeLink("sigmoid") : nullptr);
     spec.teacher = testing::Block(2, MakeLink("hermite(0, 1, 0.2, -0.6)"), 1.3, gated ? MakeLink("sigmoid") : nullptr);
+    if (k == "sampled top-k") spec.student.top_k = 2;
+    spec.sampled = k.rfind("sampled", 0) == 0;
+    spec.population_samples = 4096;
     spec.learning_rate = 0.8;
     spec.student_weights = {0.7, -0.4, 1.1};
     spec.trained_weights = true;
@@ -89,7 +97,7 @@ TEST(TwoLayerFlow, TrainedWeightsDescendTheRisk) {
       up[i] += kStep;
       down[i] -= kStep;
       const double fd = (flow.WithStudentWeights(up).Risk(gram) - flow.WithStudentWeights(down).Risk(gram)) / (2 * kStep);
-      EXPECT_NEAR(dx[x.size() - 3 + i], -0.6 * fd, kFiniteDifferenceTol) << "gated " << gated << " unit " << i;
+      EXPECT_NEAR(dx[x.size() - 3 + i], -0.6 * fd, kFiniteDifferenceTol) << kind << " unit " << i;
     }
     // dR/dt along the drift, with and without the weights' part.
     auto risk = [&](const Eigen::VectorXd& y) { return flow.AtState(y).Risk(flow.Unpack(y)); };
@@ -99,7 +107,7 @@ TEST(TwoLayerFlow, TrainedWeightsDescendTheRisk) {
     const double without = (risk(x + kStep * frozen) - risk(x - kStep * frozen)) / (2 * kStep);
     const Eigen::VectorXd grad = flow.WeightGradient(gram);
     EXPECT_GT(grad.squaredNorm(), 1e-3);
-    EXPECT_NEAR(full - without, -0.6 * grad.squaredNorm(), kFiniteDifferenceTol) << "gated " << gated;
+    EXPECT_NEAR(full - without, -0.6 * grad.squaredNorm(), kFiniteDifferenceTol) << kind;
     EXPECT_LT(without, 0.0);
   }
 }

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "models/unit_output.hpp"
@@ -83,6 +84,49 @@ TEST(BlockOutput, GradientMatchesFiniteDifferences) {
       // Experts that are two-layer networks of J = 3 neurons (Kawata et al.'s MoE).
       ExpectGradientMatchesFiniteDifferences(Block(k, softmax, 0.0, false, 3), ("hard J=3 " + kind).c_str());
       ExpectGradientMatchesFiniteDifferences(Block(k, softmax, 0.3, false, 3), ("soft J=3 " + kind).c_str());
+    }
+  }
+}
+
+// UnitOutputs: φ_i = ∂f/∂a_i against the difference f(a + e_i) − f(a) (exact: f is linear in a
+// for every kind of block, the routing weights depending on the logits only), 0 for the pruned unit
+// (a_i = 0), and Σ_i a_i φ_i = f; tolerance 1e-12 (round-off of outputs of order 10).
+void ExpectUnitOutputsAreTheWeightDerivatives(const UnitBlock& block, const std::string& name) {
+  const BlockOutput out(block, 0, block.HasRouters() ? block.ExpertVectors() : -1);
+  const std::vector<double> a = {1.0, -0.8, 0.0, 1.3};
+  BlockOutput::Scratch scratch;
+  std::mt19937_64 rng(3);
+  std::vector<double> phi(kUnits);
+  for (int trial = 0; trial < 30; ++trial) {
+    const std::vector<double> h = Projections(rng, block.neurons);
+    out.UnitOutputs(h.data(), a.data(), phi.data(), &scratch);
+    const double f = out.Evaluate(h.data(), a.data(), nullptr, &scratch);
+    double sum = 0.0;
+    for (int i = 0; i < kUnits; ++i) {
+      sum += a[i] * phi[i];
+      if (a[i] == 0.0) {
+        EXPECT_EQ(phi[i], 0.0) << name;
+        continue;
+      }
+      std::vector<double> up = a;
+      up[i] += 1.0;
+      EXPECT_NEAR(phi[i], out.Evaluate(h.data(), up.data(), nullptr, &scratch) - f, 1e-12)
+          << name << ", trial " << trial << ", unit " << i;
+    }
+    EXPECT_NEAR(sum, f, 1e-12) << name << ", trial " << trial;
+  }
+}
+
+TEST(BlockOutput, UnitOutputsAreTheWeightDerivatives) {
+  ExpectUnitOutputsAreTheWeightDerivatives(Block(0, true, 0.0), "plain");
+  ExpectUnitOutputsAreTheWeightDerivatives(Block(0, true, 0.0, true), "gated");
+  for (int k = 1; k <= kUnits; ++k) {
+    for (bool softmax : {true, false}) {
+      const std::string kind = std::string(softmax ? "softmax" : "equal") + " top-" + std::to_string(k);
+      ExpectUnitOutputsAreTheWeightDerivatives(Block(k, softmax, 0.0), "hard " + kind);
+      ExpectUnitOutputsAreTheWeightDerivatives(Block(k, softmax, 0.3), "soft " + kind);
+      ExpectUnitOutputsAreTheWeightDerivatives(Block(k, softmax, 0.0, false, 3), "hard J=3 " + kind);
+      ExpectUnitOutputsAreTheWeightDerivatives(Block(k, softmax, 0.3, false, 3), "soft J=3 " + kind);
     }
   }
 }

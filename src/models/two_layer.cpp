@@ -354,6 +354,7 @@ double TwoLayerFlow::OutputSecondMoment(const std::vector<double>& delta, const 
 }
 
 Eigen::VectorXd TwoLayerFlow::WeightGradient(const Eigen::MatrixXd& gram) const {
+  if (sampled_) return SampleTerms(gram, false, false, true).weight_gradient;  // E[(f − y) ∂f/∂a_i], one pass
   const std::vector<double> a = StudentWeights();
   Eigen::VectorXd g = Eigen::VectorXd::Zero(static_cast<Eigen::Index>(a.size()));
   std::vector<double> unit(a.size(), 0.0);
@@ -508,8 +509,8 @@ Eigen::VectorXd TwoLayerFlow::RoutingAccuracy(const Eigen::MatrixXd& gram) const
   return accuracy;
 }
 
-TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram, bool gradient,
-                                                     bool covariance) const {
+TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram, bool gradient, bool covariance,
+                                                     bool weights) const {
   const int n = vectors();
   using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   // Per-thread workspaces: a drift evaluation would otherwise allocate (and the system return)
@@ -526,6 +527,9 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   const std::vector<double> student_weights = StudentWeights();
   BlockOutput::Scratch scratch;
   std::vector<double> grad(static_cast<std::size_t>(n), 0.0), shifted(static_cast<std::size_t>(n));
+  const int units = spec_.student.units;
+  std::vector<double> phi(weights ? static_cast<std::size_t>(units) : 0);
+  Eigen::VectorXd weight_gradient = Eigen::VectorXd::Zero(weights ? units : 0);  // Σ (f − y) ∂f/∂a
   const int passes = ClusterPasses();
   squared.setZero(count);
   g.resize(gradient || covariance ? count * passes : 0, p_);
@@ -546,6 +550,10 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
       const double f = student.Evaluate(row, student_weights.data(), g.size() ? grad.data() : nullptr, &scratch);
       const double r = f - y;
       squared[b] += r * r / passes;
+      if (weights) {
+        student.UnitOutputs(row, student_weights.data(), phi.data(), &scratch);
+        for (int i = 0; i < units; ++i) weight_gradient[i] += r * phi[i];
+      }
       if (g.size()) {
         for (int a = 0; a < p_; ++a) g(c * count + b, a) = r * grad[a];
       }
@@ -560,6 +568,7 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   const Eigen::VectorXd pairs = 0.5 * (squared.head(half) + squared.segment(half, half));
   const double spread = (pairs.array() - pairs.mean()).square().sum() / std::max(1, half - 1);
   terms.risk_error = 0.5 * std::sqrt(spread / half);
+  if (weights) terms.weight_gradient = weight_gradient / static_cast<double>(count * passes);
   if (gradient) {
     // D = E[g hᵀ] = E[g zᵀ] Lᵀ, and E[g zᵀ] = A L by Stein's lemma (A_ac = E[∂g_a/∂h_c]): along a
     // direction of Ω with eigenvalue λ the exact D is O(λ), but the sampled one carries noise
@@ -788,15 +797,19 @@ Eigen::MatrixXd TwoLayerFlow::RiskGradient(const Eigen::MatrixXd& gram) const {
   return g;
 }
 
-Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const {
+Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const { return GramDrift(gram, nullptr); }
+
+Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram, Eigen::VectorXd* weight_gradient) const {
   const bool online = spec_.online_sgd_rate != 0.0;
   Eigen::MatrixXd d, e;  // D_ab = ∇_a R · u_b;  E[g_a g_b] (online-SGD limit)
-  if (sampled_) {          // one pass over the points for both
-    SampledTerms terms = SampleTerms(gram, true, online);
+  if (sampled_) {          // one pass over the points for all
+    SampledTerms terms = SampleTerms(gram, true, online, weight_gradient != nullptr);
     d = Eigen::MatrixXd::Zero(vectors(), vectors());
     d.topRows(p_) = terms.gradient_overlaps;
     e = std::move(terms.gradient_covariance);
+    if (weight_gradient != nullptr) *weight_gradient = std::move(terms.weight_gradient);
   } else {
+    if (weight_gradient != nullptr) *weight_gradient = WeightGradient(gram);
     d = GradientOverlaps(gram);
     if (online) e = GradientCovariance(gram);
   }
@@ -844,11 +857,13 @@ Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const {
 void TwoLayerFlow::Drift(const Eigen::VectorXd& x, Eigen::VectorXd& dxdt) const {
   if (spec_.trained_weights && !HoldsWeightsOf(x)) return AtState(x).Drift(x, dxdt);
   const Eigen::MatrixXd gram = Unpack(x);
-  dxdt = Pack(GramDrift(gram));
+  const bool weights = spec_.trained_weights && spec_.weight_learning_rate != 0.0;
+  Eigen::VectorXd weight_gradient;
+  dxdt = Pack(GramDrift(gram, weights ? &weight_gradient : nullptr));
   if (spec_.trained_weights) {
     const int units = spec_.student.units;
-    dxdt.tail(units) = spec_.weight_learning_rate == 0.0 ? Eigen::VectorXd::Zero(units)
-                                                        : Eigen::VectorXd(-spec_.weight_learning_rate * WeightGradient(gram));
+    dxdt.tail(units) = weights ? Eigen::VectorXd(-spec_.weight_learning_rate * weight_gradient)
+                               : Eigen::VectorXd::Zero(units);
   }
 }
 

@@ -79,6 +79,30 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
   return f;
 }
 
+void BlockOutput::UnitOutputs(const double* h, const double* a, double* phi, Scratch* scratch) const {
+  const int m = block_.units;
+  if (block_.top_k == 0) {
+    for (int i = 0; i < m; ++i) {
+      phi[i] = a[i] == 0.0 ? 0.0 : block_.LinkOf(i)->Value(h[expert_ + i]);
+      if (block_.gate && phi[i] != 0.0) phi[i] *= block_.gate->Value(h[router_ + i]);
+    }
+    return;
+  }
+  // Routed: Evaluate leaves the ranking and the routing weights in the scratch space (by rank for
+  // the hard top-k, by unit for the soft one).
+  Evaluate(h, a, nullptr, scratch);
+  std::fill(phi, phi + m, 0.0);
+  const int k = std::min(block_.top_k, m);
+  if (block_.selection_temperature > 0 && k < m) {
+    for (int i = 0; i < m; ++i) phi[i] = scratch->weight[static_cast<std::size_t>(i)] * ExpertOutput(h, i, a[i] != 0.0);
+  } else {
+    for (int j = 0; j < k; ++j) {
+      const int i = scratch->order[static_cast<std::size_t>(j)];
+      phi[i] = scratch->weight[static_cast<std::size_t>(j)] * ExpertOutput(h, i, a[i] != 0.0);
+    }
+  }
+}
+
 double BlockOutput::ExpertOutput(const double* h, int i, double a) const {
   if (a == 0.0) return 0.0;
   const Link& sigma = *block_.link;

@@ -33,6 +33,9 @@ class BlockOutput {
   // f at the projections `h` (a row in the model's vector order) with per-unit second-layer
   // weights `a`; if `grad` is not null, writes ∂f/∂h at the block's columns of `grad`.
   double Evaluate(const double* h, const double* a, double* grad, Scratch* scratch) const;
+  // φ_i = ∂f/∂a_i for every unit (f = Σ_i a_i φ_i: the routing weights do not depend on a),
+  // written to phi[0..units); 0 for a pruned unit (a_i = 0).
+  void UnitOutputs(const double* h, const double* a, double* phi, Scratch* scratch) const;
 
  private:
   double EvaluateSoft(const double* h, const double* a, double* grad, int k, Scratch* scratch) const;

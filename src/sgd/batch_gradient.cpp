@@ -42,15 +42,11 @@ void BatchGradient::WeightGradient(const Eigen::MatrixXd& hbar, const Eigen::Vec
                                    Eigen::VectorXd* out) const {
   const int units = static_cast<int>(weights_.size());
   out->setZero(units);
-  std::vector<double> unit(static_cast<std::size_t>(units), 0.0);
+  std::vector<double> phi(static_cast<std::size_t>(units));  // ∂f/∂a_i (0 for a pruned unit)
   for (Eigen::Index b = 0; b < hbar.rows(); ++b) {
     for (int a = 0; a < p_; ++a) row_[a] = hbar(b, a);
-    for (int i = 0; i < units; ++i) {
-      if (weights_[i] == 0.0) continue;
-      unit[i] = 1.0;
-      (*out)[i] += residual[b] * student_.Evaluate(row_.data(), unit.data(), nullptr, &scratch_);
-      unit[i] = 0.0;
-    }
+    student_.UnitOutputs(row_.data(), weights_.data(), phi.data(), &scratch_);
+    for (int i = 0; i < units; ++i) (*out)[i] += residual[b] * phi[i];
   }
 }
 

@@ -173,7 +173,8 @@ class TwoLayerFlow final : public FlowSystem {
   std::vector<double> WeightsIn(const Eigen::VectorXd& x) const;
   // This model with the weights of state x (itself unless they are trained and differ).
   TwoLayerFlow AtState(const Eigen::VectorXd& x) const;
-  // ∂R/∂a_i for every student unit (0 for a pruned unit), exact: R is quadratic in the weights.
+  // ∂R/∂a_i for every student unit (0 for a pruned unit), exact: R is quadratic in the weights
+  // (the second difference of R; sampled: E[(f − y) ∂f/∂a_i] over the points, the same number).
   Eigen::VectorXd WeightGradient(const Eigen::MatrixXd& gram) const;
   // E[(Σ_i δ_i φ_i)²], φ_i = ∂f/∂a_i (unit i's output at weight 1): the second difference
   // R(a + δ) + R(a − δ) − 2R(a), exact since R is quadratic in the weights.
@@ -202,11 +203,13 @@ class TwoLayerFlow final : public FlowSystem {
   bool Sampled() const { return sampled_; }
   // The sampled backend's estimates at `gram`: the risk and its standard error, D (p × n, as
   // GradientOverlaps) and, if asked, E[g_a g_b] (p × p, as GradientCovariance).
+  // With `weights`, also ∂R/∂a_i = E[(f − y) ∂f/∂a_i] for every student unit (WeightGradient).
   struct SampledTerms {
     double risk = 0.0, risk_error = 0.0;
     Eigen::MatrixXd gradient_overlaps, gradient_covariance;
+    Eigen::VectorXd weight_gradient;
   };
-  SampledTerms SampleTerms(const Eigen::MatrixXd& gram, bool gradient, bool covariance) const;
+  SampledTerms SampleTerms(const Eigen::MatrixXd& gram, bool gradient, bool covariance, bool weights = false) const;
   // Cluster inputs and a top-k (or softmax) student router: for each cluster, the largest share of
   // its inputs whose top-1 router logit is one expert (the `routing` observable; sampled points).
   bool HasRouting() const { return c_ > 0 && spec_.student.top_k > 0; }
@@ -225,6 +228,9 @@ class TwoLayerFlow final : public FlowSystem {
   std::string CheckInvariants(const Eigen::VectorXd& x) const override;
 
  private:
+  // GramDrift, and if `weight_gradient` is not null WeightGradient too (one pass over the points
+  // when sampled).
+  Eigen::MatrixXd GramDrift(const Eigen::MatrixXd& gram, Eigen::VectorXd* weight_gradient) const;
   // R(a + δ) and R(a − δ) at `gram`, a the student weights (two model copies).
   std::pair<double, double> RisksAlong(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const;
   // True if this model's student weights are those of state x (trained weights), bit for bit.
