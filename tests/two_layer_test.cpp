@@ -65,11 +65,12 @@ TEST(TwoLayerFlow, RiskDecreasesAtMinusTheSquaredProjectedGradient) {
 // Trained second-layer weights: the state carries them, and along the full drift dR/dt gains
 // exactly −Λ_a ‖∂R/∂a‖² over the drift with the weights frozen (the weights descend R). ∂R/∂a is
 // checked against central differences of R in each weight (step 1e-5): ungated and gated (exact
-// expectations), and with the sampled backend ungated and with a top-2-of-3 softmax router, whose
+// expectations), ungated with two input clusters (spherical: Mehler series of the shifted links;
+// free: the expectation engine), and with the sampled backend ungated and with a top-2-of-3 softmax router, whose
 // weight gradient is E[(f − y) ∂f/∂a_i] over the points (one pass) while the reference differences
 // the sampled risk itself (the same points: R is still exactly quadratic in the weights).
 TEST(TwoLayerFlow, TrainedWeightsDescendTheRisk) {
-  for (const char* kind : {"ungated", "gated", "sampled", "sampled top-k"}) {
+  for (const char* kind : {"ungated", "gated", "clusters spherical", "clusters free", "sampled", "sampled top-k"}) {
     const std::string k = kind;
     const bool gated = k == "gated";
     TwoLayerSpec spec;
@@ -83,6 +84,12 @@ TEST(TwoLayerFlow, TrainedWeightsDescendTheRisk) {
     spec.trained_weights = true;
     spec.weight_learning_rate = 0.6;
     if (gated) spec.constraint = VectorConstraint::kNormalised;
+    if (k.rfind("clusters", 0) == 0) {
+      spec.clusters.count = 2;
+      spec.clusters.scale = 0.8;
+      spec.clusters.teacher_weights = Eigen::MatrixXd{{1.3, -1.3}, {1.3, 0.9}};
+      if (k == "clusters free") spec.constraint = VectorConstraint::kFree;
+    }
     const TwoLayerFlow flow(spec);
     const int n = flow.vectors();
     const Eigen::MatrixXd gram = SampleInitialGram(flow.students(), n - flow.students(), 20, 5);

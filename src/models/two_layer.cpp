@@ -337,33 +337,92 @@ TwoLayerFlow TwoLayerFlow::AtState(const Eigen::VectorXd& x) const {
   return spec_.trained_weights ? WithStudentWeights(WeightsIn(x)) : *this;
 }
 
-std::pair<double, double> TwoLayerFlow::RisksAlong(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const {
-  const std::vector<double> a = StudentWeights();
-  if (delta.size() != a.size()) throw Error("RisksAlong: one entry per unit");
-  std::vector<double> up = a, down = a;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    up[i] += delta[i];
-    down[i] -= delta[i];
+std::vector<Eigen::MatrixXd> TwoLayerFlow::OutputMoments(const Eigen::MatrixXd& gram) const {
+  if (sampled_) throw Error("OutputMoments: not for the sampled backend");
+  const int units = static_cast<int>(units_.size());
+  std::vector<Eigen::MatrixXd> moments(static_cast<std::size_t>(ClusterPasses()), Eigen::MatrixXd(units, units));
+  if (gated_) {  // gated units take centred inputs (clusters need the sampled backend)
+    GatedPairKernel::Prepared prepared;
+    Eigen::MatrixXd& m = moments.front();
+    for (int u = 0; u < units; ++u) {
+      for (int v = u; v < units; ++v) {
+        const GatedPairKernel& kernel = GatedKernel(u, v);
+        kernel.Prepare(UnitCorrelations(units_[u], units_[v], gram), &prepared);
+        m(u, v) = m(v, u) = kernel.Value(UnitVariant::kOutput, UnitVariant::kOutput, prepared);
+      }
+    }
+    return moments;
   }
-  return {WithStudentWeights(up).Risk(gram), WithStudentWeights(down).Risk(gram)};
+  // Ungated: unit a is vector a. Spherical vectors with cluster means: the Mehler series of the
+  // shifted links; spherical without clusters: the Mehler kernels; otherwise the engine.
+  std::vector<int> order(static_cast<std::size_t>(units));
+  std::vector<HermiteExpansion> series(static_cast<std::size_t>(units));
+  for (int a = 0; a < units; ++a) {
+    const int degree = units_[a].sigma->PolynomialDegree();
+    order[a] = degree >= 0 ? degree : kMehlerMaxOrder;
+  }
+  for (int c = 0; c < ClusterPasses(); ++c) {
+    Eigen::MatrixXd& m = moments[static_cast<std::size_t>(c)];
+    const Eigen::VectorXd mu = Means(gram, c);
+    if (UsesMehler() && c_ > 0) {
+      for (int a = 0; a < units; ++a) series[a] = ExpandHermite(*units_[a].sigma, order[a] + 1, 1.0, mu[a]);
+    }
+    for (int a = 0; a < units; ++a) {
+      for (int b = a; b < units; ++b) {
+        double e = 0.0;
+        if (UsesMehler() && c_ > 0) {
+          if (a == b) {
+            e = series[a].second_moment;
+          } else {
+            const std::vector<double>&ca = series[a].coefficients, &cb = series[b].coefficients;
+            double power = 1.0;
+            for (int k = 0; k <= std::min(order[a], order[b]); ++k, power *= gram(a, b)) e += ca[k] * cb[k] * power;
+          }
+        } else if (UsesMehler()) {
+          e = a == b ? Kernel(a, a).AtOne() : Kernel(a, b).Value(gram(a, b));
+        } else {
+          const Eigen::Matrix2d cov{{gram(a, a), gram(a, b)}, {gram(a, b), gram(b, b)}};
+          e = Expect({units_[a].sigma, units_[b].sigma}, Eigen::Vector2d(mu[a], mu[b]), cov, ExpectationBackend::kAuto,
+                     StateExpectations())
+                  .value;
+        }
+        m(a, b) = m(b, a) = e;
+      }
+    }
+  }
+  return moments;
+}
+
+Eigen::VectorXd TwoLayerFlow::Signs(int c) const {
+  Eigen::VectorXd s(static_cast<Eigen::Index>(units_.size()));
+  for (Eigen::Index u = 0; u < s.size(); ++u) s[u] = Sign(static_cast<int>(u), c);
+  return s;
 }
 
 double TwoLayerFlow::OutputSecondMoment(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const {
-  const auto [up, down] = RisksAlong(delta, gram);
-  return up + down - 2 * Risk(gram);
+  const int students = spec_.student.units;
+  if (static_cast<int>(delta.size()) != students) throw Error("OutputSecondMoment: one entry per unit");
+  if (sampled_) {  // the second difference of the sampled risk in the weights (the same points)
+    std::vector<double> up = StudentWeights(), down = up;
+    for (int i = 0; i < students; ++i) up[i] += delta[i], down[i] -= delta[i];
+    return WithStudentWeights(up).Risk(gram) + WithStudentWeights(down).Risk(gram) - 2 * Risk(gram);
+  }
+  const Eigen::Map<const Eigen::VectorXd> d(delta.data(), students);
+  double sum = 0.0;
+  for (const Eigen::MatrixXd& m : OutputMoments(gram)) sum += d.dot(m.topLeftCorner(students, students) * d);
+  return sum / ClusterPasses();
 }
 
 Eigen::VectorXd TwoLayerFlow::WeightGradient(const Eigen::MatrixXd& gram) const {
   if (sampled_) return SampleTerms(gram, false, false, true).weight_gradient;  // E[(f − y) ∂f/∂a_i], one pass
-  const std::vector<double> a = StudentWeights();
-  Eigen::VectorXd g = Eigen::VectorXd::Zero(static_cast<Eigen::Index>(a.size()));
-  std::vector<double> unit(a.size(), 0.0);
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (a[i] == 0.0) continue;  // pruned
-    unit[i] = 1.0;
-    const auto [up, down] = RisksAlong(unit, gram);
-    unit[i] = 0.0;
-    g[static_cast<Eigen::Index>(i)] = 0.5 * (up - down);
+  // R = (1/C) Σ_c ½ sᵀ M_c s with s the units' signed weights: ∂R/∂a_i = (1/C) Σ_c (M_c s)_i.
+  const int students = spec_.student.units;
+  const std::vector<Eigen::MatrixXd> moments = OutputMoments(gram);
+  Eigen::VectorXd g = Eigen::VectorXd::Zero(students);
+  for (int c = 0; c < ClusterPasses(); ++c) g += moments[static_cast<std::size_t>(c)].topRows(students) * Signs(c);
+  g /= ClusterPasses();
+  for (int i = 0; i < students; ++i) {
+    if (units_[i].sign == 0.0) g[i] = 0.0;  // pruned
   }
   return g;
 }
@@ -402,10 +461,10 @@ Eigen::VectorXd TwoLayerFlow::Means(const Eigen::MatrixXd& gram, int c) const {
 //   ∂R_c/∂Ω_ab = s_a s_b Σ_k k c_k^a c_k^b Ω_ab^(k−1),
 //   ∂R_c/∂μ_a = Σ_{b≠a} s_a s_b Σ_k √(k+1) c_(k+1)^a c_k^b Ω_ab^k + s_a² E[σ_a σ_a']
 // (σ_a' has coefficients √(k+1) c_(k+1)^a); R = mean over c, and ∂R/∂Ω(a, v_c) = (ρ/C) ∂R_c/∂μ_a.
-double TwoLayerFlow::ClusterMehler(const Eigen::MatrixXd& gram, Eigen::MatrixXd* g) const {
+Eigen::MatrixXd TwoLayerFlow::ClusterMehlerGradient(const Eigen::MatrixXd& gram) const {
   const int units = static_cast<int>(units_.size()), n = vectors();
   const double weight = 1.0 / c_;
-  if (g != nullptr) g->setZero(n, n);
+  Eigen::MatrixXd g = Eigen::MatrixXd::Zero(n, n);
   std::vector<int> order(static_cast<std::size_t>(units));
   for (int a = 0; a < units; ++a) {
     const int degree = units_[a].sigma->PolynomialDegree();
@@ -413,18 +472,17 @@ double TwoLayerFlow::ClusterMehler(const Eigen::MatrixXd& gram, Eigen::MatrixXd*
   }
   std::vector<HermiteExpansion> series(static_cast<std::size_t>(units));
   std::vector<double> sign(static_cast<std::size_t>(units)), mean_derivative(static_cast<std::size_t>(units));
-  double risk = 0.0;
   for (int c = 0; c < c_; ++c) {
     const Eigen::VectorXd mu = Means(gram, c);
     for (int a = 0; a < units; ++a) {
       series[a] = ExpandHermite(*units_[a].sigma, order[a] + 1, 1.0, mu[a]);
       sign[a] = Sign(a, c);
     }
-    double r = 0.0;
+    // ∂R_c/∂μ_a = s_a Σ_b s_b E[σ_a'(h_a) σ_b(h_b)] (b = a included: E[σ_a σ_a']); ∂R_c/∂ρ_ab from
+    // the derivative of the Mehler series.
     for (int a = 0; a < units; ++a) {
       const std::vector<double>& ca = series[a].coefficients;
-      r += 0.5 * sign[a] * sign[a] * series[a].second_moment;
-      double own = 0.0;  // E[σ_a σ_a']
+      double own = 0.0;
       for (int k = 0; k < order[a]; ++k) own += std::sqrt(k + 1.0) * ca[k + 1] * ca[k];
       mean_derivative[a] = sign[a] * sign[a] * own;
     }
@@ -434,33 +492,26 @@ double TwoLayerFlow::ClusterMehler(const Eigen::MatrixXd& gram, Eigen::MatrixXd*
         const std::vector<double>& cb = series[b].coefficients;
         const double s = sign[a] * sign[b], rho = gram(a, b);
         const int kmax = std::min(order[a], order[b]);
-        double value = 0.0, slope = 0.0, shift_a = 0.0, shift_b = 0.0, power = 1.0;
+        double slope = 0.0, shift_a = 0.0, shift_b = 0.0, power = 1.0;
         for (int k = 0; k <= kmax; ++k) {
-          value += ca[k] * cb[k] * power;
           shift_a += std::sqrt(k + 1.0) * ca[k + 1] * cb[k] * power;
           shift_b += std::sqrt(k + 1.0) * cb[k + 1] * ca[k] * power;
           if (k + 1 <= kmax) slope += (k + 1.0) * ca[k + 1] * cb[k + 1] * power;
           power *= rho;
         }
-        r += s * value;
         mean_derivative[a] += s * shift_a;
         mean_derivative[b] += s * shift_b;
-        if (g != nullptr) {
-          (*g)(a, b) += weight * 0.5 * s * slope;
-          (*g)(b, a) = (*g)(a, b);
-        }
+        g(a, b) += weight * 0.5 * s * slope;
+        g(b, a) = g(a, b);
       }
     }
-    risk += weight * r;
-    if (g != nullptr) {
-      const int v = p_ + k_ + c;
-      for (int a = 0; a < units; ++a) {
-        (*g)(a, v) += 0.5 * weight * spec_.clusters.scale * mean_derivative[a];
-        (*g)(v, a) = (*g)(a, v);
-      }
+    const int v = p_ + k_ + c;
+    for (int a = 0; a < units; ++a) {
+      g(a, v) += 0.5 * weight * spec_.clusters.scale * mean_derivative[a];
+      g(v, a) = g(a, v);
     }
   }
-  return risk + 0.5 * spec_.noise_variance;
+  return g;
 }
 
 Eigen::MatrixXd TwoLayerFlow::PointFactor(const Eigen::MatrixXd& gram) const {
@@ -593,38 +644,13 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
 }
 
 double TwoLayerFlow::Risk(const Eigen::MatrixXd& gram) const {
-  double r = 0.0;
   if (sampled_) return SampleTerms(gram, false, false).risk;
-  if (gated_) {  // R = ½ Σ_{u,v} s_u s_v E[π_u σ_u π_v σ_v]
-    GatedPairKernel::Prepared prepared;
-    for (std::size_t u = 0; u < units_.size(); ++u) {
-      for (std::size_t v = u; v < units_.size(); ++v) {
-        const GatedPairKernel& kernel = GatedKernel(static_cast<int>(u), static_cast<int>(v));
-        kernel.Prepare(UnitCorrelations(units_[u], units_[v], gram), &prepared);
-        r += (u == v ? 0.5 : 1.0) * units_[u].sign * units_[v].sign *
-             kernel.Value(UnitVariant::kOutput, UnitVariant::kOutput, prepared);
-      }
-    }
-    return r + 0.5 * spec_.noise_variance;
-  }
-  if (UsesMehler() && c_ > 0) return ClusterMehler(gram, nullptr);
-  const int units = static_cast<int>(units_.size());  // ungated: unit a is vector a
+  // R = (1/C) Σ_c ½ Σ_{u,v} s_u s_v E_c[φ_u φ_v] + σ²/2, s the signed weights in cluster c.
+  const std::vector<Eigen::MatrixXd> moments = OutputMoments(gram);
+  double r = 0.0;
   for (int c = 0; c < ClusterPasses(); ++c) {
-    const Eigen::VectorXd mu = Means(gram, c);
-    for (int a = 0; a < units; ++a) {
-      for (int b = a; b < units; ++b) {
-        double e = 0;
-        if (UsesMehler()) {
-          e = a == b ? Kernel(a, a).AtOne() : Kernel(a, b).Value(gram(a, b));
-        } else {
-          const Eigen::Matrix2d cov{{gram(a, a), gram(a, b)}, {gram(a, b), gram(b, b)}};
-          e = Expect({units_[a].sigma, units_[b].sigma}, Eigen::Vector2d(mu[a], mu[b]), cov, ExpectationBackend::kAuto,
-                     StateExpectations())
-                  .value;
-        }
-        r += (a == b ? 0.5 : 1.0) * Sign(a, c) * Sign(b, c) * e;
-      }
-    }
+    const Eigen::VectorXd s = Signs(c);
+    r += 0.5 * s.dot(moments[static_cast<std::size_t>(c)] * s);
   }
   return r / ClusterPasses() + 0.5 * spec_.noise_variance;
 }
@@ -785,10 +811,7 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
 
 Eigen::MatrixXd TwoLayerFlow::RiskGradient(const Eigen::MatrixXd& gram) const {
   Eigen::MatrixXd g = Eigen::MatrixXd::Zero(vectors(), vectors());
-  if (c_ > 0) {
-    ClusterMehler(gram, &g);
-    return g;
-  }
+  if (c_ > 0) return ClusterMehlerGradient(gram);
   for (int a = 0; a < vectors(); ++a) {
     for (int b = a + 1; b < vectors(); ++b) {
       g(a, b) = g(b, a) = 0.5 * units_[a].sign * units_[b].sign * Kernel(a, b).Derivative(gram(a, b));

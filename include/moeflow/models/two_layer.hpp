@@ -106,10 +106,9 @@ struct TwoLayerSpec {
   // best-cosine observables.
   std::vector<double> student_weights;
   // Trained second-layer weights (`student.weights_lr`): the state gains the per-unit student
-  // weights after the overlaps, moving as da_i/dt = −weight_learning_rate · ∂R/∂a_i. R is
-  // quadratic in the weights (f is linear in them for every kind of block), so ∂R/∂a_i =
-  // (R(a + e_i) − R(a − e_i))/2 exactly, whatever the backend. A weight at exactly 0 is a pruned
-  // unit and stays 0.
+  // weights after the overlaps, moving as da_i/dt = −weight_learning_rate · ∂R/∂a_i. f is linear
+  // in them for every kind of block (f = Σ_i a_i φ_i), so ∂R/∂a_i = E[(f − y) φ_i] (WeightGradient).
+  // A weight at exactly 0 is a pruned unit and stays 0.
   bool trained_weights = false;
   double weight_learning_rate = 1.0;
   // Population expectations by fixed-point Monte Carlo over the projections (always for top-k
@@ -173,11 +172,12 @@ class TwoLayerFlow final : public FlowSystem {
   std::vector<double> WeightsIn(const Eigen::VectorXd& x) const;
   // This model with the weights of state x (itself unless they are trained and differ).
   TwoLayerFlow AtState(const Eigen::VectorXd& x) const;
-  // ∂R/∂a_i for every student unit (0 for a pruned unit), exact: R is quadratic in the weights
-  // (the second difference of R; sampled: E[(f − y) ∂f/∂a_i] over the points, the same number).
+  // ∂R/∂a_i = E[(f − y) φ_i] for every student unit (0 for a pruned unit): from the output
+  // moments, or over the sampled backend's points.
   Eigen::VectorXd WeightGradient(const Eigen::MatrixXd& gram) const;
-  // E[(Σ_i δ_i φ_i)²], φ_i = ∂f/∂a_i (unit i's output at weight 1): the second difference
-  // R(a + δ) + R(a − δ) − 2R(a), exact since R is quadratic in the weights.
+  // E[(Σ_i δ_i φ_i)²], φ_i = ∂f/∂a_i (unit i's output at weight 1), from the output moments (the
+  // sampled backend: the second difference R(a + δ) + R(a − δ) − 2R(a) over its points, exact since
+  // R is quadratic in the weights).
   double OutputSecondMoment(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const;
   // The full vectors() x vectors() Gram matrix (fixed block: TeacherGram()).
   Eigen::MatrixXd Unpack(const Eigen::VectorXd& x) const;
@@ -231,8 +231,12 @@ class TwoLayerFlow final : public FlowSystem {
   // GramDrift, and if `weight_gradient` is not null WeightGradient too (one pass over the points
   // when sampled).
   Eigen::MatrixXd GramDrift(const Eigen::MatrixXd& gram, Eigen::VectorXd* weight_gradient) const;
-  // R(a + δ) and R(a − δ) at `gram`, a the student weights (two model copies).
-  std::pair<double, double> RisksAlong(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const;
+  // E_c[φ_u φ_v] for every pair of units (students, then teachers; φ_u the unit's output at
+  // weight 1), one matrix per cluster pass (one without clusters); the exact backends only.
+  // R = (1/C) Σ_c ½ s_cᵀ M_c s_c + σ²/2 with s_c = Signs(c): the risk, its weight gradient and
+  // the output second moments all come from them.
+  std::vector<Eigen::MatrixXd> OutputMoments(const Eigen::MatrixXd& gram) const;
+  Eigen::VectorXd Signs(int c) const;  // Sign(u, c) for every unit
   // True if this model's student weights are those of state x (trained weights), bit for bit.
   bool HoldsWeightsOf(const Eigen::VectorXd& x) const;
   // The sign of unit u in f − y for inputs from cluster c (c = 0 without clusters).
@@ -240,8 +244,8 @@ class TwoLayerFlow final : public FlowSystem {
   // The means of every projection for inputs from cluster c (zero without clusters).
   Eigen::VectorXd Means(const Eigen::MatrixXd& gram, int c) const;
   int ClusterPasses() const { return std::max(1, c_); }
-  // The Mehler path with cluster means: the risk, and G (if not null).
-  double ClusterMehler(const Eigen::MatrixXd& gram, Eigen::MatrixXd* g) const;
+  // The Mehler path with cluster means: G (RiskGradient).
+  Eigen::MatrixXd ClusterMehlerGradient(const Eigen::MatrixXd& gram) const;
   // L (vectors() × vectors(), row a the coordinates of vector a) with L Lᵀ = Ω₊ that maps the
   // sampled backend's points to projections, h = L z: StateFactor with the fixed vectors first.
   Eigen::MatrixXd PointFactor(const Eigen::MatrixXd& gram) const;
