@@ -13,8 +13,9 @@ namespace moeflow {
 
 namespace {
 
-// The combination Σ_j α_j u_j (j over `members`, vectors of gram) with unit norm whose direction
-// is the unit vector `direction` in the coordinates y = Λ^(1/2) Eᵀ of the members' span (G = E Λ Eᵀ).
+// The span of the vectors `members` (indices into gram), G = E Λ Eᵀ their Gram matrix: their
+// coordinates y = Λ^(1/2) Eᵀ over the eigenvalues above round-off, and for a vector u given in those
+// coordinates the coefficients α = E Λ^(−1/2) u with Σ_j α_j u_j = u.
 struct Span {
   Eigen::MatrixXd y;       // r × members
   Eigen::MatrixXd to_alpha;  // members × r: α = to_alpha · u
@@ -122,8 +123,8 @@ Pruning Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::
   }
   if (rule == "negligible" || all) {
     // Units whose combined output has an RMS ≤ rms_tolerance: each group of units with the same
-    // router (gated), then every unit alone. E[(Σ_S a_i φ_i)²] is the second difference of the
-    // quadratic R in the weights (TwoLayerFlow::OutputSecondMoment), whatever the backend.
+    // router (gated), then every unit alone. E[(Σ_S a_i φ_i)²] from TwoLayerFlow::OutputSecondMoment
+    // (the output moments, or the sampled risk's second difference in the weights).
     auto rms = [&](const std::vector<int>& set) {
       std::vector<double> delta(w.size(), 0.0);
       for (int i : set) delta[i] = w[i];
