@@ -270,7 +270,7 @@ TEST(Protocol, PruningRemovesCancellingPairsAndMergesDuplicates) {
 }
 
 // Three linear experts at 120° under one router output π(v·x)·Σ w_i·x = 0: no pair cancels, the
-// negligible rule removes the group (output RMS 0 by the second difference of R in the weights),
+// negligible rule removes the group (output RMS 0 from the output moments E[φ_i φ_j]),
 // the risk is unchanged; a unit of weight 1e-6 alone is removed as a negligible unit.
 TEST(Protocol, NegligibleRuleRemovesAGroupWhoseOutputsCancel) {
   io::ModelFile model = io::ModelFile::Load(testing::ModelPath("soft_routed_moe.ini"));
