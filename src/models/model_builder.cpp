@@ -479,7 +479,8 @@ std::vector<Stage> ReadStages(const io::ModelFile& model, const TwoLayerSpec& sp
   return stages;
 }
 
-// `set = KEY=VALUE, ...`: the model of a check's own runs differs from the file's by these; each must be an assignment of a key the model knows (checked on a copy now).
+// `set = KEY=VALUE, ...`: the model of a check's own runs differs from the file's by these; each
+// must be an assignment of a key the model knows (checked on a copy now).
 std::vector<std::string> ReadCheckOverrides(const io::ModelFile& model, const std::string& key) {
   const std::vector<std::string> overrides = model.GetStringList(key, {});
   io::ModelFile copy = model;

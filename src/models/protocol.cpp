@@ -13,6 +13,13 @@ namespace moeflow {
 
 namespace {
 
+// "i, j, k": unit indices for the report.
+std::string Names(const std::vector<int>& set) {
+  std::vector<std::string> out;
+  for (int i : set) out.push_back(std::to_string(i));
+  return detail::Join(out, ", ");
+}
+
 // The span of the vectors `members` (indices into gram), G = E Λ Eᵀ their Gram matrix: their
 // coordinates y = Λ^(1/2) Eᵀ over the eigenvalues above round-off, and for a vector u given in those
 // coordinates the coefficients α = E Λ^(−1/2) u with Σ_j α_j u_j = u.
@@ -48,6 +55,79 @@ Eigen::VectorXd UnitCombination(const Eigen::MatrixXd& gram, const std::vector<i
     for (std::size_t j = 0; j < members.size(); ++j) norm2 += alpha[i] * alpha[j] * gram(members[i], members[j]);
   }
   return alpha / std::sqrt(norm2);
+}
+
+// The merge rule of Prune on `groups` (units sharing a router): each group one unit when that
+// changes the output RMS by at most rms_tolerance. Updates the weights w and the student-vector
+// transform (created on the first merge), and adds a report line per group.
+void MergeGroups(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::vector<std::vector<int>>& groups,
+                 double rms_tolerance, std::vector<double>* weights, Eigen::MatrixXd* transform,
+                 std::vector<std::string>* removed) {
+  std::vector<double>& w = *weights;
+  const int units = static_cast<int>(w.size());
+  // The link's lowest Hermite order k ≥ 1: the merged unit reproduces the group's order-k tensor.
+  const std::vector<double> coefficients = flow.spec().student.link->HermiteCoefficients(20);
+  double largest = 0.0;
+  for (double c : coefficients) largest = std::max(largest, std::abs(c));
+  int order = 1;
+  while (order + 1 < static_cast<int>(coefficients.size()) && std::abs(coefficients[order]) <= 1e-12 * largest) ++order;
+  // The model with one more unit, to measure the difference of the two outputs exactly: student
+  // vectors (experts, then routers) with the candidate's appended to each, then the fixed ones.
+  TwoLayerSpec wider_spec = flow.spec();
+  wider_spec.student.units += 1;
+  wider_spec.trained_weights = false;
+  wider_spec.student_weights = w;
+  wider_spec.student_weights.push_back(0.0);
+  const TwoLayerFlow wider(wider_spec);
+  const int n = flow.vectors();
+  Eigen::MatrixXd embed = Eigen::MatrixXd::Zero(n + 2, n);  // wider vectors from the model's
+  for (int a = 0; a < n; ++a) embed(a < units ? a : (a < 2 * units ? a + 1 : a + 2), a) = 1.0;
+  for (const std::vector<int>& group : groups) {
+    std::vector<int> experts = group, routers;
+    for (int j : group) routers.push_back(units + j);
+    const Span span = SpanOf(gram, experts);
+    if (span.y.rows() == 0) continue;
+    Eigen::VectorXd a(static_cast<Eigen::Index>(group.size()));
+    for (std::size_t j = 0; j < group.size(); ++j) a[j] = w[group[j]];
+    auto [c, u] = RankOnePart(span.y, a, order);
+    // Trained second-layer weights: the unit takes weight c. Fixed ones: it keeps its own (the
+    // model's class), with u's sign matching it for odd k; the difference counts in the check.
+    double weight = c;
+    if (!flow.spec().trained_weights) {
+      weight = w[group.front()];
+      if (order % 2 == 1 && weight * c < 0) u = -u;
+    }
+    const Eigen::VectorXd alpha = UnitCombination(gram, experts, span.to_alpha * u);
+    const Eigen::VectorXd beta =
+        UnitCombination(gram, routers, Eigen::VectorXd::Constant(static_cast<Eigen::Index>(group.size()), 1.0));
+    Eigen::MatrixXd b = embed;
+    for (std::size_t j = 0; j < group.size(); ++j) {
+      b(units, experts[j]) = alpha[j];
+      b(2 * units + 1, routers[j]) = beta[j];
+    }
+    std::vector<double> delta(w.size() + 1, 0.0);
+    for (int j : group) delta[j] = w[j];
+    delta.back() = -weight;
+    const double value = std::sqrt(std::max(0.0, wider.OutputSecondMoment(delta, b * gram * b.transpose())));
+    const std::string what = "group (" + Names(group) + ")";
+    if (!(value <= rms_tolerance)) {
+      removed->push_back(what + " kept: one unit reproduces it with output rms " + detail::FormatNumber(value) +
+                         " > " + detail::FormatNumber(rms_tolerance));
+      continue;
+    }
+    if (transform->size() == 0) *transform = Eigen::MatrixXd::Identity(2 * units, 2 * units);
+    const int first = group.front();
+    transform->row(first).setZero();
+    transform->row(units + first).setZero();
+    for (std::size_t j = 0; j < group.size(); ++j) {
+      (*transform)(first, experts[j]) = alpha[j];
+      (*transform)(units + first, routers[j]) = beta[j];
+      w[group[j]] = 0.0;
+    }
+    w[first] = weight;
+    removed->push_back(what + " merged into " + std::to_string(first) + ": weight " + detail::FormatNumber(weight) +
+                       " (c = " + detail::FormatNumber(c) + "), output rms " + detail::FormatNumber(value));
+  }
 }
 
 }  // namespace
@@ -92,11 +172,6 @@ Pruning Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::
     }
     return groups;
   };
-  auto names = [](const std::vector<int>& set) {
-    std::vector<std::string> out;
-    for (int i : set) out.push_back(std::to_string(i));
-    return detail::Join(out, ", ");
-  };
   std::vector<std::string> removed;
   const bool all = rule == "all";
   if (rule == "cancelling" || rule == "redundant" || all) {
@@ -132,7 +207,7 @@ Pruning Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::
     };
     auto remove = [&](const std::vector<int>& set, double value, const char* what) {
       for (int i : set) w[i] = 0.0;
-      removed.push_back(std::string(what) + " (" + names(set) + "): output rms " + detail::FormatNumber(value));
+      removed.push_back(std::string(what) + " (" + Names(set) + "): output rms " + detail::FormatNumber(value));
     };
     if (gated) {
       for (const std::vector<int>& group : router_groups()) {
@@ -151,69 +226,8 @@ Pruning Prune(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram, const std::
       throw InputError("the pruning rule 'merge' needs units with their own gates (student.gate, no top-k router), "
                        "one neuron per expert and unit vectors (student.vectors = spherical or normalised)");
     }
-    // The link's lowest Hermite order k ≥ 1: the merged unit reproduces the group's order-k tensor.
-    const std::vector<double> coefficients = flow.spec().student.link->HermiteCoefficients(20);
-    double largest = 0.0;
-    for (double c : coefficients) largest = std::max(largest, std::abs(c));
-    int order = 1;
-    while (order + 1 < static_cast<int>(coefficients.size()) && std::abs(coefficients[order]) <= 1e-12 * largest) ++order;
-    // The model with one more unit, to measure the difference of the two outputs exactly: student
-    // vectors (experts, then routers) with the candidate's appended to each, then the fixed ones.
-    TwoLayerSpec wider_spec = flow.spec();
-    wider_spec.student.units += 1;
-    wider_spec.trained_weights = false;
-    wider_spec.student_weights = w;
-    wider_spec.student_weights.push_back(0.0);
-    const TwoLayerFlow wider(wider_spec);
-    const int n = flow.vectors();
-    Eigen::MatrixXd embed = Eigen::MatrixXd::Zero(n + 2, n);  // wider vectors from the model's
-    for (int a = 0; a < n; ++a) embed(a < units ? a : (a < 2 * units ? a + 1 : a + 2), a) = 1.0;
-    for (const std::vector<int>& group : router_groups()) {
-      std::vector<int> experts = group, routers;
-      for (int j : group) routers.push_back(units + j);
-      const Span span = SpanOf(gram, experts);
-      if (span.y.rows() == 0) continue;
-      Eigen::VectorXd a(static_cast<Eigen::Index>(group.size()));
-      for (std::size_t j = 0; j < group.size(); ++j) a[j] = w[group[j]];
-      auto [c, u] = RankOnePart(span.y, a, order);
-      // Trained second-layer weights: the unit takes weight c. Fixed ones: it keeps its own (the
-      // model's class), with u's sign matching it for odd k; the difference counts in the check.
-      double weight = c;
-      if (!flow.spec().trained_weights) {
-        weight = w[group.front()];
-        if (order % 2 == 1 && weight * c < 0) u = -u;
-      }
-      const Eigen::VectorXd alpha = UnitCombination(gram, experts, span.to_alpha * u);
-      const Eigen::VectorXd beta =
-          UnitCombination(gram, routers, Eigen::VectorXd::Constant(static_cast<Eigen::Index>(group.size()), 1.0));
-      Eigen::MatrixXd b = embed;
-      for (std::size_t j = 0; j < group.size(); ++j) {
-        b(units, experts[j]) = alpha[j];
-        b(2 * units + 1, routers[j]) = beta[j];
-      }
-      std::vector<double> delta(w.size() + 1, 0.0);
-      for (int j : group) delta[j] = w[j];
-      delta.back() = -weight;
-      const double value = std::sqrt(std::max(0.0, wider.OutputSecondMoment(delta, b * gram * b.transpose())));
-      const std::string what = "group (" + names(group) + ")";
-      if (!(value <= rms_tolerance)) {
-        removed.push_back(what + " kept: one unit reproduces it with output rms " + detail::FormatNumber(value) +
-                          " > " + detail::FormatNumber(rms_tolerance));
-        continue;
-      }
-      if (result.transform.size() == 0) result.transform = Eigen::MatrixXd::Identity(2 * units, 2 * units);
-      const int first = group.front();
-      result.transform.row(first).setZero();
-      result.transform.row(units + first).setZero();
-      for (std::size_t j = 0; j < group.size(); ++j) {
-        result.transform(first, experts[j]) = alpha[j];
-        result.transform(units + first, routers[j]) = beta[j];
-        w[group[j]] = 0.0;
-      }
-      w[first] = weight;
-      removed.push_back(what + " merged into " + std::to_string(first) + ": weight " + detail::FormatNumber(weight) +
-                        " (c = " + detail::FormatNumber(c) + "), output rms " + detail::FormatNumber(value));
-    }
+    const std::vector<std::vector<int>> groups = router_groups();
+    if (!groups.empty()) MergeGroups(flow, gram, groups, rms_tolerance, &result.weights, &result.transform, &removed);
   }
   result.report = removed.empty() ? "nothing" : detail::Join(removed, ", ");
   return result;

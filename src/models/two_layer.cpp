@@ -355,18 +355,12 @@ std::vector<Eigen::MatrixXd> TwoLayerFlow::OutputMoments(const Eigen::MatrixXd& 
   }
   // Ungated: unit a is vector a. Spherical vectors with cluster means: the Mehler series of the
   // shifted links; spherical without clusters: the Mehler kernels; otherwise the engine.
-  std::vector<int> order(static_cast<std::size_t>(units));
-  std::vector<HermiteExpansion> series(static_cast<std::size_t>(units));
-  for (int a = 0; a < units; ++a) {
-    const int degree = units_[a].sigma->PolynomialDegree();
-    order[a] = degree >= 0 ? degree : kMehlerMaxOrder;
-  }
+  std::vector<int> order;
+  std::vector<HermiteExpansion> series;
   for (int c = 0; c < ClusterPasses(); ++c) {
     Eigen::MatrixXd& m = moments[static_cast<std::size_t>(c)];
     const Eigen::VectorXd mu = Means(gram, c);
-    if (UsesMehler() && c_ > 0) {
-      for (int a = 0; a < units; ++a) series[a] = ExpandHermite(*units_[a].sigma, order[a] + 1, 1.0, mu[a]);
-    }
+    if (UsesMehler() && c_ > 0) series = ShiftedSeries(mu, &order);
     for (int a = 0; a < units; ++a) {
       for (int b = a; b < units; ++b) {
         double e = 0.0;
@@ -391,6 +385,18 @@ std::vector<Eigen::MatrixXd> TwoLayerFlow::OutputMoments(const Eigen::MatrixXd& 
     }
   }
   return moments;
+}
+
+std::vector<HermiteExpansion> TwoLayerFlow::ShiftedSeries(const Eigen::VectorXd& mu, std::vector<int>* order) const {
+  const int units = static_cast<int>(units_.size());
+  order->resize(static_cast<std::size_t>(units));
+  std::vector<HermiteExpansion> series(static_cast<std::size_t>(units));
+  for (int a = 0; a < units; ++a) {
+    const int degree = units_[a].sigma->PolynomialDegree();
+    (*order)[a] = degree >= 0 ? degree : kMehlerMaxOrder;
+    series[a] = ExpandHermite(*units_[a].sigma, (*order)[a] + 1, 1.0, mu[a]);
+  }
+  return series;
 }
 
 Eigen::VectorXd TwoLayerFlow::Signs(int c) const {
@@ -465,19 +471,11 @@ Eigen::MatrixXd TwoLayerFlow::ClusterMehlerGradient(const Eigen::MatrixXd& gram)
   const int units = static_cast<int>(units_.size()), n = vectors();
   const double weight = 1.0 / c_;
   Eigen::MatrixXd g = Eigen::MatrixXd::Zero(n, n);
-  std::vector<int> order(static_cast<std::size_t>(units));
-  for (int a = 0; a < units; ++a) {
-    const int degree = units_[a].sigma->PolynomialDegree();
-    order[a] = degree >= 0 ? degree : kMehlerMaxOrder;
-  }
-  std::vector<HermiteExpansion> series(static_cast<std::size_t>(units));
+  std::vector<int> order;
   std::vector<double> sign(static_cast<std::size_t>(units)), mean_derivative(static_cast<std::size_t>(units));
   for (int c = 0; c < c_; ++c) {
-    const Eigen::VectorXd mu = Means(gram, c);
-    for (int a = 0; a < units; ++a) {
-      series[a] = ExpandHermite(*units_[a].sigma, order[a] + 1, 1.0, mu[a]);
-      sign[a] = Sign(a, c);
-    }
+    const std::vector<HermiteExpansion> series = ShiftedSeries(Means(gram, c), &order);
+    for (int a = 0; a < units; ++a) sign[a] = Sign(a, c);
     // ∂R_c/∂μ_a = s_a Σ_b s_b E[σ_a'(h_a) σ_b(h_b)] (b = a included: E[σ_a σ_a']); ∂R_c/∂ρ_ab from
     // the derivative of the Mehler series.
     for (int a = 0; a < units; ++a) {
@@ -598,11 +596,11 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
         if (hc.size()) hc.row(c * count + b) = Eigen::Map<const Eigen::RowVectorXd>(row, n);
       }
       const double y = teacher.Evaluate(row, teacher_weights.data(), nullptr, &scratch);
-      const double f = student.Evaluate(row, student_weights.data(), g.size() ? grad.data() : nullptr, &scratch);
+      const double f = student.Evaluate(row, student_weights.data(), g.size() ? grad.data() : nullptr, &scratch,
+                                        weights ? phi.data() : nullptr);
       const double r = f - y;
       squared[b] += r * r / passes;
       if (weights) {
-        student.UnitOutputs(row, student_weights.data(), phi.data(), &scratch);
         for (int i = 0; i < units; ++i) weight_gradient[i] += r * phi[i];
       }
       if (g.size()) {

@@ -9,10 +9,11 @@ namespace moeflow {
 BlockOutput::BlockOutput(const UnitBlock& block, int expert, int router)
     : block_(block), expert_(expert), router_(router) {}
 
-double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scratch* scratch) const {
+double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scratch* scratch, double* phi) const {
   const int m = block_.units;
   const Link& sigma = *block_.link;
   double f = 0.0;
+  if (phi != nullptr) std::fill(phi, phi + m, 0.0);
   if (block_.top_k == 0) {
     for (int i = 0; i < m; ++i) {
       const double z = h[expert_ + i];
@@ -28,12 +29,14 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
       if (block_.gate) {
         const double r = h[router_ + i], gate = block_.gate->Value(r);
         f += a[i] * gate * s;
+        if (phi != nullptr) phi[i] = gate * s;
         if (grad != nullptr) {
           grad[expert_ + i] = a[i] * gate * sigma.Derivative(z);
           grad[router_ + i] = a[i] * block_.gate->Derivative(r) * s;
         }
       } else {
         f += a[i] * s;
+        if (phi != nullptr) phi[i] = s;
         if (grad != nullptr) grad[expert_ + i] = a[i] * own.Derivative(z);
       }
     }
@@ -52,7 +55,7 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
   std::partial_sort(order.begin(), order.begin() + ranked, order.end(), [logit](int x, int y) {
     return logit[x] > logit[y] || (logit[x] == logit[y] && x < y);
   });
-  if (soft) return EvaluateSoft(h, a, grad, k, scratch);
+  if (soft) return EvaluateSoft(h, a, grad, k, scratch, phi);
   if (block_.softmax) {
     const double top = logit[order[0]];
     double total = 0.0;
@@ -64,8 +67,11 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
   std::vector<double>& out = scratch->output;  // the selected experts' outputs
   out.resize(static_cast<std::size_t>(k));
   for (int j = 0; j < k; ++j) {
-    out[j] = ExpertOutput(h, order[j], a[order[j]]);  // a pruned expert still takes its share
+    const int i = order[j];
+    const double unit = a[i] != 0.0 ? ExpertOutput(h, i) : 0.0;  // a pruned expert still takes its share
+    out[j] = a[i] * unit;
     f += c[j] * out[j];
+    if (phi != nullptr) phi[i] = c[j] * unit;
   }
   if (grad != nullptr) {
     std::fill(grad + expert_, grad + expert_ + m * block_.neurons, 0.0);
@@ -79,37 +85,12 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
   return f;
 }
 
-void BlockOutput::UnitOutputs(const double* h, const double* a, double* phi, Scratch* scratch) const {
-  const int m = block_.units;
-  if (block_.top_k == 0) {
-    for (int i = 0; i < m; ++i) {
-      phi[i] = a[i] == 0.0 ? 0.0 : block_.LinkOf(i)->Value(h[expert_ + i]);
-      if (block_.gate && phi[i] != 0.0) phi[i] *= block_.gate->Value(h[router_ + i]);
-    }
-    return;
-  }
-  // Routed: Evaluate leaves the ranking and the routing weights in the scratch space (by rank for
-  // the hard top-k, by unit for the soft one).
-  Evaluate(h, a, nullptr, scratch);
-  std::fill(phi, phi + m, 0.0);
-  const int k = std::min(block_.top_k, m);
-  if (block_.selection_temperature > 0 && k < m) {
-    for (int i = 0; i < m; ++i) phi[i] = scratch->weight[static_cast<std::size_t>(i)] * ExpertOutput(h, i, a[i] != 0.0);
-  } else {
-    for (int j = 0; j < k; ++j) {
-      const int i = scratch->order[static_cast<std::size_t>(j)];
-      phi[i] = scratch->weight[static_cast<std::size_t>(j)] * ExpertOutput(h, i, a[i] != 0.0);
-    }
-  }
-}
-
-double BlockOutput::ExpertOutput(const double* h, int i, double a) const {
-  if (a == 0.0) return 0.0;
+double BlockOutput::ExpertOutput(const double* h, int i) const {
   const Link& sigma = *block_.link;
   const int neurons = block_.neurons;
   double s = 0.0;
   for (int j = 0; j < neurons; ++j) s += sigma.Value(h[expert_ + i * neurons + j]);
-  return a * s;
+  return s;
 }
 
 void BlockOutput::ExpertGradient(const double* h, int i, double scale, double* grad) const {
@@ -127,7 +108,8 @@ void BlockOutput::ExpertGradient(const double* h, int i, double scale, double* g
 //   softmax  ∂f/∂l_j = c_j(o_j − f) + [c_j(1 − μ_j)(o_j − f) − ∂t/∂l_j Σ_i c_i(1 − μ_i)(o_i − f)]/τ_s
 //   equal    ∂f/∂l_j = [μ_j(1 − μ_j) o_j − ∂t/∂l_j Σ_i μ_i(1 − μ_i) o_i]/τ_s
 // and ∂f/∂r_j = ∂f/∂l_j / τ. Every unit takes part (μ_i > 0), so every expert gets a gradient.
-double BlockOutput::EvaluateSoft(const double* h, const double* a, double* grad, int k, Scratch* scratch) const {
+double BlockOutput::EvaluateSoft(const double* h, const double* a, double* grad, int k, Scratch* scratch,
+                                 double* phi) const {
   const int m = block_.units;
   const double tau = block_.temperature, tau_s = block_.selection_temperature;
   const double* logit = h + router_;
@@ -152,8 +134,10 @@ double BlockOutput::EvaluateSoft(const double* h, const double* a, double* grad,
   std::vector<double>& out = scratch->output;
   out.resize(static_cast<std::size_t>(m));
   for (int i = 0; i < m; ++i) {
-    out[i] = ExpertOutput(h, i, a[i]);
+    const double unit = a[i] != 0.0 ? ExpertOutput(h, i) : 0.0;
+    out[i] = a[i] * unit;
     f += c[static_cast<std::size_t>(i)] * out[i];
+    if (phi != nullptr) phi[i] = c[static_cast<std::size_t>(i)] * unit;
   }
   if (grad == nullptr) return f;
   double common = 0.0;

@@ -31,16 +31,20 @@ class BlockOutput {
     std::vector<double> output;
   };
   // f at the projections `h` (a row in the model's vector order) with per-unit second-layer
-  // weights `a`; if `grad` is not null, writes ∂f/∂h at the block's columns of `grad`.
-  double Evaluate(const double* h, const double* a, double* grad, Scratch* scratch) const;
-  // φ_i = ∂f/∂a_i for every unit (f = Σ_i a_i φ_i: the routing weights do not depend on a),
-  // written to phi[0..units); 0 for a pruned unit (a_i = 0).
-  void UnitOutputs(const double* h, const double* a, double* phi, Scratch* scratch) const;
+  // weights `a`; if `grad` is not null, writes ∂f/∂h at the block's columns of `grad`; if `phi` is
+  // not null, writes φ_i = ∂f/∂a_i for every unit to phi[0..units) (f = Σ_i a_i φ_i: the routing
+  // weights do not depend on a), 0 for a pruned unit (a_i = 0).
+  double Evaluate(const double* h, const double* a, double* grad, Scratch* scratch, double* phi = nullptr) const;
+  // φ alone (Evaluate's `phi`).
+  void UnitOutputs(const double* h, const double* a, double* phi, Scratch* scratch) const {
+    Evaluate(h, a, nullptr, scratch, phi);
+  }
 
  private:
-  double EvaluateSoft(const double* h, const double* a, double* grad, int k, Scratch* scratch) const;
-  // o_i = a_i Σ_j σ(h_(i,j)) over expert i's neurons (routed blocks), and its gradient scale·σ'(h_(i,j)).
-  double ExpertOutput(const double* h, int i, double a) const;
+  double EvaluateSoft(const double* h, const double* a, double* grad, int k, Scratch* scratch, double* phi) const;
+  // Σ_j σ(h_(i,j)) over expert i's neurons (routed blocks; o_i = a_i times it), and the gradient
+  // of o_i·c_i: scale·σ'(h_(i,j)).
+  double ExpertOutput(const double* h, int i) const;
   void ExpertGradient(const double* h, int i, double scale, double* grad) const;
 
   UnitBlock block_;

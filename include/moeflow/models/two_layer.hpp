@@ -31,11 +31,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "moeflow/gauss/gated_pair.hpp"
 #include "moeflow/integrate/flow_system.hpp"
+#include "moeflow/links/hermite.hpp"
 #include "moeflow/links/link.hpp"
 
 namespace moeflow {
@@ -237,6 +237,10 @@ class TwoLayerFlow final : public FlowSystem {
   // the output second moments all come from them.
   std::vector<Eigen::MatrixXd> OutputMoments(const Eigen::MatrixXd& gram) const;
   Eigen::VectorXd Signs(int c) const;  // Sign(u, c) for every unit
+  // The Hermite series of every unit's link shifted by its mean mu[a] (ungated: unit a is vector
+  // a), to one more than its Mehler order order[a] (the degree of a polynomial, else
+  // kMehlerMaxOrder): the cluster-mean Mehler path of OutputMoments and ClusterMehlerGradient.
+  std::vector<HermiteExpansion> ShiftedSeries(const Eigen::VectorXd& mu, std::vector<int>* order) const;
   // True if this model's student weights are those of state x (trained weights), bit for bit.
   bool HoldsWeightsOf(const Eigen::VectorXd& x) const;
   // The sign of unit u in f − y for inputs from cluster c (c = 0 without clusters).
