@@ -2,6 +2,7 @@
 
 #include <Eigen/Eigenvalues>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <mutex>
 
@@ -81,6 +82,66 @@ const QuadratureRule& GaussianTrapezoid(int n) {
     }
     return r;
   });
+}
+
+CubatureRule SparseGaussHermite(int dimension, int k) {
+  const int m = dimension;
+  CubatureRule rule;
+  rule.dimension = m;
+  if (m == 0) {
+    rule.w = {1.0};
+    return rule;
+  }
+  auto binomial = [](int n, int r) {
+    double b = 1;
+    for (int i = 1; i <= r; ++i) b = b * (n - r + i) / i;
+    return b;
+  };
+  // Nodes keyed by their coordinates rounded to 1e-10 (distinct Gauss–Hermite nodes of ≤ k + 1
+  // points are ≥ 0.1 apart; the zero of every odd rule is 0 up to round-off).
+  std::map<std::vector<long long>, std::size_t> index;
+  std::vector<int> level(static_cast<std::size_t>(m), 1);
+  std::vector<double> point(static_cast<std::size_t>(m));
+  std::vector<long long> key(static_cast<std::size_t>(m));
+  auto add_tensor = [&](double coefficient) {
+    std::vector<int> at(static_cast<std::size_t>(m), 0);
+    while (true) {
+      double weight = coefficient;
+      for (int j = 0; j < m; ++j) {
+        const QuadratureRule& r = GaussHermite(level[j]);
+        point[j] = r.x[at[j]];
+        weight *= r.w[at[j]];
+        key[j] = std::llround(point[j] * 1e10);
+      }
+      const auto [it, inserted] = index.emplace(key, rule.w.size());
+      if (inserted) {
+        rule.x.insert(rule.x.end(), point.begin(), point.end());
+        rule.w.push_back(weight);
+      } else {
+        rule.w[it->second] += weight;
+      }
+      int j = 0;
+      while (j < m && ++at[j] == level[j]) at[j++] = 0;
+      if (j == m) break;
+    }
+  };
+  // Every multi-index with excess e = Σ (i_j − 1) ≤ k and a non-zero coefficient (k − e ≤ m − 1).
+  std::function<void(int, int, int)> visit = [&](int j, int excess, int e) {
+    if (j == m) {
+      if (excess == 0) {
+        const double coefficient = ((k - e) % 2 ? -1.0 : 1.0) * binomial(m - 1, k - e);
+        add_tensor(coefficient);
+      }
+      return;
+    }
+    for (int extra = 0; extra <= excess; ++extra) {
+      level[j] = 1 + extra;
+      visit(j + 1, excess - extra, e);
+    }
+    level[j] = 1;
+  };
+  for (int e = std::max(0, k - m + 1); e <= k; ++e) visit(0, e, e);
+  return rule;
 }
 
 }  // namespace moeflow::detail

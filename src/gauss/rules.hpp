@@ -24,4 +24,18 @@ const QuadratureRule& GaussHermite(int n);
 // close to the real axis.
 const QuadratureRule& GaussianTrapezoid(int n);
 
+// A rule for E[g(z)], z ~ N(0, I_m): Σ_i w[i] g(x_i) with x_i = x[i·m .. i·m + m).
+struct CubatureRule {
+  int dimension = 0;
+  std::vector<double> x, w;
+  int size() const { return static_cast<int>(w.size()); }
+};
+
+// The Smolyak sparse grid of level k on `dimension` coordinates (Novak & Ritter 1999): the
+// combination Σ (−1)^(k−e) C(m−1, k−e) U^(i_1) ⊗ … ⊗ U^(i_m) over the multi-indices with
+// e = Σ (i_j − 1) ≤ k, U^i the i-point Gauss–Hermite rule, coinciding nodes merged. Exact for
+// every polynomial of total degree ≤ 2k + 1; some weights are negative. O(m^k) nodes (m = 7,
+// k = 3: 495). dimension 0: the single node of weight 1.
+CubatureRule SparseGaussHermite(int dimension, int k);
+
 }  // namespace moeflow::detail

@@ -658,13 +658,19 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
     if (spec.student.HasRouters()) spec.router_norm = model.GetPositive("student.router_norm", 1.0);
   }
   const bool routed = spec.student.top_k > 0 || spec.teacher.top_k > 0;
-  const std::string backend = model.GetChoice("population.backend", "auto", {"auto", "exact", "sampled"});
+  const std::string backend =
+      model.GetChoice("population.backend", "auto", {"auto", "exact", "sampled", "quadrature"});
   if (backend == "exact" && routed) {
     ThrowBadValue("population.backend", backend, "cannot be exact with a top-k router (it couples all units): use "
-                                                 "auto or sampled");
+                                                 "auto, quadrature (softmax routers, polynomial links) or sampled");
   }
-  spec.sampled = backend == "sampled" || routed;
-  if (spec.sampled) {
+  spec.quadrature = backend == "quadrature";
+  spec.sampled = backend == "sampled" || (routed && !spec.quadrature);
+  if (spec.quadrature) {
+    spec.gate_nodes = model.Has("population.gate_nodes")
+                          ? static_cast<int>(model.GetInteger("population.gate_nodes", 3))
+                          : 0;  // automatic: from the router temperature
+  } else if (spec.sampled) {
     spec.population_samples = static_cast<int>(model.GetInteger("population.samples", spec.population_samples, 2));
     spec.population_seed =
         static_cast<std::uint64_t>(model.GetInteger("population.seed", static_cast<long long>(spec.population_seed), 0));

@@ -2,6 +2,7 @@
 
 #include <Eigen/Cholesky>
 #include <Eigen/Eigenvalues>
+#include <Eigen/QR>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -10,6 +11,7 @@
 
 #include "common/random.hpp"
 #include "common/text.hpp"
+#include "gauss/rules.hpp"
 #include "models/unit_output.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/gauss/expectation.hpp"
@@ -121,7 +123,8 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
       k_(spec_.teacher.Vectors()),
       c_(spec_.clusters.count),
       gated_(spec_.student.HasRouters() || spec_.teacher.HasRouters()),
-      sampled_(spec_.sampled || spec_.student.top_k > 0 || spec_.teacher.top_k > 0),
+      sampled_(spec_.sampled || spec_.quadrature || spec_.student.top_k > 0 || spec_.teacher.top_k > 0),
+      quadrature_(spec_.quadrature),
       student_derivative_(DerivativeOf(spec_.student.link)),
       identity_(MakeLink("identity")) {
   for (const auto& [block, units] : {std::pair{"student", &spec_.student}, std::pair{"teacher", &spec_.teacher}}) {
@@ -233,11 +236,14 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
       for (int j = 0; j < links; ++j) kernels_.emplace_back(*distinct_links_[i], *distinct_links_[j], kMehlerMaxOrder);
     }
   }
-  if (sampled_) {
+  if (quadrature_) {
+    BuildQuadrature();
+  } else if (sampled_) {
     if (spec_.population_samples < 2) {
       ThrowBadValue("population.samples", std::to_string(spec_.population_samples), "must be >= 2");
     }
     points_ = AntitheticNormals(spec_.population_samples, vectors(), spec_.population_seed);
+    point_weights_ = Eigen::VectorXd::Constant(points_->rows(), 1.0 / static_cast<double>(points_->rows()));
   } else if (gated_) {
     if (spec_.constraint == VectorConstraint::kFree) {
       throw InputError("gated units with free vectors need the sampled backend (population.backend = sampled); "
@@ -260,7 +266,7 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
                                                   spec_.teacher.link);
   }
   observables_ = {{"risk", 1, 1, "population risk R = E[(f - y)^2]/2 (label noise included)"}};
-  if (sampled_) {
+  if (sampled_ && !quadrature_) {
     observables_.push_back({"risk_error", 1, 1, "standard error of the sampled population risk (population.samples "
                                                 "fixed points)"});
   }
@@ -512,6 +518,106 @@ Eigen::MatrixXd TwoLayerFlow::ClusterMehlerGradient(const Eigen::MatrixXd& gram)
   return g;
 }
 
+void TwoLayerFlow::BuildQuadrature() {
+  // What the rule needs: polynomial links (the integrand is then a polynomial given the logits) and
+  // routers whose weights are smooth functions of the logit differences (a softmax over all experts).
+  int degree = 0;
+  for (const auto& [block, units] : {std::pair{"student", &spec_.student}, std::pair{"teacher", &spec_.teacher}}) {
+    const std::string name(block);
+    if (units->gate) {
+      throw InputError("population.backend = quadrature: key '" + name + ".gate': units with their own gates have "
+                       "the exact backend (population.backend = auto); the quadrature backend takes softmax "
+                       "routers (top_k = units) or no routers");
+    }
+    if (units->top_k > 0 && (units->top_k < units->units || units->selection_temperature > 0)) {
+      ThrowBadValue(name + ".top_k", std::to_string(units->top_k),
+                    "must equal " + name + ".units = " + std::to_string(units->units) +
+                        " with population.backend = quadrature (a top-k selection is not smooth in the logits: "
+                        "use population.backend = sampled)");
+    }
+    for (int u = 0; u < units->units; ++u) {
+      const int d = units->LinkOf(u)->PolynomialDegree();
+      if (d < 0) {
+        throw InputError("population.backend = quadrature: key '" + name + ".link" + (units->links.empty() ? "" : "s") +
+                         "': link '" + units->LinkOf(u)->Spec() +
+                         "' is not a polynomial (the rule is exact for polynomial links: h(k), hermite(...), "
+                         "he(k), poly(...)); use population.backend = sampled");
+      }
+      degree = std::max(degree, d);
+    }
+    const int first = units == &spec_.student ? 0 : p_;
+    for (int v = 0; v < units->ExpertVectors(); ++v) active_rows_.push_back(first + v);
+    if (units->top_k > 0 && units->softmax) {
+      for (int e = 1; e < units->units; ++e) {
+        gate_rows_.emplace_back(first + units->ExpertVectors() + e, first + units->ExpertVectors());
+      }
+    }
+  }
+  // The gate rule's error falls like exp(−π²τ/(‖θ_i − θ_j‖h)): the logistic of the logit difference
+  // has its poles at a distance πτ/‖θ_i − θ_j‖ ≥ πτ/2 (unit routers) from the real q axis. Automatic
+  // (0): the spacing h = 0.43τ of an error ≤ 1e-10 at the worst case ‖θ_i − θ_j‖ = 2 (measured at
+  // τ = 0.3, 129 nodes: 2e-10 relative in D; tests/quadrature_backend_test.cpp).
+  if (spec_.gate_nodes == 0) {
+    double tau = std::numeric_limits<double>::infinity();
+    for (const UnitBlock* units : {&spec_.student, &spec_.teacher}) {
+      if (units->top_k > 0 && units->softmax) tau = std::min(tau, units->temperature);
+    }
+    spec_.gate_nodes = std::isfinite(tau) ? std::max(17, static_cast<int>(std::ceil(18.0 / (0.43 * tau))) + 1) : 17;
+  }
+  if (spec_.gate_nodes < 3) ThrowBadValue("population.gate_nodes", std::to_string(spec_.gate_nodes), "must be >= 3");
+  // Given the logits, (f − y) ∂f/∂h_a h_b has degree ≤ 2D + 1 (D the largest link degree) and the
+  // online term's g_a g_b ≤ 4D: a sparse grid of level k is exact to degree 2k + 1.
+  const int level = spec_.online_sgd_rate != 0.0 ? 2 * degree : degree;
+  const int gates = static_cast<int>(gate_rows_.size()), active = static_cast<int>(active_rows_.size());
+  const detail::CubatureRule sparse = detail::SparseGaussHermite(active, level);
+  const detail::QuadratureRule& line = detail::GaussianTrapezoid(spec_.gate_nodes);
+  const double count = std::pow(static_cast<double>(spec_.gate_nodes), gates) * sparse.size();
+  if (count > 2e7) {
+    ThrowBadValue("population.gate_nodes", std::to_string(spec_.gate_nodes),
+                  "gives " + detail::FormatNumber(count) + " quadrature nodes (" + std::to_string(gates) +
+                      " router directions, a sparse grid of " + std::to_string(sparse.size()) +
+                      " nodes); at most 2e7: use fewer nodes or population.backend = sampled");
+  }
+  auto nodes = std::make_shared<Eigen::MatrixXd>(static_cast<Eigen::Index>(count), gates + active);
+  point_weights_.resize(nodes->rows());
+  std::vector<int> at(static_cast<std::size_t>(gates), 0);
+  Eigen::Index row = 0;
+  while (true) {
+    double gate_weight = 1.0;
+    for (int j = 0; j < gates; ++j) gate_weight *= line.w[at[j]];
+    for (int i = 0; i < sparse.size(); ++i, ++row) {
+      for (int j = 0; j < gates; ++j) (*nodes)(row, j) = line.x[at[j]];
+      for (int j = 0; j < active; ++j) (*nodes)(row, gates + j) = sparse.x[static_cast<std::size_t>(i * active + j)];
+      point_weights_[row] = gate_weight * sparse.w[i];
+    }
+    int j = 0;
+    while (j < gates && ++at[j] == spec_.gate_nodes) at[j++] = 0;
+    if (j == gates) break;
+  }
+  nodes_ = std::move(nodes);
+}
+
+void TwoLayerFlow::PopulationPoints(const Eigen::MatrixXd& gram, Eigen::MatrixXd* h, const Eigen::VectorXd** w) const {
+  const Eigen::MatrixXd l = PointFactor(gram);
+  *w = &point_weights_;
+  if (!quadrature_) {
+    h->noalias() = (*points_) * l.transpose();
+    return;
+  }
+  // An orthonormal basis q of the whitened coordinates whose first columns span the gate rows and
+  // then the active rows (Householder QR: the first j columns of Q span the first j columns of A,
+  // whatever the rank). The integrand depends on z only through these rows, so the nodes placed in
+  // this basis integrate it as in the coordinates of the rule; the rest of z is independent of it
+  // and integrates to its mean.
+  const int n = vectors(), gates = static_cast<int>(gate_rows_.size());
+  Eigen::MatrixXd a(n, nodes_->cols());
+  for (int j = 0; j < gates; ++j) a.col(j) = (l.row(gate_rows_[j].first) - l.row(gate_rows_[j].second)).transpose();
+  for (std::size_t j = 0; j < active_rows_.size(); ++j) a.col(gates + static_cast<int>(j)) = l.row(active_rows_[j]).transpose();
+  const Eigen::HouseholderQR<Eigen::MatrixXd> qr(a);
+  const Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(n, a.cols());
+  h->noalias() = (*nodes_) * (l * q).transpose();
+}
+
 Eigen::MatrixXd TwoLayerFlow::PointFactor(const Eigen::MatrixXd& gram) const {
   // Teachers first: their projections are the same points whatever the state, so at the teacher
   // itself f − y vanishes at every point and the sampled risk is exactly zero.
@@ -537,23 +643,36 @@ std::vector<double> TwoLayerFlow::TeacherWeights(int c) const {
 }
 
 Eigen::VectorXd TwoLayerFlow::RoutingAccuracy(const Eigen::MatrixXd& gram) const {
-  // The points mapped as in SampleTerms, then shifted by each cluster's means; the router logits
-  // are the columns ExpertVectors()..+units.
-  const Eigen::MatrixXd h = (*points_) * PointFactor(gram).transpose();
   const int units = spec_.student.units, first = spec_.student.ExpertVectors();
   Eigen::VectorXd accuracy(c_);
-  std::vector<int> counts(static_cast<std::size_t>(units));
+  if (quadrature_ && units == 2) {
+    // Exactly: the logit difference is N(μ_1 − μ_2, Ω_11 + Ω_22 − 2Ω_12) in cluster c.
+    const double spread = std::sqrt(std::max(0.0, gram(first, first) + gram(first + 1, first + 1) - 2 * gram(first, first + 1)));
+    for (int c = 0; c < c_; ++c) {
+      const Eigen::VectorXd mu = Means(gram, c);
+      const double gap = std::abs(mu[first] - mu[first + 1]);
+      accuracy[c] = spread > 0 ? 0.5 * std::erfc(-gap / (spread * std::sqrt(2.0))) : 1.0;
+    }
+    return accuracy;
+  }
+  // The points mapped as in SampleTerms, then shifted by each cluster's means; the router logits
+  // are the columns ExpertVectors()..+units. With the quadrature backend's nodes (M > 2) the share
+  // integrates a step function: first-order accurate in the gate rule's spacing.
+  Eigen::MatrixXd h;
+  const Eigen::VectorXd* w = nullptr;
+  PopulationPoints(gram, &h, &w);
+  std::vector<double> shares(static_cast<std::size_t>(units));
   for (int c = 0; c < c_; ++c) {
     const Eigen::VectorXd mu = Means(gram, c);
-    std::fill(counts.begin(), counts.end(), 0);
+    std::fill(shares.begin(), shares.end(), 0.0);
     for (Eigen::Index b = 0; b < h.rows(); ++b) {
       int top = 0;
       for (int i = 1; i < units; ++i) {
         if (h(b, first + i) + mu[first + i] > h(b, first + top) + mu[first + top]) top = i;
       }
-      ++counts[static_cast<std::size_t>(top)];
+      shares[static_cast<std::size_t>(top)] += (*w)[b];
     }
-    accuracy[c] = static_cast<double>(*std::max_element(counts.begin(), counts.end())) / static_cast<double>(h.rows());
+    accuracy[c] = *std::max_element(shares.begin(), shares.end());
   }
   return accuracy;
 }
@@ -567,7 +686,8 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   thread_local Eigen::MatrixXd hp, g, df;
   thread_local RowMatrix h, hc;
   thread_local Eigen::VectorXd squared;
-  hp.noalias() = (*points_) * PointFactor(gram).transpose();
+  const Eigen::VectorXd* w = nullptr;
+  PopulationPoints(gram, &hp, &w);
   const int count = static_cast<int>(hp.rows()), half = count / 2;
   h = hp;
 
@@ -601,7 +721,7 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
       const double r = f - y;
       squared[b] += r * r / passes;
       if (weights) {
-        for (int i = 0; i < units; ++i) weight_gradient[i] += r * phi[i];
+        for (int i = 0; i < units; ++i) weight_gradient[i] += (*w)[b] * r * phi[i];
       }
       if (g.size()) {
         for (int a = 0; a < p_; ++a) g(c * count + b, a) = r * grad[a];
@@ -612,12 +732,17 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
     }
   }
   SampledTerms terms;
-  terms.risk = 0.5 * squared.mean() + 0.5 * spec_.noise_variance;
-  // Antithetic pairs are the independent draws: the error from the spread of the pair means.
-  const Eigen::VectorXd pairs = 0.5 * (squared.head(half) + squared.segment(half, half));
-  const double spread = (pairs.array() - pairs.mean()).square().sum() / std::max(1, half - 1);
-  terms.risk_error = 0.5 * std::sqrt(spread / half);
-  if (weights) terms.weight_gradient = weight_gradient / static_cast<double>(count * passes);
+  terms.risk = 0.5 * w->dot(squared) + 0.5 * spec_.noise_variance;
+  if (!quadrature_) {
+    // Antithetic pairs are the independent draws: the error from the spread of the pair means.
+    const Eigen::VectorXd pairs = 0.5 * (squared.head(half) + squared.segment(half, half));
+    const double spread = (pairs.array() - pairs.mean()).square().sum() / std::max(1, half - 1);
+    terms.risk_error = 0.5 * std::sqrt(spread / half);
+  }
+  if (weights) terms.weight_gradient = weight_gradient / static_cast<double>(passes);
+  // The weight of every row of g (the points repeated for every cluster pass, divided by the passes).
+  Eigen::VectorXd row_weights(gradient || covariance ? count * passes : 0);
+  for (int c = 0; c < passes && row_weights.size(); ++c) row_weights.segment(c * count, count) = *w / passes;
   if (gradient) {
     // D = E[g hᵀ] = E[g zᵀ] Lᵀ, and E[g zᵀ] = A L by Stein's lemma (A_ac = E[∂g_a/∂h_c]): along a
     // direction of Ω with eigenvalue λ the exact D is O(λ), but the sampled one carries noise
@@ -625,18 +750,24 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
     // through each other's span) and push Ω out of the PSD cone. The estimate is therefore shrunk
     // on the directions the points cannot resolve: D̃ = D̂ (Ω + εI)⁻¹ Ω with ε = 1/N, which keeps
     // λ' = O(λ) and changes D by O(ε) elsewhere.
-    const Eigen::MatrixXd d = (c_ > 0 ? g.transpose() * hc : g.transpose() * h) / static_cast<double>(g.rows());
-    // On the eigenvectors of Ω: the factor λ/(λ + ε), with λ clipped at 0 — a state slightly outside
-    // the PSD cone (within integrate.psd_tolerance) would otherwise make Ω + εI singular.
-    const double epsilon = 1.0 / static_cast<double>(count);
-    const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);
-    const Eigen::ArrayXd lambda = eigen.eigenvalues().array().max(0.0);
-    const Eigen::VectorXd shrink = lambda / (lambda + epsilon);
-    terms.gradient_overlaps = d * eigen.eigenvectors() * shrink.asDiagonal() * eigen.eigenvectors().transpose();
+    const Eigen::MatrixXd wg = row_weights.asDiagonal() * g;
+    const Eigen::MatrixXd d = c_ > 0 ? Eigen::MatrixXd(wg.transpose() * hc) : Eigen::MatrixXd(wg.transpose() * h);
+    if (quadrature_) {
+      // Exact but for the gate rule's error, a relative one: D v = 0 exactly for Ω v = 0 (h = L Q ζ).
+      terms.gradient_overlaps = d;
+    } else {
+      // On the eigenvectors of Ω: the factor λ/(λ + ε), with λ clipped at 0 — a state slightly
+      // outside the PSD cone (within integrate.psd_tolerance) would otherwise make Ω + εI singular.
+      const double epsilon = 1.0 / static_cast<double>(count);
+      const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);
+      const Eigen::ArrayXd lambda = eigen.eigenvalues().array().max(0.0);
+      const Eigen::VectorXd shrink = lambda / (lambda + epsilon);
+      terms.gradient_overlaps = d * eigen.eigenvectors() * shrink.asDiagonal() * eigen.eigenvectors().transpose();
+    }
   }
   if (covariance) {
-    terms.gradient_covariance =
-        (g.transpose() * g + spec_.noise_variance * df.transpose() * df) / static_cast<double>(g.rows());
+    terms.gradient_covariance = g.transpose() * row_weights.asDiagonal() * g +
+                                spec_.noise_variance * df.transpose() * row_weights.asDiagonal() * df;
   }
   return terms;
 }
@@ -896,7 +1027,7 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bo
   if (sampled_) {
     const SampledTerms terms = risk ? SampleTerms(gram, false, false) : SampledTerms{};
     (*values)[n++] = terms.risk;
-    (*values)[n++] = terms.risk_error;
+    if (!quadrature_) (*values)[n++] = terms.risk_error;
   } else {
     (*values)[n++] = risk ? Risk(gram) : 0.0;
   }
