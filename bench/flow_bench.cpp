@@ -153,4 +153,21 @@ void BM_TopKMoeFlow(benchmark::State& state) {
 }
 BENCHMARK(BM_TopKMoeFlow)->Unit(benchmark::kMillisecond)->Iterations(1);
 
+// One right-hand side of models/cluster_moe.ini (softmax router over 2 experts of 2 h3 neurons,
+// 2 clusters) at its initial state: sampled over 4096 points (the shipped setting before the
+// quadrature backend) against the quadrature backend (141 gate nodes × 589 sparse-grid nodes).
+void BM_ClusterMoeDrift(benchmark::State& state) {
+  moeflow::io::ModelFile model = moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/cluster_moe.ini");
+  model.Set(state.range(0) == 0 ? "population.backend=sampled" : "population.backend=quadrature");
+  if (state.range(0) == 0) model.Set("population.samples=4096");
+  const moeflow::FlowSetup setup = moeflow::BuildFlow(model);
+  Eigen::VectorXd dxdt(setup.initial_state.size());
+  for (auto _ : state) {
+    setup.system->Drift(setup.initial_state, dxdt);
+    benchmark::DoNotOptimize(dxdt.data());
+  }
+  state.SetLabel(state.range(0) == 0 ? "sampled, 4096 points" : "quadrature");
+}
+BENCHMARK(BM_ClusterMoeDrift)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
 }  // namespace

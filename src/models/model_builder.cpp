@@ -664,7 +664,21 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
     ThrowBadValue("population.backend", backend, "cannot be exact with a top-k router (it couples all units): use "
                                                  "auto, quadrature (softmax routers, polynomial links) or sampled");
   }
-  spec.quadrature = backend == "quadrature";
+  // auto: the quadrature backend where it is exact and affordable (gradient flow, polynomial links,
+  // softmax routers over all experts), else sampled for top-k routers, else exact.
+  const bool online = model.GetChoice("dynamics.kind", "gradient_flow", {"gradient_flow", "online_sgd"}) == "online_sgd";
+  auto polynomial = [](const UnitBlock& b) {
+    for (int u = 0; u < b.units; ++u) {
+      if (b.LinkOf(u)->PolynomialDegree() < 0) return false;
+    }
+    return true;
+  };
+  auto softmax_only = [](const UnitBlock& b) {
+    return !b.gate && (b.top_k == 0 || (b.top_k == b.units && b.selection_temperature == 0));
+  };
+  const bool quadrature_fits = routed && !online && polynomial(spec.student) && polynomial(spec.teacher) &&
+                               softmax_only(spec.student) && softmax_only(spec.teacher);
+  spec.quadrature = backend == "quadrature" || (backend == "auto" && quadrature_fits);
   spec.sampled = backend == "sampled" || (routed && !spec.quadrature);
   if (spec.quadrature) {
     spec.gate_nodes = model.Has("population.gate_nodes")
@@ -675,7 +689,7 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
     spec.population_seed =
         static_cast<std::uint64_t>(model.GetInteger("population.seed", static_cast<long long>(spec.population_seed), 0));
   }
-  if (model.GetChoice("dynamics.kind", "gradient_flow", {"gradient_flow", "online_sgd"}) == "online_sgd") {
+  if (online) {
     // Online SGD with η = η̃/d and batch B, in the time t = η·steps, as d → ∞ (theory.md §1).
     spec.online_sgd_rate = model.GetPositive("dynamics.lr", 1.0) /
                            static_cast<double>(model.GetInteger("dynamics.batch", 1, 1));
