@@ -553,10 +553,10 @@ void TwoLayerFlow::BuildQuadrature() {
       }
     }
   }
-  // The gate rule's error falls like exp(−π²τ/(‖θ_i − θ_j‖h)): the logistic of the logit difference
-  // has its poles at a distance πτ/‖θ_i − θ_j‖ ≥ πτ/2 (unit routers) from the real q axis. Automatic
-  // (0): the spacing h = 0.43τ of an error ≤ 1e-10 at the worst case ‖θ_i − θ_j‖ = 2 (measured at
-  // τ = 0.3, 129 nodes: 2e-10 relative in D; tests/quadrature_backend_test.cpp).
+  // The gate rule's error falls like exp(−2πa/h) with a = πτ/‖θ_i − θ_j‖ ≥ πτ/2 (unit routers), the
+  // distance of the logistic's poles from the real axis of the logit-difference coordinate. Automatic
+  // (0): the spacing h = 0.43τ, exp(−π²/0.43) ≈ 1e-10 at the worst case ‖θ_i − θ_j‖ = 2 (measured at
+  // τ = 0.3: 129 nodes, h = 0.47τ, 2e-10 relative in D; tests/quadrature_backend_test.cpp).
   if (spec_.gate_nodes == 0) {
     double tau = std::numeric_limits<double>::infinity();
     for (const UnitBlock* units : {&spec_.student, &spec_.teacher}) {

@@ -289,9 +289,9 @@ class TwoLayerFlow final : public FlowSystem {
   bool gated_;
   bool sampled_, quadrature_;
   std::shared_ptr<const Eigen::MatrixXd> points_;  // sampled: N × n standard normals
-  // quadrature: the nodes (N × (gate rows + active rows)) in an orthonormal basis whose first
-  // columns span the gate rows (differences of router rows of L) and then the active rows (the
-  // vectors of the polynomial links); points_ are then nodes_ mapped by that basis.
+  // quadrature (points_ unused): the nodes (N × (gate rows + active rows)) in the coordinates of an
+  // orthonormal basis, chosen per state, whose first columns span the gate rows (differences of
+  // router rows of L) and the next ones the active rows (the vectors of the polynomial links).
   std::shared_ptr<const Eigen::MatrixXd> nodes_;
   Eigen::VectorXd point_weights_;  // w_b: 1/N sampled, the rule's weights with quadrature
   std::vector<std::pair<int, int>> gate_rows_;
