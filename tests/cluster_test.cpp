@@ -192,43 +192,24 @@ TEST(ClusterInputs, RiskDecreasesAtMinusTheSquaredProjectedGradient) {
 // path: the mean of 16 independent point sets within 5 standard errors, for the risk and every
 // entry of the tangent D, at a random start (d = 40) of a model like the shipped vanilla one.
 TEST(ClusterInputs, SampledBackendAgreesWithTheExactPathWithinFiveStandardErrors) {
-  io::ModelFile model = io::ModelFile::Parse(
+  const FlowSetup exact = testing::BuildFromText(
       "d = 40\nseed = 2\n[clusters]\ncount = 2\nscale = 1.5\nglobal_signs = 1, -1\n"
       "[teacher]\nunits = 3\nlinks = h(3), hermite(0, 0, 0.5, 1), h(3)\n"
-      "[student]\nunits = 3\nlink = hermite(0, 0.3, 0.2, 1, 0.4)\ninit = random\n",
-      "test");
-  const FlowSetup exact = BuildFlow(model);
-  ASSERT_FALSE(exact.system->Sampled());
+      "[student]\nunits = 3\nlink = hermite(0, 0.3, 0.2, 1, 0.4)\ninit = random\n");
+  ASSERT_FALSE(exact.system->PointBackend());
   const Eigen::MatrixXd& gram = exact.initial_gram;
   ASSERT_EQ(gram.rows(), 8);
   const double risk = exact.system->Risk(gram);
   const Eigen::MatrixXd d = Tangent(*exact.system, gram);
-  constexpr int kSets = 16;
-  Eigen::VectorXd risks(kSets);
-  std::vector<Eigen::MatrixXd> ds;
-  for (int s = 0; s < kSets; ++s) {
+  testing::ExpectWithinFiveStandardErrors("exact", risk, d.topRows(3), 16, [&](int s) {
     TwoLayerSpec spec = exact.system->spec();
     spec.sampled = true;
     spec.population_samples = 8192;
     spec.population_seed = 300 + s;
     const TwoLayerFlow sampled(spec);
     const TwoLayerFlow::SampledTerms t = sampled.SampleTerms(gram, true, false);
-    risks[s] = t.risk;
-    ds.push_back(Tangent(t.gradient_overlaps, gram));
-  }
-  auto check = [&](const std::string& what, double truth, const Eigen::VectorXd& e) {
-    const double mean = e.mean();
-    const double se = std::sqrt((e.array() - mean).square().sum() / (kSets - 1) / kSets);
-    EXPECT_LE(std::abs(mean - truth), 5 * se + 1e-14) << what << ": exact " << truth << ", sampled " << mean << " ± " << se;
-  };
-  check("risk", risk, risks);
-  for (int a = 0; a < 3; ++a) {
-    for (int b = 0; b < 8; ++b) {
-      Eigen::VectorXd e(kSets);
-      for (int s = 0; s < kSets; ++s) e[s] = ds[s](a, b);
-      check("D(" + std::to_string(a) + "," + std::to_string(b) + ")", d(a, b), e);
-    }
-  }
+    return testing::PointEstimate{t.risk, Tangent(t.gradient_overlaps, gram).topRows(3)};
+  });
 }
 
 // The means are state: the drift moves the student-mean overlaps and leaves the fixed block

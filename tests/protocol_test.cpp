@@ -26,9 +26,7 @@ double T(double m0, double m1) {
 }
 
 FlowSetup He3(const std::vector<std::string>& overrides) {
-  io::ModelFile model = io::ModelFile::Load(testing::ModelPath("single_index_he3.ini"));
-  for (const std::string& s : overrides) model.Set(s);
-  return BuildFlow(model);
+  return testing::BuildFromFile("single_index_he3.ini", overrides);
 }
 
 struct ProtocolRun {

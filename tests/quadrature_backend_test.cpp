@@ -11,9 +11,8 @@
 
 #include "gauss/rules.hpp"
 #include "moeflow/error.hpp"
-#include "moeflow/io/model_file.hpp"
-#include "moeflow/models/model_builder.hpp"
 #include "moeflow/models/two_layer.hpp"
+#include "test_util.hpp"
 
 namespace moeflow {
 namespace {
@@ -68,11 +67,7 @@ TEST(SparseGaussHermite, ExactForEveryMonomialUpToDegree2kPlus1) {
   EXPECT_EQ(detail::SparseGaussHermite(0, 3).size(), 1);
 }
 
-FlowSetup Build(const std::string& text, const std::vector<std::string>& overrides = {}) {
-  io::ModelFile model = io::ModelFile::Parse(text, "test model");
-  for (const std::string& o : overrides) model.Set(o);
-  return BuildFlow(model);
-}
+using testing::BuildFromText;
 
 // D on the sphere: the exact backends' D may differ by multiples of the student's own row of Ω
 // (the radial part, which the spherical projection removes).
@@ -100,9 +95,9 @@ TEST(QuadratureBackend, ReproducesTheExactBackendForPolynomialLinksToRoundOff) {
       "[teacher]\nunits = 3\nlinks = h(3), hermite(0, 0, 0.5, 1), h(3)\n"
       "[student]\nunits = 3\nlink = hermite(0, 0.3, 0.2, 1, 0.4)\ninit = random\n"};
   for (const std::string& text : models) {
-    const FlowSetup exact = Build(text);
-    const FlowSetup quadrature = Build(text, {"population.backend=quadrature"});
-    ASSERT_FALSE(exact.system->Sampled());
+    const FlowSetup exact = BuildFromText(text);
+    const FlowSetup quadrature = BuildFromText(text, {"population.backend=quadrature"});
+    ASSERT_FALSE(exact.system->PointBackend());
     ASSERT_TRUE(quadrature.system->Quadrature());
     const Eigen::MatrixXd& gram = exact.initial_gram;
     EXPECT_NEAR(quadrature.system->Risk(gram), exact.system->Risk(gram), 1e-11 * exact.system->Risk(gram));
@@ -142,41 +137,22 @@ backend = quadrature
 )";
 
 TEST(QuadratureBackend, SoftmaxRouterAgreesWithMonteCarloAndConvergesInTheGateNodes) {
-  const FlowSetup quadrature = Build(kClusterMoe);
+  const FlowSetup quadrature = BuildFromText(kClusterMoe);
   const Eigen::MatrixXd& gram = quadrature.initial_gram;
-  const int p = quadrature.system->students(), n = quadrature.system->vectors();
   const TwoLayerFlow::SampledTerms q = quadrature.system->SampleTerms(gram, true, false);
-  const FlowSetup fine = Build(kClusterMoe, {"population.gate_nodes=513"});
+  const FlowSetup fine = BuildFromText(kClusterMoe, {"population.gate_nodes=513"});
   const TwoLayerFlow::SampledTerms f = fine.system->SampleTerms(gram, true, false);
   EXPECT_NEAR(q.risk, f.risk, 1e-9 * f.risk);
   EXPECT_LT(MaxRelative(q.gradient_overlaps, f.gradient_overlaps), 1e-9);
-  const FlowSetup coarse = Build(kClusterMoe, {"population.gate_nodes=65"});  // control: visibly off
+  const FlowSetup coarse = BuildFromText(kClusterMoe, {"population.gate_nodes=65"});  // control: visibly off
   EXPECT_GT(MaxRelative(coarse.system->SampleTerms(gram, true, false).gradient_overlaps, f.gradient_overlaps), 1e-6);
 
-  constexpr int kSets = 16;
-  Eigen::VectorXd risks(kSets);
-  std::vector<Eigen::MatrixXd> ds;
-  for (int s = 0; s < kSets; ++s) {
-    const FlowSetup sampled = Build(kClusterMoe, {"population.backend=sampled", "population.samples=16384",
-                                                  "population.seed=" + std::to_string(700 + s)});
+  testing::ExpectWithinFiveStandardErrors("quadrature", q.risk, q.gradient_overlaps, 16, [&](int s) {
+    const FlowSetup sampled = BuildFromText(kClusterMoe, {"population.backend=sampled", "population.samples=16384",
+                                                          "population.seed=" + std::to_string(700 + s)});
     const TwoLayerFlow::SampledTerms t = sampled.system->SampleTerms(gram, true, false);
-    risks[s] = t.risk;
-    ds.push_back(t.gradient_overlaps);
-  }
-  auto check = [&](const std::string& what, double truth, const Eigen::VectorXd& e) {
-    const double mean = e.mean();
-    const double se = std::sqrt((e.array() - mean).square().sum() / (kSets - 1) / kSets);
-    EXPECT_LE(std::abs(mean - truth), 5 * se + 1e-14) << what << ": quadrature " << truth << ", sampled " << mean
-                                                     << " ± " << se;
-  };
-  check("risk", q.risk, risks);
-  for (int a = 0; a < p; ++a) {
-    for (int b = 0; b < n; ++b) {
-      Eigen::VectorXd e(kSets);
-      for (int s = 0; s < kSets; ++s) e[s] = ds[s](a, b);
-      check("D(" + std::to_string(a) + "," + std::to_string(b) + ")", q.gradient_overlaps(a, b), e);
-    }
-  }
+    return testing::PointEstimate{t.risk, t.gradient_overlaps};
+  });
 }
 
 // What sampling cannot do: with every student vector orthogonal to the local teacher w*_1 (and the
@@ -186,7 +162,7 @@ TEST(QuadratureBackend, SoftmaxRouterAgreesWithMonteCarloAndConvergesInTheGateNo
 // (1e-14); the sampled backend (N = 4096, the old default of models/cluster_moe.ini) an O(N^(-1/2))
 // spurious drift, > 1e-4, which is what made its escapes from O(d^(-1/2)) overlaps depend on N.
 TEST(QuadratureBackend, KeepsTheZeroDriftOfAnOrthogonalTeacherExactly) {
-  const FlowSetup quadrature = Build(kClusterMoe);
+  const FlowSetup quadrature = BuildFromText(kClusterMoe);
   const int p = quadrature.system->students();
   Eigen::MatrixXd gram = quadrature.initial_gram;
   // The students' overlaps with w*_1 set to zero: the Gram matrix of the same students with their
@@ -194,7 +170,7 @@ TEST(QuadratureBackend, KeepsTheZeroDriftOfAnOrthogonalTeacherExactly) {
   gram.block(0, p, p, 1).setZero();
   gram.block(p, 0, 1, p).setZero();
   const Eigen::MatrixXd dq = quadrature.system->SampleTerms(gram, true, false).gradient_overlaps;
-  const FlowSetup sampled = Build(kClusterMoe, {"population.backend=sampled", "population.samples=4096"});
+  const FlowSetup sampled = BuildFromText(kClusterMoe, {"population.backend=sampled", "population.samples=4096"});
   const Eigen::MatrixXd ds = sampled.system->SampleTerms(gram, true, false).gradient_overlaps;
   const double scale = dq.cwiseAbs().maxCoeff();
   ASSERT_GT(scale, 1e-2);
@@ -205,7 +181,7 @@ TEST(QuadratureBackend, KeepsTheZeroDriftOfAnOrthogonalTeacherExactly) {
 TEST(QuadratureBackend, ModelsItCannotIntegrateAreRejectedByName) {
   auto message = [](const std::string& text, const std::vector<std::string>& overrides) {
     try {
-      Build(text, overrides);
+      BuildFromText(text, overrides);
     } catch (const InputError& e) {
       return std::string(e.what());
     }

@@ -16,11 +16,6 @@
 namespace moeflow {
 namespace {
 
-FlowSetup ModelSetup(const std::string& file, const std::vector<std::string>& overrides) {
-  io::ModelFile model = io::ModelFile::Load(testing::ModelPath(file));
-  for (const std::string& s : overrides) model.Set(s);
-  return BuildFlow(model);
-}
 
 std::vector<std::uint64_t> Seeds(int count) {
   std::vector<std::uint64_t> s;
@@ -38,7 +33,7 @@ double Value(const SgdRun& run, const std::string& name, int index, std::size_t 
 }
 
 TEST(VectorsFromGram, RealiseTheGramMatrixWithTeachersOnTheAxes) {
-  const FlowSetup setup = ModelSetup("committee_erf_k4m4.ini", {"d=40", "seed=7"});
+  const FlowSetup setup = testing::BuildFromFile("committee_erf_k4m4.ini", {"d=40", "seed=7"});
   const Eigen::MatrixXd u = VectorsFromGram(setup.initial_gram, setup.system->students(), 40);
   EXPECT_LE((u * u.transpose() - setup.initial_gram).cwiseAbs().maxCoeff(), 1e-13);
   EXPECT_LE((u.bottomLeftCorner(4, 4) - Eigen::MatrixXd::Identity(4, 4)).cwiseAbs().maxCoeff(), 0.0);
@@ -87,7 +82,7 @@ TEST_P(EnginesAgree, InLaw) {
   for (const char* engine : {"vectors", "overlaps"}) {
     std::vector<std::string> o = c.overrides;
     o.push_back(std::string("sgd.engine=") + engine);
-    const FlowSetup setup = ModelSetup(c.file, o);
+    const FlowSetup setup = testing::BuildFromFile(c.file, o);
     runs.push_back(SimulateSgdSeeds(
         *setup.system, [&](std::uint64_t s) { return MakeInitialGram(setup.init, s); }, setup.sgd, setup.options,
         {}, Seeds(400), 2));
@@ -131,7 +126,7 @@ TEST(SgdSeeds, BitIdenticalWhateverTheThreadCount) {
     for (const char* samples : {"0", "200"}) {
       if (std::string(engine) == "overlaps" && std::string(samples) != "0") continue;
       const FlowSetup setup =
-          ModelSetup("committee_erf_k2m2.ini", {"d=50", std::string("sgd.engine=") + engine, std::string("sgd.samples=") + samples,
+          testing::BuildFromFile("committee_erf_k2m2.ini", {"d=50", std::string("sgd.engine=") + engine, std::string("sgd.samples=") + samples,
                                            "sgd.test_samples=64", "integrate.t_end=4", "output.points=20"});
       auto initial = [&](std::uint64_t s) { return MakeInitialGram(setup.init, s); };
       const auto one = SimulateSgdSeeds(*setup.system, initial, setup.sgd, setup.options, setup.events, Seeds(5), 1);
@@ -163,7 +158,7 @@ TEST(SgdOptions, BadValuesAreRejectedByName) {
                                         {{"sgd.event_resolution=0"}, "sgd.event_resolution"},
                                         {{"sgd.colour=red"}, "sgd.colour"}}) {
     try {
-      const FlowSetup setup = ModelSetup("committee_erf_k2m2.ini", c.overrides);
+      const FlowSetup setup = testing::BuildFromFile("committee_erf_k2m2.ini", c.overrides);
       setup.sgd.Validate(setup.system->vectors());
       ADD_FAILURE() << "accepted " << c.overrides.front();
     } catch (const InputError& e) {
@@ -171,7 +166,7 @@ TEST(SgdOptions, BadValuesAreRejectedByName) {
     }
   }
   // A gradient-flow model without [sgd] lr has no learning rate for SGD.
-  const FlowSetup moe = ModelSetup("soft_routed_moe.ini", {});
+  const FlowSetup moe = testing::BuildFromFile("soft_routed_moe.ini", {});
   try {
     moe.sgd.Validate(moe.system->vectors());
     ADD_FAILURE() << "a gradient-flow model without sgd.lr was accepted for SGD";

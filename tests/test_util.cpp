@@ -1,5 +1,6 @@
 #include "test_util.hpp"
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -12,11 +13,53 @@
 #include <limits>
 #include <vector>
 
+#include "moeflow/io/model_file.hpp"
+
 namespace moeflow::testing {
 
 double RelativeError(double actual, double expected) {
   const double scale = std::max(std::abs(expected), std::numeric_limits<double>::min());
   return std::abs(actual - expected) / scale;
+}
+
+FlowSetup BuildFromText(const std::string& text, const std::vector<std::string>& overrides) {
+  io::ModelFile model = io::ModelFile::Parse(text, "test model");
+  for (const std::string& o : overrides) model.Set(o);
+  return BuildFlow(model);
+}
+
+FlowSetup BuildFromFile(const std::string& file, const std::vector<std::string>& overrides) {
+  io::ModelFile model = io::ModelFile::Load(ModelPath(file));
+  for (const std::string& o : overrides) model.Set(o);
+  return BuildFlow(model);
+}
+
+double ExpectWithinFiveStandardErrors(const std::string& reference, double risk, const Eigen::MatrixXd& d, int sets,
+                                      const std::function<PointEstimate(int)>& estimate) {
+  std::vector<PointEstimate> e;
+  for (int s = 0; s < sets; ++s) {
+    e.push_back(estimate(s));
+    EXPECT_EQ(e.back().d.rows(), d.rows());
+    EXPECT_EQ(e.back().d.cols(), d.cols());
+    if (e.back().d.rows() != d.rows() || e.back().d.cols() != d.cols()) return 0;
+  }
+  auto check = [&](const std::string& what, double truth, const std::function<double(const PointEstimate&)>& get) {
+    double mean = 0, squares = 0;
+    for (const PointEstimate& x : e) mean += get(x) / sets;
+    for (const PointEstimate& x : e) squares += (get(x) - mean) * (get(x) - mean);
+    const double se = std::sqrt(squares / (sets - 1) / sets);
+    EXPECT_LE(std::abs(mean - truth), 5 * se + 1e-14)
+        << what << ": " << reference << " " << truth << ", point sets " << mean << " ± " << se;
+    return se;
+  };
+  const double se = check("risk", risk, [](const PointEstimate& x) { return x.risk; });
+  for (Eigen::Index a = 0; a < d.rows(); ++a) {
+    for (Eigen::Index b = 0; b < d.cols(); ++b) {
+      check("D(" + std::to_string(a) + "," + std::to_string(b) + ")", d(a, b),
+            [a, b](const PointEstimate& x) { return x.d(a, b); });
+    }
+  }
+  return se;
 }
 
 std::string ModelPath(const std::string& file) { return std::string(MOEFLOW_MODELS_DIR) + "/" + file; }

@@ -1,8 +1,13 @@
 // Shared helpers for the tests: paths and a named relative-error comparison.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <vector>
 
+#include <Eigen/Dense>
+
+#include "moeflow/models/model_builder.hpp"
 #include "moeflow/models/two_layer.hpp"
 
 namespace moeflow::testing {
@@ -23,6 +28,24 @@ int RunCommand(const std::string& command, std::string* output);
 
 // Writes `script` to a temporary file and runs it with Python(); like RunCommand.
 int RunPython(const std::string& script, std::string* output);
+
+// A model built from INI text (`text`) or from models/<file>, with `KEY=VALUE` overrides applied
+// in order (as `moeflow flow --set`).
+FlowSetup BuildFromText(const std::string& text, const std::vector<std::string>& overrides = {});
+FlowSetup BuildFromFile(const std::string& file, const std::vector<std::string>& overrides = {});
+
+// One estimate of the population risk and of D (any shape) from one independent point set.
+struct PointEstimate {
+  double risk = 0;
+  Eigen::MatrixXd d;
+};
+
+// The statistical check of the point backends against a reference: the mean of `sets` independent
+// estimates (`estimate(s)` for s = 0..sets−1) lies within 5 standard errors of the mean (estimated
+// from the sets' spread) of the reference, for the risk and for every entry of D; gtest failures
+// name the entry, the reference and the estimate. Returns the risk's standard error of the mean.
+double ExpectWithinFiveStandardErrors(const std::string& reference, double risk, const Eigen::MatrixXd& d, int sets,
+                                      const std::function<PointEstimate(int)>& estimate);
 
 // A block of `units` units with one link, weight and optional gate (the other members default).
 UnitBlock Block(int units, LinkPtr link, double weight, LinkPtr gate = nullptr);

@@ -123,7 +123,7 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
       k_(spec_.teacher.Vectors()),
       c_(spec_.clusters.count),
       gated_(spec_.student.HasRouters() || spec_.teacher.HasRouters()),
-      sampled_(spec_.sampled || spec_.quadrature || spec_.student.top_k > 0 || spec_.teacher.top_k > 0),
+      point_backend_(spec_.sampled || spec_.quadrature || spec_.student.top_k > 0 || spec_.teacher.top_k > 0),
       quadrature_(spec_.quadrature),
       student_derivative_(DerivativeOf(spec_.student.link)),
       identity_(MakeLink("identity")) {
@@ -177,12 +177,12 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
                        std::to_string(clusters.teacher_overlaps.cols()) + " matrix for " + std::to_string(c_) +
                        " clusters and " + std::to_string(k_) + " teacher vectors");
     }
-    if (gated_ && !sampled_) {
+    if (gated_ && !point_backend_) {
       throw InputError("cluster inputs (clusters.count > 0) with gated units need the sampled backend "
                        "(population.backend = sampled): the exact gated pair kernels take centred projections");
     }
   }
-  if (spec_.online_sgd_rate != 0.0 && gated_ && !sampled_) {
+  if (spec_.online_sgd_rate != 0.0 && gated_ && !point_backend_) {
     throw InputError("the online-SGD term (dynamics.kind = online_sgd) of gated units needs the sampled backend "
                      "(population.backend = sampled); or use dynamics.kind = gradient_flow");
   }
@@ -230,7 +230,7 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     link_id_.push_back(static_cast<int>(found - distinct_links_.begin()));
     if (found == distinct_links_.end()) distinct_links_.push_back(u.sigma);
   }
-  if (!gated_ && !sampled_ && c_ == 0 && spec_.constraint == VectorConstraint::kSpherical) {
+  if (!gated_ && !point_backend_ && c_ == 0 && spec_.constraint == VectorConstraint::kSpherical) {
     const int links = static_cast<int>(distinct_links_.size());
     for (int i = 0; i < links; ++i) {
       for (int j = 0; j < links; ++j) kernels_.emplace_back(*distinct_links_[i], *distinct_links_[j], kMehlerMaxOrder);
@@ -238,7 +238,7 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
   }
   if (quadrature_) {
     BuildQuadrature();
-  } else if (sampled_) {
+  } else if (point_backend_) {
     if (spec_.population_samples < 2) {
       ThrowBadValue("population.samples", std::to_string(spec_.population_samples), "must be >= 2");
     }
@@ -266,7 +266,7 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
                                                   spec_.teacher.link);
   }
   observables_ = {{"risk", 1, 1, "population risk R = E[(f - y)^2]/2 (label noise included)"}};
-  if (sampled_ && !quadrature_) {
+  if (point_backend_ && !quadrature_) {
     observables_.push_back({"risk_error", 1, 1, "standard error of the sampled population risk (population.samples "
                                                 "fixed points)"});
   }
@@ -344,7 +344,7 @@ TwoLayerFlow TwoLayerFlow::AtState(const Eigen::VectorXd& x) const {
 }
 
 std::vector<Eigen::MatrixXd> TwoLayerFlow::OutputMoments(const Eigen::MatrixXd& gram) const {
-  if (sampled_) throw Error("OutputMoments: not for the sampled backend");
+  if (point_backend_) throw Error("OutputMoments: not for the point backends (sampled, quadrature)");
   const int units = static_cast<int>(units_.size());
   std::vector<Eigen::MatrixXd> moments(static_cast<std::size_t>(ClusterPasses()), Eigen::MatrixXd(units, units));
   if (gated_) {  // gated units take centred inputs (clusters need the sampled backend)
@@ -414,7 +414,7 @@ Eigen::VectorXd TwoLayerFlow::Signs(int c) const {
 double TwoLayerFlow::OutputSecondMoment(const std::vector<double>& delta, const Eigen::MatrixXd& gram) const {
   const int students = spec_.student.units;
   if (static_cast<int>(delta.size()) != students) throw Error("OutputSecondMoment: one entry per unit");
-  if (sampled_) {  // the second difference of the sampled risk in the weights (the same points)
+  if (point_backend_) {  // the second difference of the sampled risk in the weights (the same points)
     std::vector<double> up = StudentWeights(), down = up;
     for (int i = 0; i < students; ++i) up[i] += delta[i], down[i] -= delta[i];
     return WithStudentWeights(up).Risk(gram) + WithStudentWeights(down).Risk(gram) - 2 * Risk(gram);
@@ -426,7 +426,7 @@ double TwoLayerFlow::OutputSecondMoment(const std::vector<double>& delta, const 
 }
 
 Eigen::VectorXd TwoLayerFlow::WeightGradient(const Eigen::MatrixXd& gram) const {
-  if (sampled_) return SampleTerms(gram, false, false, true).weight_gradient;  // E[(f − y) ∂f/∂a_i], one pass
+  if (point_backend_) return SampleTerms(gram, false, false, true).weight_gradient;  // E[(f − y) ∂f/∂a_i], one pass
   // R = (1/C) Σ_c ½ sᵀ M_c s with s the units' signed weights: ∂R/∂a_i = (1/C) Σ_c (M_c s)_i.
   const int students = spec_.student.units;
   const std::vector<Eigen::MatrixXd> moments = OutputMoments(gram);
@@ -773,7 +773,7 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
 }
 
 double TwoLayerFlow::Risk(const Eigen::MatrixXd& gram) const {
-  if (sampled_) return SampleTerms(gram, false, false).risk;
+  if (point_backend_) return SampleTerms(gram, false, false).risk;
   // R = (1/C) Σ_c ½ Σ_{u,v} s_u s_v E_c[φ_u φ_v] + σ²/2, s the signed weights in cluster c.
   const std::vector<Eigen::MatrixXd> moments = OutputMoments(gram);
   double r = 0.0;
@@ -866,7 +866,7 @@ double TwoLayerFlow::Multiplier(int a) const {
 }
 
 Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) const {
-  if (sampled_) {
+  if (point_backend_) {
     Eigen::MatrixXd d = Eigen::MatrixXd::Zero(vectors(), vectors());
     d.topRows(p_) = SampleTerms(gram, true, false).gradient_overlaps;
     return d;
@@ -899,7 +899,7 @@ Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) cons
 }
 
 Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) const {
-  if (sampled_) return SampleTerms(gram, false, true).gradient_covariance;
+  if (point_backend_) return SampleTerms(gram, false, true).gradient_covariance;
   // E[g_a g_b] = a² Σ_{v,w} s_v s_w E[σ'(h_a) σ'(h_b) σ_v(h_v) σ_w(h_w)] + a² σ² E[σ'(h_a) σ'(h_b)].
   Eigen::MatrixXd e = Eigen::MatrixXd::Zero(p_, p_);
   Eigen::Matrix4d cov4;
@@ -954,7 +954,7 @@ Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram) const { ret
 Eigen::MatrixXd TwoLayerFlow::GramDrift(const Eigen::MatrixXd& gram, Eigen::VectorXd* weight_gradient) const {
   const bool online = spec_.online_sgd_rate != 0.0;
   Eigen::MatrixXd d, e;  // D_ab = ∇_a R · u_b;  E[g_a g_b] (online-SGD limit)
-  if (sampled_) {          // one pass over the points for all
+  if (point_backend_) {          // one pass over the points for all
     SampledTerms terms = SampleTerms(gram, true, online, weight_gradient != nullptr);
     d = Eigen::MatrixXd::Zero(vectors(), vectors());
     d.topRows(p_) = terms.gradient_overlaps;
@@ -1024,7 +1024,7 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bo
   const Eigen::MatrixXd gram = Unpack(x);
   values->resize(ObservableValueCount(observables_));
   int n = 0;
-  if (sampled_) {
+  if (point_backend_) {
     const SampledTerms terms = risk ? SampleTerms(gram, false, false) : SampledTerms{};
     (*values)[n++] = terms.risk;
     if (!quadrature_) (*values)[n++] = terms.risk_error;

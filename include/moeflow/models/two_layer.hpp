@@ -211,7 +211,7 @@ class TwoLayerFlow final : public FlowSystem {
   Eigen::MatrixXd GramDrift(const Eigen::MatrixXd& gram) const;
   // True if the population expectations are sums over points: sampled (TwoLayerSpec::sampled, or
   // top-k routing) or the quadrature backend's nodes (TwoLayerSpec::quadrature).
-  bool Sampled() const { return sampled_; }
+  bool PointBackend() const { return point_backend_; }
   bool Quadrature() const { return quadrature_; }
   // The points of the population expectations at `gram`: projections h (N × vectors(), before the
   // cluster means) and weights w, E[F(h)] ≈ Σ_b w_b F(h_b).
@@ -287,7 +287,7 @@ class TwoLayerFlow final : public FlowSystem {
   TwoLayerSpec spec_;
   int p_, k_, c_;  // student vectors, teacher vectors, cluster means
   bool gated_;
-  bool sampled_, quadrature_;
+  bool point_backend_, quadrature_;
   std::shared_ptr<const Eigen::MatrixXd> points_;  // sampled: N × n standard normals
   // quadrature (points_ unused): the nodes (N × (gate rows + active rows)) in the coordinates of an
   // orthonormal basis, chosen per state, whose first columns span the gate rows (differences of
