@@ -10,7 +10,9 @@
 //   - model-file errors naming the key, the value and the rule.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "moeflow/error.hpp"
 #include "moeflow/io/model_file.hpp"
@@ -210,6 +212,68 @@ TEST(ClusterInputs, SampledBackendAgreesWithTheExactPathWithinFiveStandardErrors
     const TwoLayerFlow::SampledTerms t = sampled.SampleTerms(gram, true, false);
     return testing::PointEstimate{t.risk, Tangent(t.gradient_overlaps, gram).topRows(3)};
   });
+}
+
+// The `routing` observable (per cluster, the largest share of its inputs whose top-1 router logit is
+// one expert) against a direct seeded Monte Carlo of the inputs: explicit unit vectors in R^14, the
+// routers partly aligned with the cluster means, x = ρ v_c + z with 400 000 z per cluster, the
+// logits v_e·x counted. Tolerance 5 binomial standard errors of the reference (plus, for M = 3, of
+// the sampled backend's 16 384 points). M = 2 on both point backends (the exact normal-CDF share),
+// M = 3 on the sampled backend (its points).
+TEST(ClusterInputs, RoutingAccuracyAgreesWithADirectMonteCarloOfTheInputs) {
+  for (int m : {2, 3}) {
+    const std::string text = "d = 40\nseed = 5\n[clusters]\ncount = 2\nscale = 3\nglobal_signs = 1, -1\n"
+                             "[teacher]\nunits = 3\nlinks = h(3), h(3), h(3)\n[student]\nunits = " +
+                             std::to_string(m) + "\nneurons = 2\nlink = h(3)\ntop_k = " + std::to_string(m) +
+                             "\nrouter_weights = softmax\ntemperature = 0.3\ninit = random\n";
+    std::vector<std::string> backends = {"sampled"};
+    if (m == 2) backends.push_back("quadrature");
+    for (const std::string& backend : backends) {
+      const FlowSetup setup = testing::BuildFromText(text, {"population.backend=" + backend});
+      const TwoLayerFlow& flow = *setup.system;
+      const int p = flow.students(), k = 3, c = 2, experts = 2 * m;
+      ASSERT_EQ(flow.vectors(), p + k + c);
+      // Unit vectors: students random, router e partly along ±(v_1 − v_2) (expert 0 for cluster 1,
+      // expert 1 for cluster 2, expert 2 neither), teachers and means the first axes.
+      std::mt19937_64 rng(11);
+      std::normal_distribution<double> normal;
+      const int dim = 14;
+      Eigen::MatrixXd u = Eigen::MatrixXd::Zero(p + k + c, dim);
+      for (int j = 0; j < k + c; ++j) u(p + j, j) = 1.0;
+      for (int i = 0; i < p; ++i) {
+        for (int q = 0; q < dim; ++q) u(i, q) = normal(rng);
+        if (i >= experts) {
+          const int e = i - experts;
+          const double along = e == 0 ? 1.0 : e == 1 ? -0.7 : 0.0;
+          u(i, k) += along * 6.0;
+          u(i, k + 1) -= along * 6.0;
+        }
+        u.row(i).normalize();
+      }
+      const Eigen::MatrixXd gram = u * u.transpose();
+      const Eigen::VectorXd routing = flow.RoutingAccuracy(gram);
+      ASSERT_EQ(routing.size(), c);
+      constexpr int kSamples = 400000;
+      for (int cluster = 0; cluster < c; ++cluster) {
+        std::vector<double> shares(static_cast<std::size_t>(m), 0.0);
+        Eigen::VectorXd x(dim);
+        for (int s = 0; s < kSamples; ++s) {
+          for (int q = 0; q < dim; ++q) x[q] = normal(rng);
+          x[k + cluster] += 3.0;  // ρ v_c
+          int top = 0;
+          for (int e = 1; e < m; ++e) {
+            if (u.row(experts + e).dot(x) > u.row(experts + top).dot(x)) top = e;
+          }
+          shares[static_cast<std::size_t>(top)] += 1.0 / kSamples;
+        }
+        const double reference = *std::max_element(shares.begin(), shares.end());
+        double se = std::sqrt(reference * (1 - reference) / kSamples);
+        if (m > 2) se = std::hypot(se, std::sqrt(reference * (1 - reference) / 16384));
+        EXPECT_GT(reference, 0.7) << "the routers should route (control)";
+        EXPECT_NEAR(routing[cluster], reference, 5 * se) << "M = " << m << ", " << backend << ", cluster " << cluster;
+      }
+    }
+  }
 }
 
 // The means are state: the drift moves the student-mean overlaps and leaves the fixed block

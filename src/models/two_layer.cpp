@@ -645,8 +645,9 @@ std::vector<double> TwoLayerFlow::TeacherWeights(int c) const {
 Eigen::VectorXd TwoLayerFlow::RoutingAccuracy(const Eigen::MatrixXd& gram) const {
   const int units = spec_.student.units, first = spec_.student.ExpertVectors();
   Eigen::VectorXd accuracy(c_);
-  if (quadrature_ && units == 2) {
-    // Exactly: the logit difference is N(μ_1 − μ_2, Ω_11 + Ω_22 − 2Ω_12) in cluster c.
+  if (units == 2) {
+    // Exactly, whatever the backend: the logit difference is N(μ_1 − μ_2, Ω_11 + Ω_22 − 2Ω_12) in
+    // cluster c, and expert 1 is on top where it is positive.
     const double spread = std::sqrt(std::max(0.0, gram(first, first) + gram(first + 1, first + 1) - 2 * gram(first, first + 1)));
     for (int c = 0; c < c_; ++c) {
       const Eigen::VectorXd mu = Means(gram, c);
@@ -655,8 +656,8 @@ Eigen::VectorXd TwoLayerFlow::RoutingAccuracy(const Eigen::MatrixXd& gram) const
     }
     return accuracy;
   }
-  // The points mapped as in SampleTerms, then shifted by each cluster's means; the router logits
-  // are the columns ExpertVectors()..+units. With the quadrature backend's nodes (M > 2) the share
+  // M > 2: the points mapped as in SampleTerms, then shifted by each cluster's means; the router
+  // logits are the columns ExpertVectors()..+units. With the quadrature backend's nodes the share
   // integrates a step function: first-order accurate in the gate rule's spacing.
   Eigen::MatrixXd h;
   const Eigen::VectorXd* w = nullptr;

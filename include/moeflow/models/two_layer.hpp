@@ -226,7 +226,8 @@ class TwoLayerFlow final : public FlowSystem {
   };
   SampledTerms SampleTerms(const Eigen::MatrixXd& gram, bool gradient, bool covariance, bool weights = false) const;
   // Cluster inputs and a top-k (or softmax) student router: for each cluster, the largest share of
-  // its inputs whose top-1 router logit is one expert (the `routing` observable; sampled points).
+  // its inputs whose top-1 router logit is one expert (the `routing` observable): exact (normal CDF
+  // of the logit difference) for two experts, over the backend's points for more.
   bool HasRouting() const { return c_ > 0 && spec_.student.top_k > 0; }
   // The second-layer weights of the teacher units for inputs from cluster c (c = 0 without
   // clusters): what the sampled backend and the SGD labels use.
