@@ -2,6 +2,7 @@
 // (finite differences), and the exact sampler of initial overlaps.
 #include <gtest/gtest.h>
 
+#include <Eigen/Eigenvalues>
 #include <Eigen/LU>
 #include <cmath>
 
@@ -181,6 +182,54 @@ TEST(TwoLayerFlow, FreeVectorGradientFlowDecreasesRiskAtMinusTheSquaredGradient)
     // tanh goes through the quadrature backend (error ~1e-10 per expectation).
     EXPECT_NEAR(fd, -0.7 * squared, 1e-6 * std::max(1.0, squared)) << link;
   }
+}
+
+// TwoLayerFlow::Project (the projection step of integrate.project) on a cluster model with trained
+// weights: student 0 put on teacher 0 with an overlap 1 + 5e-5 (what integration error does near a
+// converged student) makes the Gram matrix indefinite; the projection must return it to the PSD
+// cone (smallest eigenvalue ≥ −1e-13), with unit student norms (1e-14), the teacher and mean block
+// and the weights unchanged, the overlap back at 1 (1e-9), and report a change of the violation's
+// size. A PSD state, or one violating by less than the tolerance, is left bit for bit.
+TEST(TwoLayerFlow, ProjectionReturnsAnIndefiniteGramToThePsdConeAndKeepsTheRest) {
+  const FlowSetup setup = testing::BuildFromText(
+      "d = 40\nseed = 2\n[clusters]\ncount = 2\nscale = 1.5\nglobal_signs = 1, -1\n"
+      "[teacher]\nunits = 3\nlinks = h(3), h(3), h(3)\n[student]\nunits = 3\nlink = h(3)\ninit = random\n"
+      "weights_lr = 1\n");
+  const TwoLayerFlow& flow = *setup.system;
+  const int p = flow.students(), n = flow.vectors();
+  Eigen::VectorXd untouched = setup.initial_state;
+  EXPECT_EQ(flow.Project(&untouched, 1e-12), 0.0);
+  EXPECT_EQ(untouched, setup.initial_state);
+
+  // Student 0 := teacher 0 (row p of the Gram matrix), then its overlap with teacher 0 raised.
+  Eigen::MatrixXd gram = setup.initial_gram;
+  for (int b = 0; b < n; ++b) {
+    if (b != 0) gram(0, b) = gram(b, 0) = gram(p, b);
+  }
+  gram(0, 0) = 1;
+  gram(0, p) = gram(p, 0) = 1 + 5e-5;
+  Eigen::VectorXd x = flow.Pack(gram);
+  x.tail(3) << 0.7, -0.2, 1.3;  // trained weights
+  auto smallest = [](const Eigen::MatrixXd& g) {
+    return Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(g, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
+  };
+  ASSERT_LT(smallest(flow.Unpack(x)), -1e-5);
+  Eigen::VectorXd below = x;
+  EXPECT_EQ(flow.Project(&below, 1.0), 0.0);  // tolerance above the violation: left alone
+  EXPECT_EQ(below, x);
+
+  Eigen::VectorXd y = x;
+  const double moved = flow.Project(&y, 1e-8);
+  EXPECT_GT(moved, 1e-5);
+  EXPECT_LT(moved, 1e-3);
+  const Eigen::MatrixXd projected = flow.Unpack(y);
+  EXPECT_GE(smallest(projected), -1e-13);
+  for (int i = 0; i < p; ++i) EXPECT_NEAR(projected(i, i), 1.0, 1e-14);
+  EXPECT_LT((projected.bottomRightCorner(n - p, n - p) - gram.bottomRightCorner(n - p, n - p)).cwiseAbs().maxCoeff(),
+            1e-15);
+  EXPECT_NEAR(projected(0, p), 1.0, 1e-9);
+  EXPECT_EQ(y.tail(3), x.tail(3));
+  EXPECT_LT((projected - flow.Unpack(x)).cwiseAbs().maxCoeff(), 1e-3);  // a small move
 }
 
 }  // namespace

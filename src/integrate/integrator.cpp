@@ -18,6 +18,10 @@ namespace {
 using detail::FormatNumber;
 std::string Num(double v) { return FormatNumber(v); }
 
+// The smallest violation FlowSystem::Project is asked to correct (abs_tol may be 0): below it
+// round-off, not integration error.
+constexpr double kProjectionFloor = 1e-12;
+
 constexpr struct {
   StepperType type;
   const char* name;
@@ -168,7 +172,7 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
   EventLocator locator{system, *driver, Eigen::VectorXd(x0.size()),
                        Eigen::VectorXd(ObservableValueCount(observables))};
   Eigen::VectorXd values(ObservableValueCount(observables));
-  Eigen::VectorXd state(x0.size());
+  Eigen::VectorXd state(x0.size()), projected(x0.size());
   auto record = [&](double t, const Eigen::VectorXd& x) {
     system.Observe(x, &values);
     trajectory->time.push_back(t);
@@ -305,6 +309,17 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
       if (trajectory->time.back() < options.t_end) output_at(options.t_end);
       driver->StateAt(options.t_end, &state);
       return finish(Termination::kReachedEnd, options.t_end, "reached t_end = " + Num(options.t_end), state);
+    }
+    // The projection method: back inside the set the exact flow keeps, then restart the stepper
+    // there (its dense output and FSAL derivative belong to the unprojected state).
+    if (options.project) {
+      projected = x1;
+      const double moved = system.Project(&projected, std::max(options.abs_tol, kProjectionFloor));
+      if (moved > 0) {
+        ++summary.projections;
+        summary.largest_projection = std::max(summary.largest_projection, moved);
+        driver->Initialize(projected, t1, driver->StepSize());
+      }
     }
     if (control.progress) {
       const auto now = std::chrono::steady_clock::now();

@@ -40,6 +40,7 @@ class DenseDriver final : public SteppingDriver {
   double PreviousTime() const override { return stepper_.previous_time(); }
   double CurrentTime() const override { return stepper_.current_time(); }
   const State& CurrentState() const override { return stepper_.current_state(); }
+  double StepSize() const override { return stepper_.current_time_step(); }
   void StateAt(double t, State* x) override { stepper_.calc_state(t, *x); }
 
  private:
@@ -78,6 +79,7 @@ class ControlledDriver final : public SteppingDriver {
   double PreviousTime() const override { return t_previous_; }
   double CurrentTime() const override { return t_; }
   const State& CurrentState() const override { return x_; }
+  double StepSize() const override { return dt_; }
   void StateAt(double t, State* x) override {
     if (t == t_) {
       *x = x_;

@@ -28,6 +28,8 @@ class SteppingDriver {
   virtual double PreviousTime() const = 0;
   virtual double CurrentTime() const = 0;
   virtual const Eigen::VectorXd& CurrentState() const = 0;
+  // The step size the next Step() will try.
+  virtual double StepSize() const = 0;
   // The state at t in [PreviousTime(), CurrentTime()] from the stepper's dense output.
   virtual void StateAt(double t, Eigen::VectorXd* x) = 0;
 };

@@ -135,6 +135,9 @@ Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSu
       {"t_final", summary.t_final},
       {"accepted_steps", static_cast<std::int64_t>(summary.accepted_steps)},
       {"drift_evaluations", static_cast<std::int64_t>(summary.drift_evaluations)},
+      {"project", static_cast<std::int64_t>(o.project)},
+      {"projections", static_cast<std::int64_t>(summary.projections)},
+      {"largest_projection", summary.largest_projection},
       {"wall_seconds", summary.wall_seconds},
   });
   root.groups.push_back(TrajectoryGroup(trajectory));
@@ -153,6 +156,11 @@ std::string FlowReport(const FlowSetup& setup, const RunSummary& summary, const 
      << "  rel_tol " << setup.options.rel_tol << "\n"
      << "accepted steps: " << summary.accepted_steps << "  (drift evaluations " << summary.drift_evaluations
      << ", " << std::setprecision(3) << summary.wall_seconds * 1e3 << " ms)\n" << std::setprecision(10);
+  if (summary.projections > 0) {
+    os << "projections:    " << summary.projections << " steps ended outside the PSD cone by > abs_tol and were "
+       << "projected back (largest change " << std::setprecision(3) << summary.largest_projection << ")\n"
+       << std::setprecision(10);
+  }
   for (const EventRecord& e : summary.events) {
     os << "event " << e.spec.name << ": ";
     if (e.occurred) {

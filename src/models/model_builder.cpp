@@ -360,6 +360,7 @@ IntegratorOptions ReadIntegratorOptions(const io::ModelFile& model) {
   const double t_first = model.GetPositive("output.t_first", 1e-3);  // used by the log grid
   o.output_times = MakeTimeGrid(grid, points, t_first, o.t_end);
   o.output_every_step = model.GetBool("output.every_step", false);
+  o.project = model.GetBool("integrate.project", o.project);
   o.Validate();
   return o;
 }

@@ -320,6 +320,8 @@ RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, cons
       }
     }
     total.accepted_steps += summary.accepted_steps;
+    total.projections += summary.projections;
+    total.largest_projection = std::max(total.largest_projection, summary.largest_projection);
     total.rejected_steps += summary.rejected_steps;
     total.drift_evaluations += summary.drift_evaluations;
     total.wall_seconds += summary.wall_seconds;

@@ -1093,6 +1093,25 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bo
   }
 }
 
+double TwoLayerFlow::Project(Eigen::VectorXd* x, double tolerance) const {
+  const Eigen::MatrixXd gram = Unpack(*x);
+  const double smallest =
+      Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
+  if (!(smallest < -tolerance)) return 0.0;
+  const Eigen::MatrixXd l = PointFactor(gram);
+  Eigen::MatrixXd projected = l * l.transpose();
+  for (int i = 0; i < p_; ++i) {
+    const double scale = projected(i, i) > 0 ? std::sqrt(gram(i, i) / projected(i, i)) : 1.0;
+    projected.row(i) *= scale;
+    projected.col(i) *= scale;
+  }
+  const Eigen::VectorXd packed = Pack(projected);
+  const Eigen::Index entries = StateSize() - (spec_.trained_weights ? spec_.student.units : 0);
+  const double moved = (packed.head(entries) - x->head(entries)).cwiseAbs().maxCoeff();
+  x->head(entries) = packed.head(entries);
+  return moved;
+}
+
 std::string TwoLayerFlow::CheckInvariants(const Eigen::VectorXd& x) const {
   const Eigen::MatrixXd gram = Unpack(x);
   for (int i = 0; i < p_ && spec_.constraint != VectorConstraint::kFree; ++i) {

@@ -41,6 +41,13 @@ class FlowSystem {
   // Empty if x satisfies the model's invariants (e.g. a PSD Gram matrix); otherwise a
   // message with the numbers that violate them.
   virtual std::string CheckInvariants(const Eigen::VectorXd& /*x*/) const { return {}; }
+
+  // The projection step of a projection method (Hairer, Lubich & Wanner, Geometric Numerical
+  // Integration, §IV.4): if integration error has moved x outside the set the exact flow keeps
+  // (e.g. the PSD cone of a Gram matrix) by more than `tolerance`, replace x by a nearby state
+  // inside it and return the size max_i |Δx_i| of the change; otherwise leave x alone and
+  // return 0. The integrator calls it after every accepted step (integrate.project).
+  virtual double Project(Eigen::VectorXd* /*x*/, double /*tolerance*/) const { return 0.0; }
 };
 
 // Total number of values Observe() writes, and the offset of each observable in them.

@@ -41,6 +41,9 @@ struct IntegratorOptions {
   // Output: rows at these times (sorted, in [0, t_end]); plus every accepted step if asked.
   std::vector<double> output_times;
   bool output_every_step = false;
+  // After every accepted step, FlowSystem::Project with tolerance abs_tol; a projected state
+  // restarts the stepper from it (same step size).
+  bool project = true;
 
   // Throws InputError naming the option ("integrate.rel_tol"), its value and the rule.
   void Validate() const;
@@ -70,6 +73,8 @@ struct RunSummary {
   long long accepted_steps = 0;
   long long rejected_steps = 0;
   long long drift_evaluations = 0;
+  long long projections = 0;      // accepted steps after which FlowSystem::Project moved the state
+  double largest_projection = 0;  // the largest such move, max_i |Δx_i|
   double wall_seconds = 0.0;
   std::vector<EventRecord> events;
   Eigen::VectorXd final_state;  // the state at t_final

@@ -2,7 +2,8 @@
 // The result of a flow run as a self-describing file (schema in README.md, "Output files"):
 //   /                 attributes: kind, model (resolved text), model_source, model_file,
 //                     overrides, command, version, created, d, seed, integrator options,
-//                     termination, message, t_final, accepted_steps, drift_evaluations, wall_seconds
+//                     termination, message, t_final, accepted_steps, drift_evaluations, project,
+//                     projections, largest_projection, wall_seconds
 //   /trajectory/time  (T)
 //   /trajectory/<obs> (T), (T x n) or (T x rows x cols)
 //   /stages/<name>    scalar: the stage's start time; attributes t_end, ended_by, index

@@ -242,6 +242,12 @@ class TwoLayerFlow final : public FlowSystem {
   // event checks between recorded rows, when no event reads them (sampled risks are costly).
   void Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bool risk) const;
   std::string CheckInvariants(const Eigen::VectorXd& x) const override;
+  // If the Gram matrix has an eigenvalue below −tolerance (integration error near a singular Gram
+  // matrix, e.g. a student converged onto a teacher): the students' Schur complement given the
+  // teachers and means with its negative eigenvalues set to 0 (the factor the point backends
+  // already integrate over), then every student's row and column scaled back to its squared norm
+  // (1 on the sphere). The teacher and mean block and the trained weights are left alone.
+  double Project(Eigen::VectorXd* x, double tolerance) const override;
 
  private:
   // GramDrift, and if `weight_gradient` is not null WeightGradient too (one pass over the points
