@@ -178,6 +178,26 @@ TEST(QuadratureBackend, KeepsTheZeroDriftOfAnOrthogonalTeacherExactly) {
   EXPECT_GT(ds.col(p).cwiseAbs().maxCoeff(), 1e-4 * scale);
 }
 
+// population.backend = auto picks the quadrature backend exactly where it is exact and affordable:
+// a softmax router over all experts with polynomial links under gradient flow; a top-k selection,
+// a non-polynomial link or the online-SGD term (level 2D) fall back to sampled points, and units
+// with their own gates keep the exact gated kernels.
+TEST(QuadratureBackend, AutoPicksItOnlyWhereItIsExact) {
+  auto backend = [](const std::string& text, const std::vector<std::string>& overrides) {
+    std::vector<std::string> all = {"population.backend=auto"};
+    all.insert(all.end(), overrides.begin(), overrides.end());
+    const FlowSetup setup = BuildFromText(text, all);
+    return std::string(setup.system->Quadrature() ? "quadrature" : setup.system->PointBackend() ? "sampled" : "exact");
+  };
+  EXPECT_EQ(backend(kClusterMoe, {}), "quadrature");
+  EXPECT_EQ(backend(kClusterMoe, {"student.top_k=1"}), "sampled");
+  EXPECT_EQ(backend(kClusterMoe, {"student.link=erf"}), "sampled");
+  EXPECT_EQ(backend(kClusterMoe, {"dynamics.kind=online_sgd"}), "sampled");
+  const std::string gated = "d = 20\n[teacher]\nunits = 1\nlink = h(3)\ngate = sigmoid\n[student]\nunits = 2\n"
+                            "link = h(3)\ngate = sigmoid\nvectors = normalised\ninit = random\n";
+  EXPECT_EQ(backend(gated, {}), "exact");
+}
+
 TEST(QuadratureBackend, ModelsItCannotIntegrateAreRejectedByName) {
   auto message = [](const std::string& text, const std::vector<std::string>& overrides) {
     try {

@@ -668,17 +668,7 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
   // auto: the quadrature backend where it is exact and affordable (gradient flow, polynomial links,
   // softmax routers over all experts), else sampled for top-k routers, else exact.
   const bool online = model.GetChoice("dynamics.kind", "gradient_flow", {"gradient_flow", "online_sgd"}) == "online_sgd";
-  auto polynomial = [](const UnitBlock& b) {
-    for (int u = 0; u < b.units; ++u) {
-      if (b.LinkOf(u)->PolynomialDegree() < 0) return false;
-    }
-    return true;
-  };
-  auto softmax_only = [](const UnitBlock& b) {
-    return !b.gate && (b.top_k == 0 || (b.top_k == b.units && b.selection_temperature == 0));
-  };
-  const bool quadrature_fits = routed && !online && polynomial(spec.student) && polynomial(spec.teacher) &&
-                               softmax_only(spec.student) && softmax_only(spec.teacher);
+  const bool quadrature_fits = routed && !online && TwoLayerFlow::QuadratureProblem(spec).empty();
   spec.quadrature = backend == "quadrature" || (backend == "auto" && quadrature_fits);
   spec.sampled = backend == "sampled" || (routed && !spec.quadrature);
   if (spec.quadrature) {

@@ -518,33 +518,39 @@ Eigen::MatrixXd TwoLayerFlow::ClusterMehlerGradient(const Eigen::MatrixXd& gram)
   return g;
 }
 
-void TwoLayerFlow::BuildQuadrature() {
+std::string TwoLayerFlow::QuadratureProblem(const TwoLayerSpec& spec) {
   // What the rule needs: polynomial links (the integrand is then a polynomial given the logits) and
   // routers whose weights are smooth functions of the logit differences (a softmax over all experts).
-  int degree = 0;
-  for (const auto& [block, units] : {std::pair{"student", &spec_.student}, std::pair{"teacher", &spec_.teacher}}) {
+  for (const auto& [block, units] : {std::pair{"student", &spec.student}, std::pair{"teacher", &spec.teacher}}) {
     const std::string name(block);
     if (units->gate) {
-      throw InputError("population.backend = quadrature: key '" + name + ".gate': units with their own gates have "
-                       "the exact backend (population.backend = auto); the quadrature backend takes softmax "
-                       "routers (top_k = units) or no routers");
+      return "population.backend = quadrature: key '" + name + ".gate': units with their own gates have "
+             "the exact backend (population.backend = auto); the quadrature backend takes softmax "
+             "routers (top_k = units) or no routers";
     }
     if (units->top_k > 0 && (units->top_k < units->units || units->selection_temperature > 0)) {
-      ThrowBadValue(name + ".top_k", std::to_string(units->top_k),
-                    "must equal " + name + ".units = " + std::to_string(units->units) +
-                        " with population.backend = quadrature (a top-k selection is not smooth in the logits: "
-                        "use population.backend = sampled)");
+      return "key '" + name + ".top_k': value '" + std::to_string(units->top_k) + "' must equal " + name +
+             ".units = " + std::to_string(units->units) +
+             " with population.backend = quadrature (a top-k selection is not smooth in the logits: "
+             "use population.backend = sampled)";
     }
     for (int u = 0; u < units->units; ++u) {
-      const int d = units->LinkOf(u)->PolynomialDegree();
-      if (d < 0) {
-        throw InputError("population.backend = quadrature: key '" + name + ".link" + (units->links.empty() ? "" : "s") +
-                         "': link '" + units->LinkOf(u)->Spec() +
-                         "' is not a polynomial (the rule is exact for polynomial links: h(k), hermite(...), "
-                         "he(k), poly(...)); use population.backend = sampled");
+      if (units->LinkOf(u)->PolynomialDegree() < 0) {
+        return "population.backend = quadrature: key '" + name + ".link" + (units->links.empty() ? "" : "s") +
+               "': link '" + units->LinkOf(u)->Spec() +
+               "' is not a polynomial (the rule is exact for polynomial links: h(k), hermite(...), "
+               "he(k), poly(...)); use population.backend = sampled";
       }
-      degree = std::max(degree, d);
     }
+  }
+  return {};
+}
+
+void TwoLayerFlow::BuildQuadrature() {
+  if (const std::string problem = QuadratureProblem(spec_); !problem.empty()) throw InputError(problem);
+  int degree = 0;
+  for (const UnitBlock* units : {&spec_.student, &spec_.teacher}) {
+    for (int u = 0; u < units->units; ++u) degree = std::max(degree, units->LinkOf(u)->PolynomialDegree());
     const int first = units == &spec_.student ? 0 : p_;
     for (int v = 0; v < units->ExpertVectors(); ++v) active_rows_.push_back(first + v);
     if (units->top_k > 0 && units->softmax) {

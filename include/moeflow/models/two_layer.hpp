@@ -213,6 +213,9 @@ class TwoLayerFlow final : public FlowSystem {
   // top-k routing) or the quadrature backend's nodes (TwoLayerSpec::quadrature).
   bool PointBackend() const { return point_backend_; }
   bool Quadrature() const { return quadrature_; }
+  // Why the quadrature backend cannot integrate `spec` exactly (a unit's own gate, a top-k
+  // selection, a link that is not a polynomial), naming the key; "" if it can.
+  static std::string QuadratureProblem(const TwoLayerSpec& spec);
   // The points of the population expectations at `gram`: projections h (N × vectors(), before the
   // cluster means) and weights w, E[F(h)] ≈ Σ_b w_b F(h_b).
   void PopulationPoints(const Eigen::MatrixXd& gram, Eigen::MatrixXd* h, const Eigen::VectorXd** w) const;
