@@ -60,16 +60,7 @@ Eigen::MatrixXd ClusterGram(int p, int k, int c, unsigned seed) {
   return u * u.transpose();
 }
 
-// The tangent gradient overlaps D_ab − D_aa Ω_ab of the student rows (what spherical gradient flow
-// uses; the Mehler path leaves out the radial part of D, the other backends do not).
-Eigen::MatrixXd Tangent(const Eigen::MatrixXd& d, const Eigen::MatrixXd& gram) {
-  Eigen::MatrixXd t = d.topRows(d.rows() == gram.rows() ? gram.rows() : d.rows());
-  for (int a = 0; a < t.rows(); ++a) t.row(a) -= d(a, a) * gram.row(a);
-  return t;
-}
-Eigen::MatrixXd Tangent(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram) {
-  return Tangent(flow.GradientOverlaps(gram).topRows(flow.students()), gram);
-}
+using testing::Tangent;
 
 // Acceptance (issue 7, item 3): with Σ_c s_c = 0 the global task's contribution to the gradient of
 // a neuron orthogonal to every v_c along w*_g vanishes: reversing every s_c changes nothing, to

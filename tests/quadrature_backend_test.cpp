@@ -68,15 +68,7 @@ TEST(SparseGaussHermite, ExactForEveryMonomialUpToDegree2kPlus1) {
 }
 
 using testing::BuildFromText;
-
-// D on the sphere: the exact backends' D may differ by multiples of the student's own row of Ω
-// (the radial part, which the spherical projection removes).
-Eigen::MatrixXd Tangent(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram) {
-  Eigen::MatrixXd t = flow.GradientOverlaps(gram).topRows(flow.students());
-  const Eigen::VectorXd diagonal = t.diagonal();
-  for (int a = 0; a < t.rows(); ++a) t.row(a) -= diagonal[a] * gram.row(a);
-  return t;
-}
+using testing::Tangent;
 
 double MaxRelative(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) {
   return (a - b).cwiseAbs().maxCoeff() / std::max(1e-300, b.cwiseAbs().maxCoeff());

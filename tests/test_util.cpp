@@ -34,6 +34,16 @@ FlowSetup BuildFromFile(const std::string& file, const std::vector<std::string>&
   return BuildFlow(model);
 }
 
+Eigen::MatrixXd Tangent(const Eigen::MatrixXd& d, const Eigen::MatrixXd& gram) {
+  Eigen::MatrixXd t = d;
+  for (int a = 0; a < t.rows(); ++a) t.row(a) -= d(a, a) * gram.row(a);
+  return t;
+}
+
+Eigen::MatrixXd Tangent(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram) {
+  return Tangent(flow.GradientOverlaps(gram).topRows(flow.students()), gram);
+}
+
 double ExpectWithinFiveStandardErrors(const std::string& reference, double risk, const Eigen::MatrixXd& d, int sets,
                                       const std::function<PointEstimate(int)>& estimate) {
   std::vector<PointEstimate> e;

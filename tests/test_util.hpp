@@ -34,6 +34,12 @@ int RunPython(const std::string& script, std::string* output);
 FlowSetup BuildFromText(const std::string& text, const std::vector<std::string>& overrides = {});
 FlowSetup BuildFromFile(const std::string& file, const std::vector<std::string>& overrides = {});
 
+// The tangent gradient overlaps D_ab − D_aa Ω_ab for the rows a of D (the students, p × n): what
+// spherical gradient flow uses. The backends may differ in the radial part of D
+// (multiples of the student's own row of Ω), which the spherical projection removes.
+Eigen::MatrixXd Tangent(const Eigen::MatrixXd& d, const Eigen::MatrixXd& gram);
+Eigen::MatrixXd Tangent(const TwoLayerFlow& flow, const Eigen::MatrixXd& gram);  // of flow.GradientOverlaps
+
 // One estimate of the population risk and of D (any shape) from one independent point set.
 struct PointEstimate {
   double risk = 0;
