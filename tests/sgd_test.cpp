@@ -7,7 +7,6 @@
 #include <cmath>
 
 #include "moeflow/error.hpp"
-#include "moeflow/io/model_file.hpp"
 #include "moeflow/models/model_builder.hpp"
 #include "moeflow/sgd/simulator.hpp"
 #include "moeflow/sgd/statistics.hpp"
@@ -15,7 +14,6 @@
 
 namespace moeflow {
 namespace {
-
 
 std::vector<std::uint64_t> Seeds(int count) {
   std::vector<std::uint64_t> s;
@@ -126,8 +124,9 @@ TEST(SgdSeeds, BitIdenticalWhateverTheThreadCount) {
     for (const char* samples : {"0", "200"}) {
       if (std::string(engine) == "overlaps" && std::string(samples) != "0") continue;
       const FlowSetup setup =
-          testing::BuildFromFile("committee_erf_k2m2.ini", {"d=50", std::string("sgd.engine=") + engine, std::string("sgd.samples=") + samples,
-                                           "sgd.test_samples=64", "integrate.t_end=4", "output.points=20"});
+          testing::BuildFromFile("committee_erf_k2m2.ini",
+                                 {"d=50", std::string("sgd.engine=") + engine, std::string("sgd.samples=") + samples,
+                                  "sgd.test_samples=64", "integrate.t_end=4", "output.points=20"});
       auto initial = [&](std::uint64_t s) { return MakeInitialGram(setup.init, s); };
       const auto one = SimulateSgdSeeds(*setup.system, initial, setup.sgd, setup.options, setup.events, Seeds(5), 1);
       const auto two = SimulateSgdSeeds(*setup.system, initial, setup.sgd, setup.options, setup.events, Seeds(5), 2);
