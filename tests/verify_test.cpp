@@ -195,6 +195,68 @@ set = integrate.t_end=5
   EXPECT_EQ(v.trajectory.time.back(), 0.5);  // the main run is the file's
 }
 
+// A check's run that ends abnormally (here max_steps = 3 accepted steps, long before t_end = 5)
+// has no final value: a final check FAILs though its rule holds at every row (risk <= 10; the
+// single-index h3 risk 1 − m³ is at most 2), so does a bound check whose window
+// (t <= 5) the run did not reach and an argmin check; every one names the run's outcome. The
+// same checks on the normal main run PASS with no abnormal run. Reference: the rules themselves
+// (PASS on the main run) and the run's termination.
+TEST(VerifyChecks, ARunThatEndsAbnormallyFailsTheChecksThatNeedItsEnd) {
+  const std::string body = R"(
+d = 100
+[teacher]
+link = h(3)
+[student]
+link = h(3)
+m0 = 0.1
+[integrate]
+t_end = 5
+)";
+  const std::string checks = R"(
+[check.final]
+kind = final
+observable = risk
+op = <=
+threshold = 10
+[check.bound]
+kind = bound
+observable = m
+constant = 1000
+power = 0
+until = 5
+[check.argmin]
+kind = argmin
+observable = risk
+key = student.m0
+values = 0.05, 0.1, 0.2
+across = teacher.noise
+across_values = 0, 0.1
+)";
+  const Verification normal = Verify(io::ModelFile::Parse(body + checks, "normal"), VerifyOptions{});
+  ASSERT_EQ(normal.results.size(), 3u);
+  for (const CheckResult& r : normal.results) {
+    EXPECT_EQ(r.status, CheckStatus::kPass) << r.spec.name << ": " << r.measured;
+    EXPECT_TRUE(r.abnormal_runs.empty()) << r.spec.name;
+  }
+  std::string cut = checks;
+  for (std::size_t at = cut.find("[check."); at != std::string::npos; at = cut.find("[check.", at + 1)) {
+    const std::size_t next = cut.find("\n", at);
+    cut.insert(next + 1, "set = integrate.max_steps=3\n");
+  }
+  const Verification v = Verify(io::ModelFile::Parse(body + cut, "cut"), VerifyOptions{});
+  ASSERT_EQ(v.results.size(), 3u);
+  for (const CheckResult& r : v.results) {
+    EXPECT_EQ(r.status, CheckStatus::kFail) << r.spec.name << ": " << r.measured;
+    ASSERT_FALSE(r.abnormal_runs.empty()) << r.spec.name;
+    EXPECT_NE(r.abnormal_runs.front().find("max_steps at t = "), std::string::npos) << r.abnormal_runs.front();
+    EXPECT_NE(r.measured.find("ended abnormally: "), std::string::npos) << r.measured;
+  }
+  EXPECT_EQ(v.results[2].abnormal_runs.size(), 6u);  // every (m0, noise) point of the argmin
+  EXPECT_NE(v.results[2].abnormal_runs.front().find("student.m0=0.05, teacher.noise=0"), std::string::npos)
+      << v.results[2].abnormal_runs.front();
+  EXPECT_LE(v.results[0].values[0], 10.0);  // the rule held at the last row: the end is what failed
+}
+
 TEST(VerifyChecks, BadChecksAreRejectedByKey) {
   struct Case {
     std::vector<std::string> overrides;

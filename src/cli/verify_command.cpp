@@ -49,7 +49,10 @@ void PrintHelp() {
                "  set = KEY=VALUE, ...   any kind: the check is measured on runs of the model with\n"
                "                  these keys changed (e.g. set = d=200, sgd.samples=20000); order,\n"
                "                  before, bound and final checks with the same list share one run\n"
-               "  claim = TEXT    the claim in words (printed)\n\n"
+               "  claim = TEXT    the claim in words (printed)\n"
+               "A run that ends abnormally (diverged, not finite, step underflow, max_steps, invariant\n"
+               "violated) is named beside the check that read it; final and argmin checks, and bound\n"
+               "checks whose window it did not reach, then FAIL (no final value to judge).\n\n"
             << Options() << "\n"
             << "Exit status: 0 every check passed (skipped ones aside), 4 some check failed,\n"
                "1 error, 2 bad input, 130 interrupted (nothing written).\n";

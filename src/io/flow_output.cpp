@@ -210,6 +210,7 @@ Group VerifyResultFile(const ModelFile& model, const FlowSetup& setup, const Ver
                                 {"expected", r.expected},
                                 {"measured", r.measured},
                                 {"status", std::string(ToString(r.status))},
+                                {"abnormal_runs", detail::Join(r.abnormal_runs, "\n")},
                                 {"values", r.values}}});
   }
   return root;

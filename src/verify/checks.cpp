@@ -23,6 +23,14 @@ const EventRecord* FindEvent(const RunSummary& summary, const std::string& name)
   return nullptr;
 }
 
+// Records a run that ended abnormally in r.abnormal_runs; true if it did.
+bool NoteAbnormal(const RunSummary& summary, const std::string& run, CheckResult* r) {
+  if (summary.Ok()) return false;
+  r->abnormal_runs.push_back((run.empty() ? "" : run + ": ") + ToString(summary.termination) + " at t = " +
+                             Num(summary.t_final) + " (" + summary.message + ")");
+  return true;
+}
+
 std::string Time(const RunSummary& summary, const std::string& name) {
   const EventRecord* e = FindEvent(summary, name);
   return name + (e != nullptr && e->occurred ? " at t = " + Num(e->time) : " did not happen");
@@ -45,6 +53,7 @@ CheckResult Order(const CheckSpec& c, const RunSummary& summary) {
   }
   r.measured = detail::Join(parts, ", ");
   r.status = ok ? CheckStatus::kPass : CheckStatus::kFail;
+  NoteAbnormal(summary, "", &r);
   return r;
 }
 
@@ -68,6 +77,7 @@ CheckResult Before(const CheckSpec& c, const RunSummary& summary) {
   r.expected = detail::Join(rules, ", ");
   r.measured = detail::Join(parts, ", ");
   r.status = ok ? CheckStatus::kPass : CheckStatus::kFail;
+  NoteAbnormal(summary, "", &r);
   return r;
 }
 
@@ -103,7 +113,12 @@ CheckResult Scaling(const CheckSpec& c, const io::ModelFile& file, const VerifyO
     for (std::size_t e = 0; e < cmp.events.size(); ++e) {
       if (cmp.events[e].name == event) index = e;
     }
-    for (const DimensionComparison& dc : cmp.dimensions) times.push_back(dc.sgd_times[index].median / dc.learning_rate);
+    for (const DimensionComparison& dc : cmp.dimensions) {
+      times.push_back(dc.sgd_times[index].median / dc.learning_rate);
+      for (const SgdRun& run : dc.sgd) {
+        NoteAbnormal(run.summary, "d = " + std::to_string(dc.d) + ", SGD seed " + std::to_string(run.seed), &r);
+      }
+    }
   } else {
     std::vector<double> ds;
     for (double d : c.dimensions) {
@@ -116,6 +131,7 @@ CheckResult Scaling(const CheckSpec& c, const io::ModelFile& file, const VerifyO
                                        &trajectory, &stages, options.control);
       const EventRecord* e = FindEvent(s, event);
       times.push_back(e != nullptr && e->occurred ? e->time : std::nan(""));
+      NoteAbnormal(s, "d = " + Num(d), &r);
     }
   }
   const PowerLawFit fit = FitPowerLaw(c.dimensions, times);
@@ -154,11 +170,14 @@ CheckResult Bound(const CheckSpec& c, const Trajectory& trajectory, const RunSum
   r.measured = "max " + Num(largest) + " at t = " + Num(at) +
                (c.until_event.empty() ? "" : std::isfinite(until) ? " (" + horizon + ")" : " over the whole run (" + horizon + ")");
   r.values = {largest, bound};
-  r.status = std::isfinite(until) && largest <= bound ? CheckStatus::kPass : CheckStatus::kFail;
+  // A run that ended abnormally covers the window only if it reached its end (the horizon event
+  // happened, or the last row is at or after `until`).
+  const bool covered = !NoteAbnormal(summary, "", &r) || (!trajectory.time.empty() && trajectory.time.back() >= last);
+  r.status = std::isfinite(until) && covered && largest <= bound ? CheckStatus::kPass : CheckStatus::kFail;
   return r;
 }
 
-CheckResult Final(const CheckSpec& c, const Trajectory& trajectory) {
+CheckResult Final(const CheckSpec& c, const Trajectory& trajectory, const RunSummary& summary) {
   CheckResult r;
   r.spec = c;
   const ObservableSelector selector(c.observable, trajectory.observables, "check." + c.name + ".observable");
@@ -169,7 +188,8 @@ CheckResult Final(const CheckSpec& c, const Trajectory& trajectory) {
   r.expected = c.observable + " " + ToString(c.comparison) + " " + Num(c.threshold) + " at the end";
   r.measured = Num(v) + " at t = " + Num(trajectory.time.empty() ? 0.0 : trajectory.time.back());
   r.values = {v};
-  r.status = std::isfinite(v) && EventConditionHolds(rule, v) ? CheckStatus::kPass : CheckStatus::kFail;
+  const bool abnormal = NoteAbnormal(summary, "", &r);  // its last row is not the end of the run asked for
+  r.status = !abnormal && std::isfinite(v) && EventConditionHolds(rule, v) ? CheckStatus::kPass : CheckStatus::kFail;
   return r;
 }
 
@@ -190,17 +210,21 @@ CheckResult Argmin(const CheckSpec& c, const io::ModelFile& file, const VerifyOp
   }
   const std::size_t nk = c.values.size(), na = c.across_values.size();
   std::vector<double> final(nk * na, std::nan(""));
+  std::vector<std::vector<std::string>> abnormal(nk * na);  // per point, written by its own thread
   ParallelFor(nk * na, options.threads, [&](std::size_t i) {
     io::ModelFile point = model;
     point.Set(c.key + "=" + c.values[i % nk]);
     point.Set(c.across + "=" + c.across_values[i / nk]);
     const FlowSetup setup = BuildFlow(point);
+    const std::string label = c.key + "=" + c.values[i % nk] + ", " + c.across + "=" + c.across_values[i / nk];
+    CheckResult notes;
     if (c.sgd) {
       SgdControl control;
       control.interrupt = options.control.interrupt;
       const std::vector<SgdRun> runs = SimulateModelSgd(setup, c.seeds, 1, control);
       std::vector<double> values;
       for (const SgdRun& run : runs) {
+        NoteAbnormal(run.summary, label + ", SGD seed " + std::to_string(run.seed), &notes);
         const ObservableSelector selector(c.observable, run.trajectory.observables, "check." + c.name + ".observable");
         values.push_back(run.trajectory.values.empty() ? std::nan("") : selector.Evaluate(run.trajectory.values.back()));
       }
@@ -208,12 +232,15 @@ CheckResult Argmin(const CheckSpec& c, const io::ModelFile& file, const VerifyOp
     } else {
       Trajectory trajectory;
       std::vector<StageRecord> stages;
-      RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events, setup.stages, &trajectory, &stages,
-                  options.control);
+      const RunSummary summary = RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events,
+                                             setup.stages, &trajectory, &stages, options.control);
+      NoteAbnormal(summary, label, &notes);
       const ObservableSelector selector(c.observable, trajectory.observables, "check." + c.name + ".observable");
       if (!trajectory.values.empty()) final[i] = selector.Evaluate(trajectory.values.back());
     }
+    abnormal[i] = std::move(notes.abnormal_runs);
   });
+  for (auto& a : abnormal) r.abnormal_runs.insert(r.abnormal_runs.end(), a.begin(), a.end());
   bool ok = true;
   std::vector<std::string> parts;
   int previous = -1;
@@ -232,7 +259,8 @@ CheckResult Argmin(const CheckSpec& c, const io::ModelFile& file, const VerifyOp
   }
   r.values.insert(r.values.end(), final.begin(), final.end());
   r.measured = "best " + c.key + " " + detail::Join(parts, "; ");
-  r.status = ok ? CheckStatus::kPass : CheckStatus::kFail;
+  // A point whose run ended abnormally has no final value: the minimum cannot be judged.
+  r.status = ok && r.abnormal_runs.empty() ? CheckStatus::kPass : CheckStatus::kFail;
   return r;
 }
 
@@ -295,11 +323,18 @@ Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
         v.results.push_back(Bound(c, *trajectory, *summary, d_of(c)));
         break;
       }
-      case CheckKind::kFinal: v.results.push_back(Final(c, *run_of(c).second)); break;
+      case CheckKind::kFinal: {
+        const auto [summary, trajectory] = run_of(c);
+        v.results.push_back(Final(c, *trajectory, *summary));
+        break;
+      }
       case CheckKind::kArgmin: v.results.push_back(Argmin(c, model, options)); break;
     }
     if (!c.overrides.empty() && c.kind != CheckKind::kScaling && c.kind != CheckKind::kArgmin) {
       v.results.back().measured += " (own run: " + detail::Join(c.overrides, ", ") + ")";
+    }
+    if (!v.results.back().abnormal_runs.empty()) {
+      v.results.back().measured += "; ended abnormally: " + detail::Join(v.results.back().abnormal_runs, "; ");
     }
   }
   return v;

@@ -61,6 +61,12 @@ struct CheckResult {
   std::string expected;  // the rule with its numbers
   std::string measured;  // what the run gave
   std::vector<double> values;  // the measured numbers (event times, the slope, ...)
+  // The runs the check read that ended abnormally (diverged, not finite, step underflow,
+  // max_steps, invariant violated): which run, the outcome, when and why. A final or argmin
+  // check, or a bound check whose window the run did not reach, then FAILs: it has no final
+  // value to judge. Event checks (order, before, scaling) judge the events that happened before
+  // the abnormal end, which are measurements, and report the end beside them.
+  std::vector<std::string> abnormal_runs;
 };
 
 }  // namespace moeflow
