@@ -66,6 +66,10 @@ TEST(SgdCli, CompareWritesTheTableAndTheExponents) {
                              "assert 'sgd_steps' in f['scaling/plateau'].attrs\n"
                              "assert f['d_400/sgd/seed_3/trajectory/M'].shape[1:] == (2, 2)\n"
                              "assert f['d_400/ode/seed_3/trajectory/time'][-1] >= 10\n"
+                             "o = f['d_400/ode/seed_3'].attrs\n"
+                             "assert o['termination'] == 'reached_end' and o['t_final'] == 10\n"
+                             "assert o['accepted_steps'] > 0 and o['drift_evaluations'] >= o['accepted_steps']\n"
+                             "assert o['projections'] >= 0 and o['wall_seconds'] > 0\n"
                              "print('ok')\n";
   ASSERT_EQ(testing::RunPython(script, &output), 0) << output;
 }

@@ -120,6 +120,19 @@ std::string StagesReport(const std::vector<StageRecord>& stages) {
   return os.str();
 }
 
+Attributes OdeOutcomeAttributes(const RunSummary& summary) {
+  return {
+      {"termination", std::string(ToString(summary.termination))},
+      {"message", summary.message},
+      {"t_final", summary.t_final},
+      {"accepted_steps", static_cast<std::int64_t>(summary.accepted_steps)},
+      {"drift_evaluations", static_cast<std::int64_t>(summary.drift_evaluations)},
+      {"projections", static_cast<std::int64_t>(summary.projections)},
+      {"largest_projection", summary.largest_projection},
+      {"wall_seconds", summary.wall_seconds},
+  };
+}
+
 Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSummary& summary,
                      const Trajectory& trajectory, const std::vector<StageRecord>& stages,
                      const std::string& command_line) {
@@ -130,16 +143,9 @@ Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSu
       {"stepper", std::string(ToString(o.stepper))},
       {"abs_tol", o.abs_tol},
       {"rel_tol", o.rel_tol},
-      {"termination", std::string(ToString(summary.termination))},
-      {"message", summary.message},
-      {"t_final", summary.t_final},
-      {"accepted_steps", static_cast<std::int64_t>(summary.accepted_steps)},
-      {"drift_evaluations", static_cast<std::int64_t>(summary.drift_evaluations)},
       {"project", static_cast<std::int64_t>(o.project)},
-      {"projections", static_cast<std::int64_t>(summary.projections)},
-      {"largest_projection", summary.largest_projection},
-      {"wall_seconds", summary.wall_seconds},
   });
+  root.attributes.merge(OdeOutcomeAttributes(summary));
   root.groups.push_back(TrajectoryGroup(trajectory));
   root.groups.push_back(EventsGroup(summary.events));
   root.groups.push_back(StagesGroup(stages));

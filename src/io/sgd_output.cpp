@@ -158,8 +158,7 @@ Group CompareResultFile(const ModelFile& model, const OdeSgdComparison& comparis
     Group& ode = g.Subgroup("ode");
     for (std::size_t s = 0; s < c.ode.size(); ++s) {
       Group& run = ode.Subgroup("seed_" + std::to_string(c.sgd[s].seed));
-      run.attributes = {{"termination", std::string(ToString(c.ode[s].termination))},
-                        {"message", c.ode[s].message}};
+      run.attributes = OdeOutcomeAttributes(c.ode[s]);
       run.groups.push_back(TrajectoryGroup(c.ode_trajectories[s]));
       run.groups.push_back(EventsGroup(c.ode[s].events));
       run.groups.push_back(StagesGroup(c.ode_stages[s]));

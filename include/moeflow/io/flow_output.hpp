@@ -32,6 +32,9 @@ Attributes RunAttributes(const std::string& kind, const ModelFile& model, const 
 // 1 + the number of events strictly earlier (ties share a rank); 0 if it did not happen.
 std::vector<std::int64_t> EventRanks(const std::vector<EventRecord>& events);
 Group EventsGroup(const std::vector<EventRecord>& events);
+// The outcome of one ODE run: termination, message, t_final, accepted_steps, drift_evaluations,
+// projections, largest_projection, wall_seconds (a flow file's root, a compare file's ODE seeds).
+Attributes OdeOutcomeAttributes(const RunSummary& summary);
 
 // /stages/<name>: scalar start time; attributes t_end, ended_by, index (the order of the stages).
 Group StagesGroup(const std::vector<StageRecord>& stages);
@@ -42,7 +45,7 @@ Group FlowResultFile(const ModelFile& model, const FlowSetup& setup, const RunSu
 
 // A verify report: the model's run as in a flow file (kind = "verify"), plus
 //   /checks/<name>   scalar status: 1 PASS, 0 FAIL, -1 SKIP; attributes kind, claim, expected,
-//                    measured, values (the measured numbers)
+//                    measured, values (the measured numbers), abnormal_runs
 Group VerifyResultFile(const ModelFile& model, const FlowSetup& setup, const Verification& verification,
                        const std::string& command_line);
 // The table: check, expected, measured, PASS/FAIL/SKIP.
