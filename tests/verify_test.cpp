@@ -4,6 +4,9 @@
 // numbers and exits 4; the report is an HDF5 file that h5py reads; bad checks are rejected by key.
 #include <gtest/gtest.h>
 
+#include <numeric>
+
+#include "common/text.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/io/model_file.hpp"
 #include "moeflow/models/model_builder.hpp"
@@ -255,6 +258,61 @@ across_values = 0, 0.1
   EXPECT_NE(v.results[2].abnormal_runs.front().find("student.m0=0.05, teacher.noise=0"), std::string::npos)
       << v.results[2].abnormal_runs.front();
   EXPECT_LE(v.results[0].values[0], 10.0);  // the rule held at the last row: the end is what failed
+}
+
+// `seeds` on a final check: the single-index h3 flow from random initial overlaps (d = 100) keeps
+// the sign of m (dm/dt ∝ m²(1 − m²) ≥ 0: a negative m rises only towards 0), so "m >= 0 at t = 1"
+// holds for the seeds whose initial overlap is positive. Reference: the same check on one seed at
+// a time (seeds = 1, set = seed=S). The check over six seeds must count exactly those, pass with
+// at_least half a seed below count/6 and fail half a seed above it.
+TEST(VerifyChecks, AClaimOverSeedsCountsTheSeedsWhereItHolds) {
+  auto verify = [](const std::string& extra) {
+    const std::string text = R"(
+d = 100
+seed = 1
+[teacher]
+link = h(3)
+[student]
+link = h(3)
+init = random
+[integrate]
+t_end = 1
+[check.positive]
+kind = final
+observable = m
+op = >=
+threshold = 0
+)" + extra;
+    return Verify(io::ModelFile::Parse(text, "seeds test"), VerifyOptions{});
+  };
+  std::vector<double> flags;
+  for (int seed = 1; seed <= 6; ++seed) {
+    const Verification one = verify("set = seed=" + std::to_string(seed) + "\n");
+    flags.push_back(one.results[0].status == CheckStatus::kPass ? 1.0 : 0.0);
+  }
+  const double holds = std::accumulate(flags.begin(), flags.end(), 0.0);
+  ASSERT_GT(holds, 0.0);  // the six seeds must not all agree, or the test shows nothing
+  ASSERT_LT(holds, 6.0);
+  const Verification pass = verify("seeds = 6\nat_least = " + std::to_string((holds - 0.5) / 6) + "\n");
+  ASSERT_EQ(pass.results.size(), 1u);
+  const CheckResult& r = pass.results[0];
+  EXPECT_EQ(r.status, CheckStatus::kPass) << r.measured;
+  ASSERT_EQ(r.values.size(), 2u + 6u);
+  EXPECT_EQ(r.values[0], holds);
+  EXPECT_EQ(r.values[1], 6.0);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(r.values[2 + i], flags[i]) << "seed " << i + 1;
+  EXPECT_NE(r.measured.find("holds for " + detail::FormatNumber(holds) + " of 6 seeds"), std::string::npos)
+      << r.measured;
+  EXPECT_NE(r.expected.find("of 6 seeds (1..6)"), std::string::npos) << r.expected;
+  const Verification fail = verify("seeds = 6\nat_least = " + std::to_string((holds + 0.5) / 6) + "\n");
+  EXPECT_EQ(fail.results[0].status, CheckStatus::kFail) << fail.results[0].measured;
+  // A fraction outside (0, 1] is rejected by key.
+  try {
+    verify("seeds = 6\nat_least = 1.5\n");
+    ADD_FAILURE() << "accepted at_least = 1.5";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("check.positive.at_least"), std::string::npos) << e.what();
+  }
 }
 
 TEST(VerifyChecks, BadChecksAreRejectedByKey) {

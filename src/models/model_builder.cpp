@@ -578,6 +578,13 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
         c.threshold = model.GetDouble(prefix + "threshold");
       }
     }
+    if (c.kind != CheckKind::kScaling && c.kind != CheckKind::kArgmin) {
+      c.seeds = static_cast<int>(model.GetInteger(prefix + "seeds", 1, 1));
+      c.at_least = model.GetDouble(prefix + "at_least", 1.0);
+      if (!(c.at_least > 0 && c.at_least <= 1)) {
+        ThrowBadValue(prefix + "at_least", detail::FormatNumber(c.at_least), "must be a fraction in (0, 1]");
+      }
+    }
     c.overrides = ReadCheckOverrides(model, prefix + "set");
     checks.push_back(c);
   }

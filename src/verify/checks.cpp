@@ -1,5 +1,6 @@
 #include "moeflow/verify/checks.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -264,6 +265,34 @@ CheckResult Argmin(const CheckSpec& c, const io::ModelFile& file, const VerifyOp
   return r;
 }
 
+// A check over seeds, from its result on the run of each seed: it holds if it holds for at least
+// the fraction at_least of the seeds. values: the number of seeds where it holds, the number of
+// seeds, then 1/0 per seed.
+CheckResult OverSeeds(const CheckSpec& c, const std::vector<std::pair<long long, CheckResult>>& per_seed) {
+  CheckResult r;
+  r.spec = c;
+  std::vector<std::string> failing, passing;
+  std::vector<double> flags;
+  for (const auto& [seed, one] : per_seed) {
+    const std::string label = "seed " + std::to_string(seed);
+    const bool pass = one.status == CheckStatus::kPass;
+    flags.push_back(pass ? 1.0 : 0.0);
+    (pass ? passing : failing).push_back(label + ": " + one.measured);
+    for (const std::string& a : one.abnormal_runs) r.abnormal_runs.push_back(label + ": " + a);
+  }
+  const double n = static_cast<double>(per_seed.size());
+  const double holds = n - static_cast<double>(failing.size());
+  r.expected = per_seed.front().second.expected + ", for at least " + Num(c.at_least * 100) + "% of " + Num(n) +
+               " seeds (" + std::to_string(per_seed.front().first) + ".." + std::to_string(per_seed.back().first) + ")";
+  r.measured = "holds for " + Num(holds) + " of " + Num(n) + " seeds" +
+               (failing.empty() ? "" : "; fails for " + detail::Join(failing, "; ")) +
+               (passing.empty() ? "" : "; holds for " + detail::Join(passing, "; "));
+  r.values = {holds, n};
+  r.values.insert(r.values.end(), flags.begin(), flags.end());
+  r.status = holds >= c.at_least * n - 1e-9 ? CheckStatus::kPass : CheckStatus::kFail;
+  return r;
+}
+
 }  // namespace
 
 const char* ToString(CheckStatus status) {
@@ -290,48 +319,70 @@ Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
   Verification v;
   v.summary = RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events, setup.stages,
                           &v.trajectory, &v.stages, options.control);
-  // Order, before, bound and final checks with a `set` read their own run of the changed model,
-  // one per distinct list of assignments.
+  // Order, before, bound and final checks with a `set` or several seeds read their own runs of the
+  // changed model, one per distinct list of assignments (the model's seed adds none).
   struct Run {
     RunSummary summary;
     Trajectory trajectory;
     long long d = 0;
   };
   std::map<std::vector<std::string>, Run> own;
-  auto run_of = [&](const CheckSpec& c) -> std::pair<const RunSummary*, const Trajectory*> {
-    if (c.overrides.empty()) return {&v.summary, &v.trajectory};
-    auto found = own.find(c.overrides);
-    if (found == own.end()) {
-      const FlowSetup changed = BuildFlow(CheckModel(c, model));
-      Run run;
-      run.d = changed.d;
-      std::vector<StageRecord> stages;
-      run.summary = RunProtocol(*changed.system, changed.initial_state, changed.options, changed.events,
-                                changed.stages, &run.trajectory, &stages, options.control);
-      found = own.emplace(c.overrides, std::move(run)).first;
+  own.emplace(std::vector<std::string>{}, Run{v.summary, v.trajectory, setup.d});
+  // The check's seeds (the model's, then the next ones) and the assignments of each one's run.
+  auto lists_of = [&](const CheckSpec& c) {
+    std::vector<std::pair<long long, std::vector<std::string>>> lists;
+    const long long base = c.seeds > 1 ? CheckModel(c, model).GetInteger("seed", 1, 0) : 0;
+    for (int i = 0; i < c.seeds; ++i) {
+      std::vector<std::string> list = c.overrides;
+      if (i > 0) list.push_back("seed=" + std::to_string(base + i));
+      lists.emplace_back(base + i, std::move(list));
     }
-    return {&found->second.summary, &found->second.trajectory};
+    return lists;
   };
-  auto d_of = [&](const CheckSpec& c) { return c.overrides.empty() ? setup.d : own.at(c.overrides).d; };
+  // The missing runs of every such check, on `threads` threads.
+  std::vector<std::vector<std::string>> missing;
   for (const CheckSpec& c : setup.checks) {
+    if (c.kind == CheckKind::kScaling || c.kind == CheckKind::kArgmin) continue;
+    for (auto& [seed, list] : lists_of(c)) {
+      if (own.count(list) == 0 && std::find(missing.begin(), missing.end(), list) == missing.end()) {
+        missing.push_back(std::move(list));
+      }
+    }
+  }
+  std::vector<Run> runs(missing.size());
+  ParallelFor(missing.size(), options.threads, [&](std::size_t i) {
+    io::ModelFile changed_model = model;
+    for (const std::string& o : missing[i]) changed_model.Set(o);
+    const FlowSetup changed = BuildFlow(changed_model);
+    runs[i].d = changed.d;
+    std::vector<StageRecord> stages;
+    runs[i].summary = RunProtocol(*changed.system, changed.initial_state, changed.options, changed.events,
+                                  changed.stages, &runs[i].trajectory, &stages, options.control);
+  });
+  for (std::size_t i = 0; i < missing.size(); ++i) own.emplace(missing[i], std::move(runs[i]));
+  auto on_run = [&](const CheckSpec& c, const Run& run) {
     switch (c.kind) {
-      case CheckKind::kOrder: v.results.push_back(Order(c, *run_of(c).first)); break;
-      case CheckKind::kBefore: v.results.push_back(Before(c, *run_of(c).first)); break;
-      case CheckKind::kScaling: v.results.push_back(Scaling(c, model, options)); break;
-      case CheckKind::kBound: {
-        const auto [summary, trajectory] = run_of(c);
-        v.results.push_back(Bound(c, *trajectory, *summary, d_of(c)));
-        break;
-      }
-      case CheckKind::kFinal: {
-        const auto [summary, trajectory] = run_of(c);
-        v.results.push_back(Final(c, *trajectory, *summary));
-        break;
-      }
-      case CheckKind::kArgmin: v.results.push_back(Argmin(c, model, options)); break;
+      case CheckKind::kOrder: return Order(c, run.summary);
+      case CheckKind::kBefore: return Before(c, run.summary);
+      case CheckKind::kBound: return Bound(c, run.trajectory, run.summary, run.d);
+      default: return Final(c, run.trajectory, run.summary);
+    }
+  };
+  for (const CheckSpec& c : setup.checks) {
+    if (c.kind == CheckKind::kScaling) {
+      v.results.push_back(Scaling(c, model, options));
+    } else if (c.kind == CheckKind::kArgmin) {
+      v.results.push_back(Argmin(c, model, options));
+    } else if (c.seeds == 1) {
+      v.results.push_back(on_run(c, own.at(c.overrides)));
+    } else {
+      std::vector<std::pair<long long, CheckResult>> per_seed;
+      for (const auto& [seed, list] : lists_of(c)) per_seed.emplace_back(seed, on_run(c, own.at(list)));
+      v.results.push_back(OverSeeds(c, per_seed));
     }
     if (!c.overrides.empty() && c.kind != CheckKind::kScaling && c.kind != CheckKind::kArgmin) {
-      v.results.back().measured += " (own run: " + detail::Join(c.overrides, ", ") + ")";
+      v.results.back().measured += " (own run" + std::string(c.seeds > 1 ? "s" : "") + ": " +
+                                   detail::Join(c.overrides, ", ") + ")";
     }
     if (!v.results.back().abnormal_runs.empty()) {
       v.results.back().measured += "; ended abnormally: " + detail::Join(v.results.back().abnormal_runs, "; ");

@@ -38,7 +38,11 @@ struct CheckSpec {
   double exponent = 0.0, tolerance = 0.0;  // scaling
   std::vector<double> dimensions;          // scaling
   bool sgd = false;                        // scaling on SGD steps
-  int seeds = 8;                           // scaling on SGD
+  // scaling and argmin with sgd: the SGD seeds (seed, seed + 1, ...); order, before, bound and
+  // final: the ODE is run from the initial overlaps of each of these seeds and the check holds if
+  // it holds for at least the fraction `at_least` of them (claims "with high probability").
+  int seeds = 8;
+  double at_least = 1.0;
   double constant = 0.0, power = 0.0, until = 0.0;  // bound
   std::string until_event;                          // bound: the horizon is this event's time
   Comparison comparison = Comparison::kLessEqual;   // final
