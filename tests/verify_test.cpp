@@ -21,6 +21,13 @@ using testing::ModelPath;
 using testing::RunCommand;
 using testing::TempDir;
 
+// A single-index h3 model (d = 100) for the check tests: the student line(s) and t_end given,
+// checks appended by the caller.
+std::string SingleIndexH3(const std::string& student, const std::string& t_end) {
+  return "d = 100\nseed = 1\n[teacher]\nlink = h(3)\n[student]\nlink = h(3)\n" + student + "\n[integrate]\nt_end = " +
+         t_end + "\n";
+}
+
 TEST(VerifyCli, ShippedChecksPassAndTheReportIsReadable) {
   const std::string out = TempDir() + "/verify.h5";
   std::string output;
@@ -120,15 +127,7 @@ TEST(VerifyCli, ABrokenClaimFailsWithTheMeasuredNumbers) {
 // but never interior (FAIL when asked for).
 TEST(VerifyChecks, ArgminFindsTheBestValueForEachValueOfAnotherKey) {
   auto verify = [](const std::string& extra) {
-    const std::string text = R"(
-d = 100
-[teacher]
-link = h(3)
-[student]
-link = h(3)
-m0 = 0.1
-[integrate]
-t_end = 0.5
+    const std::string text = SingleIndexH3("m0 = 0.1", "0.5") + R"(
 [check.best_m0]
 kind = argmin
 observable = risk
@@ -160,15 +159,7 @@ across_values = 0, 0.1, 0.2
 // grows (closed form: dm/dt > 0), so "m <= 0.2 at the end" holds on the main run and fails on
 // the longer one, whose end time the report gives; a third check reads the same changed model.
 TEST(VerifyChecks, AFinalCheckWithSetReadsItsOwnRun) {
-  const std::string text = R"(
-d = 100
-[teacher]
-link = h(3)
-[student]
-link = h(3)
-m0 = 0.1
-[integrate]
-t_end = 0.5
+  const std::string text = SingleIndexH3("m0 = 0.1", "0.5") + R"(
 [check.short]
 kind = final
 observable = m
@@ -205,16 +196,7 @@ set = integrate.t_end=5
 // same checks on the normal main run PASS with no abnormal run. Reference: the rules themselves
 // (PASS on the main run) and the run's termination.
 TEST(VerifyChecks, ARunThatEndsAbnormallyFailsTheChecksThatNeedItsEnd) {
-  const std::string body = R"(
-d = 100
-[teacher]
-link = h(3)
-[student]
-link = h(3)
-m0 = 0.1
-[integrate]
-t_end = 5
-)";
+  const std::string body = SingleIndexH3("m0 = 0.1", "5");
   const std::string checks = R"(
 [check.final]
 kind = final
@@ -267,16 +249,7 @@ across_values = 0, 0.1
 // at_least half a seed below count/6 and fail half a seed above it.
 TEST(VerifyChecks, AClaimOverSeedsCountsTheSeedsWhereItHolds) {
   auto verify = [](const std::string& extra) {
-    const std::string text = R"(
-d = 100
-seed = 1
-[teacher]
-link = h(3)
-[student]
-link = h(3)
-init = random
-[integrate]
-t_end = 1
+    const std::string text = SingleIndexH3("init = random", "1") + R"(
 [check.positive]
 kind = final
 observable = m
