@@ -511,7 +511,9 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
       for (const std::string& e : model.GetStringList(prefix + "events", {})) {
         for (const std::string& n : EventNames(prefix + "events", e, events)) c.events.push_back(n);
       }
-      if (c.events.size() < 2) ThrowBadValue(prefix + "events", model.GetString(prefix + "events", ""), "must list at least two events");
+      if (c.events.size() < 2) {
+        ThrowBadValue(prefix + "events", model.GetString(prefix + "events", ""), "must list at least two events");
+      }
     } else if (kind == "before") {
       c.kind = CheckKind::kBefore;
       const auto first = EventNames(prefix + "first", model.GetString(prefix + "first"), events);
@@ -529,7 +531,10 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
       c.exponent = model.GetDouble(prefix + "exponent");
       c.tolerance = model.GetPositive(prefix + "tolerance", 0.05);
       c.dimensions = model.GetDoubleList(prefix + "dimensions", {});
-      if (c.dimensions.size() < 2) ThrowBadValue(prefix + "dimensions", model.GetString(prefix + "dimensions", ""), "must list at least two dimensions");
+      if (c.dimensions.size() < 2) {
+        ThrowBadValue(prefix + "dimensions", model.GetString(prefix + "dimensions", ""),
+                      "must list at least two dimensions");
+      }
       for (double d : c.dimensions) {
         if (!(d >= 1) || d != std::floor(d)) ThrowBadValue(prefix + "dimensions", Num(d), "must hold integers >= 1");
       }
@@ -547,7 +552,10 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
       if (c.values.size() < 3) {
         ThrowBadValue(prefix + "values", detail::Join(c.values, ", "), "must list at least three values of " + c.key);
       }
-      if (c.across_values.empty()) ThrowBadValue(prefix + "across_values", model.GetString(prefix + "across_values", ""), "must list the values of " + c.across);
+      if (c.across_values.empty()) {
+        ThrowBadValue(prefix + "across_values", model.GetString(prefix + "across_values", ""),
+                      "must list the values of " + c.across);
+      }
       if (c.key == c.across) ThrowBadValue(prefix + "across", c.across, "must differ from " + prefix + "key");
       for (const std::string& a : c.interior) {
         if (std::find(c.across_values.begin(), c.across_values.end(), a) == c.across_values.end()) {

@@ -173,7 +173,8 @@ CheckResult Bound(const CheckSpec& c, const Trajectory& trajectory, const RunSum
   r.values = {largest, bound};
   // A run that ended abnormally covers the window only if it reached its end (the horizon event
   // happened, or the last row is at or after `until`).
-  const bool covered = !NoteAbnormal(summary, "", &r) || (!trajectory.time.empty() && trajectory.time.back() >= last);
+  const bool covered =
+      !NoteAbnormal(summary, "", &r) || (!trajectory.time.empty() && trajectory.time.back() >= last);
   r.status = std::isfinite(until) && covered && largest <= bound ? CheckStatus::kPass : CheckStatus::kFail;
   return r;
 }
