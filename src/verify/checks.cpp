@@ -82,10 +82,29 @@ CheckResult Before(const CheckSpec& c, const RunSummary& summary) {
   return r;
 }
 
-// The model of a check's own runs: the file's with the check's `set` assignments.
-io::ModelFile CheckModel(const CheckSpec& c, io::ModelFile model) {
-  for (const std::string& o : c.overrides) model.Set(o);
+// The model with KEY=VALUE assignments applied.
+io::ModelFile Assigned(io::ModelFile model, const std::vector<std::string>& assignments) {
+  for (const std::string& a : assignments) model.Set(a);
   return model;
+}
+
+// The model of a check's own runs: the file's with the check's `set` assignments.
+io::ModelFile CheckModel(const CheckSpec& c, const io::ModelFile& model) { return Assigned(model, c.overrides); }
+
+// One ODE run of a model, as `moeflow flow` makes it.
+struct Run {
+  RunSummary summary;
+  Trajectory trajectory;
+  long long d = 0;
+};
+
+Run RunFlow(const FlowSetup& setup, const IntegrationControl& control) {
+  Run run;
+  run.d = setup.d;
+  std::vector<StageRecord> stages;
+  run.summary = RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events, setup.stages,
+                            &run.trajectory, &stages, control);
+  return run;
 }
 
 CheckResult Scaling(const CheckSpec& c, const io::ModelFile& file, const VerifyOptions& options) {
@@ -121,18 +140,11 @@ CheckResult Scaling(const CheckSpec& c, const io::ModelFile& file, const VerifyO
       }
     }
   } else {
-    std::vector<double> ds;
     for (double d : c.dimensions) {
-      io::ModelFile at_d = model;
-      at_d.Set("d=" + Num(d));
-      const FlowSetup setup = BuildFlow(at_d);
-      Trajectory trajectory;
-      std::vector<StageRecord> stages;
-      const RunSummary s = RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events, setup.stages,
-                                       &trajectory, &stages, options.control);
-      const EventRecord* e = FindEvent(s, event);
+      const Run run = RunFlow(BuildFlow(Assigned(model, {"d=" + Num(d)})), options.control);
+      const EventRecord* e = FindEvent(run.summary, event);
       times.push_back(e != nullptr && e->occurred ? e->time : std::nan(""));
-      NoteAbnormal(s, "d = " + Num(d), &r);
+      NoteAbnormal(run.summary, "d = " + Num(d), &r);
     }
   }
   const PowerLawFit fit = FitPowerLaw(c.dimensions, times);
@@ -232,13 +244,10 @@ CheckResult Argmin(const CheckSpec& c, const io::ModelFile& file, const VerifyOp
       }
       final[i] = Summarise(values).median;
     } else {
-      Trajectory trajectory;
-      std::vector<StageRecord> stages;
-      const RunSummary summary = RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events,
-                                             setup.stages, &trajectory, &stages, options.control);
-      NoteAbnormal(summary, label, &notes);
-      const ObservableSelector selector(c.observable, trajectory.observables, "check." + c.name + ".observable");
-      if (!trajectory.values.empty()) final[i] = selector.Evaluate(trajectory.values.back());
+      const Run run = RunFlow(setup, options.control);
+      NoteAbnormal(run.summary, label, &notes);
+      const ObservableSelector selector(c.observable, run.trajectory.observables, "check." + c.name + ".observable");
+      if (!run.trajectory.values.empty()) final[i] = selector.Evaluate(run.trajectory.values.back());
     }
     abnormal[i] = std::move(notes.abnormal_runs);
   });
@@ -322,11 +331,6 @@ Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
                           &v.trajectory, &v.stages, options.control);
   // Order, before, bound and final checks with a `set` or several seeds read their own runs of the
   // changed model, one per distinct list of assignments (the model's seed adds none).
-  struct Run {
-    RunSummary summary;
-    Trajectory trajectory;
-    long long d = 0;
-  };
   std::map<std::vector<std::string>, Run> own;
   own.emplace(std::vector<std::string>{}, Run{v.summary, v.trajectory, setup.d});
   // The check's seeds (the model's, then the next ones) and the assignments of each one's run.
@@ -351,15 +355,8 @@ Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
     }
   }
   std::vector<Run> runs(missing.size());
-  ParallelFor(missing.size(), options.threads, [&](std::size_t i) {
-    io::ModelFile changed_model = model;
-    for (const std::string& o : missing[i]) changed_model.Set(o);
-    const FlowSetup changed = BuildFlow(changed_model);
-    runs[i].d = changed.d;
-    std::vector<StageRecord> stages;
-    runs[i].summary = RunProtocol(*changed.system, changed.initial_state, changed.options, changed.events,
-                                  changed.stages, &runs[i].trajectory, &stages, options.control);
-  });
+  ParallelFor(missing.size(), options.threads,
+              [&](std::size_t i) { runs[i] = RunFlow(BuildFlow(Assigned(model, missing[i])), options.control); });
   for (std::size_t i = 0; i < missing.size(); ++i) own.emplace(missing[i], std::move(runs[i]));
   auto on_run = [&](const CheckSpec& c, const Run& run) {
     switch (c.kind) {
