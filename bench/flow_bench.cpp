@@ -159,7 +159,10 @@ BENCHMARK(BM_TopKMoeFlow)->Unit(benchmark::kMillisecond)->Iterations(1);
 void BM_ClusterMoeDrift(benchmark::State& state) {
   moeflow::io::ModelFile model = moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/cluster_moe.ini");
   model.Set(state.range(0) == 0 ? "population.backend=sampled" : "population.backend=quadrature");
-  if (state.range(0) == 0) model.Set("population.samples=4096");
+  if (state.range(0) == 0) {
+    model.Set("population.samples=4096");
+    model.Set("population.gate_nodes=");  // a key of the quadrature backend
+  }
   const moeflow::FlowSetup setup = moeflow::BuildFlow(model);
   Eigen::VectorXd dxdt(setup.initial_state.size());
   for (auto _ : state) {

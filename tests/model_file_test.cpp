@@ -43,6 +43,38 @@ TEST(ModelFile, OverridesReplaceAndAddKeys) {
   EXPECT_THROW(m.Set("no-equals-sign"), InputError);
 }
 
+TEST(ModelFile, AnEmptyOverrideRemovesTheKey) {
+  io::ModelFile m = io::ModelFile::Parse("d = 10\n[integrate]\nt_end = 5\n", "text");
+  m.Set("integrate.t_end=");
+  EXPECT_FALSE(m.Has("integrate.t_end"));
+  EXPECT_EQ(m.GetDouble("integrate.t_end", 7.0), 7.0);  // the default
+  m.Set("absent= ");                                    // removing an absent key is harmless
+  EXPECT_FALSE(m.Has("absent"));
+  EXPECT_EQ(m.Overrides(), (std::vector<std::string>{"integrate.t_end=", "absent="}));
+}
+
+// cluster_moe.ini sets population.gate_nodes, a key of the quadrature backend: switched to the
+// sampled backend, the model names why the key is not read and how to drop it.
+TEST(BadInput, AKeyOfAnotherBackendSaysWhichBackendReadsIt) {
+  io::ModelFile model = io::ModelFile::Load(ModelPath("cluster_moe.ini"));
+  model.Set("population.backend=sampled");
+  try {
+    BuildFlow(model);
+    ADD_FAILURE() << "population.gate_nodes was accepted by the sampled backend";
+  } catch (const InputError& e) {
+    ExpectMessageHas(e.what(), "key 'population.gate_nodes': value '65' is not used by this model: it applies to "
+                               "population.backend = quadrature, and this run uses sampled (remove it, or drop it "
+                               "with --set population.gate_nodes=)");
+  }
+  model.Set("population.gate_nodes=");
+  EXPECT_NO_THROW(BuildFlow(model));
+  ExpectMessageHas(BuildError({"population.samples=100"}),
+                   "key 'population.samples': value '100' is not used by this model: it applies to "
+                   "population.backend = sampled, and this run uses exact");
+  ExpectMessageHas(BuildError({"dynamics.lr=0.5"}), "it applies to dynamics.kind = online_sgd, and this run is "
+                                                    "gradient_flow");
+}
+
 TEST(ModelFile, ResolvedTextReproducesTheModel) {
   io::ModelFile m = io::ModelFile::Load(ModelPath("single_index_he3.ini"));
   m.Set("d=1e6");

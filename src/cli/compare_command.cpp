@@ -24,7 +24,7 @@ po::options_description Options() {
       ("seeds", po::value<int>()->default_value(8), "SGD seeds per d: seed, seed+1, ...")
       ("threads,j", po::value<int>()->default_value(0), "threads (0: one per core); results do not depend on it")
       ("output,o", po::value<std::string>(), "HDF5 file (default: <model name>_compare.h5)")
-      ("set,s", po::value<std::vector<std::string>>()->composing(), "override a model key (repeatable)")
+      ("set,s", po::value<std::vector<std::string>>()->composing(), "override a model key; KEY= (empty) removes it (repeatable)")
       ("quiet,q", "print nothing but errors");
   return opts;
 }

@@ -23,7 +23,8 @@ po::options_description Options() {
       ("help,h", "show this help")
       ("output,o", po::value<std::string>(), "HDF5 file to write (default: <model name>.h5 in the current folder)")
       ("set,s", po::value<std::vector<std::string>>()->composing(),
-       "override a model key, e.g. --set d=1e6 --set integrate.stepper=fehlberg78 (repeatable)")
+       "override a model key, e.g. --set d=1e6 --set integrate.stepper=fehlberg78; KEY= (empty) removes it "
+       "(repeatable)")
       ("quiet,q", "print nothing but errors");
   return opts;
 }

@@ -20,7 +20,7 @@ po::options_description Options() {
       ("help,h", "show this help")
       ("output,o", po::value<std::string>(), "HDF5 file to write (default: <model name>_sgd.h5 in the current folder)")
       ("set,s", po::value<std::vector<std::string>>()->composing(),
-       "override a model key, e.g. --set d=1000 --set sgd.lr=0.1 (repeatable)")
+       "override a model key, e.g. --set d=1000 --set sgd.lr=0.1; KEY= (empty) removes it (repeatable)")
       ("seeds", po::value<int>()->default_value(1), "number of seeds: seed, seed+1, ... (model key `seed`)")
       ("threads,j", po::value<int>()->default_value(0), "threads (0: one per core); results do not depend on it")
       ("quiet,q", "print nothing but errors");

@@ -31,7 +31,8 @@ po::options_description Options() {
        "for N machines; merge the machines' OUT.parts/ folders and run once more without --shard")
       ("output,o", po::value<std::string>(), "HDF5 file to write (default: <model name>_sweep.h5 in the current folder)")
       ("set,s", po::value<std::vector<std::string>>()->composing(),
-       "override a model key at every point, e.g. --set integrate.t_end=100 (repeatable)")
+       "override a model key at every point, e.g. --set integrate.t_end=100; KEY= (empty) removes it "
+       "(repeatable)")
       ("quiet,q", "print nothing but errors");
   return opts;
 }

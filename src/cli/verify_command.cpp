@@ -22,7 +22,7 @@ po::options_description Options() {
       ("sgd", "also run the checks measured on SGD (slower)")
       ("threads,j", po::value<int>()->default_value(0), "threads for SGD seeds (0: one per core)")
       ("output,o", po::value<std::string>(), "HDF5 report (default: <model name>_verify.h5)")
-      ("set,s", po::value<std::vector<std::string>>()->composing(), "override a model key (repeatable)")
+      ("set,s", po::value<std::vector<std::string>>()->composing(), "override a model key; KEY= (empty) removes it (repeatable)")
       ("quiet,q", "print nothing but errors");
   return opts;
 }

@@ -88,6 +88,11 @@ void ModelFile::Set(const std::string& assignment) {
   }
   const std::string value = Trim(assignment.substr(eq + 1));
   overrides_.push_back(key + "=" + value);
+  if (value.empty()) {  // "KEY=": the key is dropped, and the model reads its default
+    entries_.erase(std::remove_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.key == key; }),
+                   entries_.end());
+    return;
+  }
   for (Entry& e : entries_) {
     if (e.key == key) {
       e.value = value;
@@ -275,11 +280,17 @@ std::vector<LinkPtr> ModelFile::GetLinkList(const std::string& key) const {
   return links;
 }
 
+void ModelFile::NotRead(const std::string& key, const std::string& reason) const { unused_[key] = reason; }
+
 void ModelFile::CheckAllKeysUsed() const {
   for (const Entry& e : entries_) {
     const bool used = std::any_of(resolved_.begin(), resolved_.end(),
                                   [&](const Entry& r) { return r.key == e.key; });
     if (used) continue;
+    if (const auto why = unused_.find(e.key); why != unused_.end()) {
+      Fail(e.key, e.value,
+           "is not used by this model: " + why->second + " (remove it, or drop it with --set " + e.key + "=)");
+    }
     std::vector<std::string> known;
     for (const Entry& r : resolved_) known.push_back(r.key);
     Fail(e.key, e.value,

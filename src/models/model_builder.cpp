@@ -697,10 +697,24 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
     spec.population_seed =
         static_cast<std::uint64_t>(model.GetInteger("population.seed", static_cast<long long>(spec.population_seed), 0));
   }
+  // Keys of a backend or dynamics this run does not use (e.g. after --set population.backend=...).
+  const std::string chosen = spec.quadrature ? "quadrature" : spec.sampled ? "sampled" : "exact";
+  if (!spec.quadrature) {
+    model.NotRead("population.gate_nodes", "it applies to population.backend = quadrature, and this run uses " + chosen);
+  }
+  if (!spec.sampled) {
+    for (const char* key : {"population.samples", "population.seed"}) {
+      model.NotRead(key, "it applies to population.backend = sampled, and this run uses " + chosen);
+    }
+  }
   if (online) {
     // Online SGD with η = η̃/d and batch B, in the time t = η·steps, as d → ∞ (theory.md §1).
     spec.online_sgd_rate = model.GetPositive("dynamics.lr", 1.0) /
                            static_cast<double>(model.GetInteger("dynamics.batch", 1, 1));
+  } else {
+    for (const char* key : {"dynamics.lr", "dynamics.batch"}) {
+      model.NotRead(key, "it applies to dynamics.kind = online_sgd, and this run is gradient_flow");
+    }
   }
   spec.psd_tolerance = model.GetPositive("integrate.psd_tolerance", spec.psd_tolerance);
   auto flow = std::make_unique<TwoLayerFlow>(spec);

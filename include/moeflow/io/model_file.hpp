@@ -9,6 +9,7 @@
 // gives the complete model, defaults included, as INI text that reproduces the run.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,7 +26,8 @@ class ModelFile {
   // Parses INI text; `origin` names it in messages.
   static ModelFile Parse(const std::string& text, const std::string& origin);
 
-  // Applies an override "key=value" (sets or adds the key). Throws InputError if malformed.
+  // Applies an override "key=value" (sets or adds the key); "key=" (an empty value) removes the
+  // key, so the model reads its default. Throws InputError if malformed.
   void Set(const std::string& assignment);
 
   bool Has(const std::string& key) const;
@@ -53,6 +55,10 @@ class ModelFile {
   // A comma-separated list of links (commas inside parentheses do not split).
   std::vector<LinkPtr> GetLinkList(const std::string& key) const;
 
+  // Records that the model knows `key` but does not read it in this configuration, and why
+  // (e.g. "it applies to population.backend = quadrature; this model uses sampled"):
+  // CheckAllKeysUsed then names that reason instead of calling the key unknown.
+  void NotRead(const std::string& key, const std::string& reason) const;
   // Throws InputError for the first key (in file order) that no getter asked for.
   void CheckAllKeysUsed() const;
 
@@ -78,6 +84,7 @@ class ModelFile {
   std::string source_text_;
   std::vector<std::string> overrides_;
   std::vector<Entry> entries_;
+  mutable std::map<std::string, std::string> unused_;  // NotRead: key -> why it is not read
   mutable std::vector<Entry> resolved_;  // keys asked for, in order, with final values
 };
 
