@@ -4,6 +4,10 @@
 // numbers and exits 4; the report is an HDF5 file that h5py reads; bad checks are rejected by key.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+#include <iterator>
 #include <numeric>
 
 #include "common/text.hpp"
@@ -286,6 +290,55 @@ threshold = 0
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("check.positive.at_least"), std::string::npos) << e.what();
   }
+}
+
+// The progress of a verification: one status line at a time, naming the phase, how many of its
+// runs are done and where the running ones are (each run shows when it starts, then every 250 ms
+// of integration). The model: soft_routed_moe.ini up to its events (~0.5 s per run to t = 1),
+// with a check over three seeds run on two threads (the model's seed is the main run; seeds 2 and
+// 3 are the check's own runs, side by side).
+TEST(VerifyChecks, ProgressShowsEachPhaseAndItsRunsOneLineAtATime) {
+  std::ifstream in(ModelPath("soft_routed_moe.ini"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  text = text.substr(0, text.find("[event.")) + R"(
+[check.finite]
+kind = final
+observable = risk
+op = <=
+threshold = 100
+seeds = 3
+)";
+  const io::ModelFile model = io::ModelFile::Parse(text, "progress test");
+  io::ModelFile short_model = model;
+  short_model.Set("integrate.t_end=1");
+  VerifyOptions options;
+  options.threads = 2;
+  std::vector<std::string> lines;
+  std::atomic<int> inside{0};
+  bool overlapped = false;
+  options.progress = [&](const std::string& line) {
+    overlapped = overlapped || inside.fetch_add(1) != 0;  // the board calls one at a time
+    lines.push_back(line);
+    inside.fetch_sub(1);
+  };
+  const Verification v = Verify(short_model, options);
+  ASSERT_EQ(v.results.size(), 1u);
+  EXPECT_EQ(v.results[0].status, CheckStatus::kPass) << v.results[0].measured;
+  EXPECT_FALSE(overlapped);
+  auto has = [&](const std::string& part) {
+    return std::any_of(lines.begin(), lines.end(), [&](const std::string& l) { return l.find(part) != std::string::npos; });
+  };
+  std::string all;
+  for (const std::string& l : lines) all += l + "\n";
+  EXPECT_TRUE(has("the model's run: t=0/1")) << all;
+  EXPECT_TRUE(has("own runs: 0/2 done; seed=")) << all;
+  EXPECT_TRUE(has("seed=2 t=0/1")) << all;
+  EXPECT_TRUE(has("seed=3 t=0/1")) << all;
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back(), "own runs: 2/2 done");
+  // Without a progress function nothing is reported, and the result is the same.
+  const Verification quiet = Verify(short_model, VerifyOptions{});
+  EXPECT_EQ(quiet.results[0].values, v.results[0].values);
 }
 
 TEST(VerifyChecks, BadChecksAreRejectedByKey) {

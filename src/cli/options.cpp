@@ -103,6 +103,6 @@ std::function<void(long long)> SgdProgressLine() {
   };
 }
 
-void ClearProgressLine() { std::fprintf(stderr, "\r%70s\r", ""); }
+void ClearProgressLine() { std::fprintf(stderr, "\r%80s\r", ""); }
 
 }  // namespace moeflow::cli

@@ -74,17 +74,20 @@ int RunVerify(const Args& args) {
   VerifyOptions options;
   options.sgd = vm.count("sgd") > 0;
   options.threads = ResolveThreads(vm);
-  options.control.interrupt = InstallInterruptHandler();
+  options.interrupt = InstallInterruptHandler();
   if (ShowProgress(quiet)) {
-    options.control.progress = [](double t, double t_end) {
-      std::fprintf(stderr, "\r  t = %.4g of %.4g", t, t_end);
+    options.progress = [](const std::string& status) {
+      // One line that fits an 80-column terminal, so that \r returns to its start.
+      constexpr std::size_t kWidth = 78;
+      const std::string line = status.size() > kWidth ? status.substr(0, kWidth - 3) + "..." : status;
+      std::fprintf(stderr, "\r  %-*s", static_cast<int>(kWidth), line.c_str());
       std::fflush(stderr);
     };
   }
   const FlowSetup setup = BuildFlow(model);
   const Verification verification = Verify(model, options);
-  if (options.control.progress) std::fprintf(stderr, "\r%40s\r", "");
-  if (options.control.interrupt->load()) {
+  if (options.progress) ClearProgressLine();
+  if (options.interrupt->load()) {
     std::cerr << "moeflow verify: interrupted; nothing written\n";
     return kExitInterrupted;
   }

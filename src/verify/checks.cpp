@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <sstream>
 
 #include "common/text.hpp"
@@ -91,6 +94,99 @@ io::ModelFile Assigned(io::ModelFile model, const std::vector<std::string>& assi
 // The model of a check's own runs: the file's with the check's `set` assignments.
 io::ModelFile CheckModel(const CheckSpec& c, const io::ModelFile& model) { return Assigned(model, c.overrides); }
 
+// The runs of one phase of a verification (the model's run, the checks' own runs, a check's
+// sweep) shown as one status line: how many are done and the time each running one has reached.
+// Runs on several threads report into it at once; the line goes out one call at a time.
+class RunBoard {
+ public:
+  // labels: one per run, its KEY=VALUE assignments (shown with the keys' last component).
+  RunBoard(const VerifyOptions& options, std::string phase, const std::vector<std::vector<std::string>>& labels)
+      : state_(std::make_shared<State>()), interrupt_(options.interrupt) {
+    state_->show = options.progress;
+    state_->phase = std::move(phase);
+    for (const std::vector<std::string>& assignments : labels) {
+      std::vector<std::string> brief;
+      for (const std::string& a : assignments) {
+        const std::size_t eq = a.find('='), dot = a.rfind('.', eq);
+        brief.push_back(dot == std::string::npos ? a : a.substr(dot + 1));
+      }
+      state_->labels.push_back(detail::Join(brief, ", "));
+    }
+    state_->t.assign(state_->labels.size(), -1.0);  // < 0: not started
+    state_->t_end.assign(state_->labels.size(), 0.0);
+    state_->done.assign(state_->labels.size(), false);
+  }
+  // Run i starts (to t_end): its control, with the interrupt and its progress into the board.
+  IntegrationControl Start(std::size_t i, double t_end) const {
+    IntegrationControl control;
+    control.interrupt = interrupt_;
+    if (state_->show) {
+      const std::lock_guard<std::mutex> lock(state_->mutex);
+      state_->t[i] = 0.0;
+      state_->t_end[i] = t_end;
+      state_->Show();
+      control.progress = [state = state_, i](double t, double t_end) {
+        const std::lock_guard<std::mutex> lock(state->mutex);
+        state->t[i] = t;
+        state->t_end[i] = t_end;
+        state->Show();
+      };
+    }
+    return control;
+  }
+  // The control of the phase's SGD runs: their steps are added up.
+  SgdControl Sgd() const {
+    SgdControl control;
+    control.interrupt = interrupt_;
+    if (state_->show) {
+      control.progress = [state = state_](long long steps) {
+        const std::lock_guard<std::mutex> lock(state->mutex);
+        state->sgd_steps = std::max(state->sgd_steps, 0LL) + steps;
+        state->Show();
+      };
+    }
+    return control;
+  }
+  void Done(std::size_t i) const {
+    const std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->done[i] = true;
+    state_->Show();
+  }
+
+ private:
+  struct State {
+    std::mutex mutex;
+    std::function<void(const std::string&)> show;
+    std::string phase;
+    std::vector<std::string> labels;
+    std::vector<double> t, t_end;
+    std::vector<bool> done;
+    long long sgd_steps = -1;
+    // e.g. "own runs: 3/9 done; t_end=300, seed=5 t=120/300; t_end=300, seed=6 t=80.2/300".
+    void Show() const {
+      if (!show) return;
+      auto brief = [](double v) {
+        char text[32];
+        std::snprintf(text, sizeof text, "%.3g", v);
+        return std::string(text);
+      };
+      std::vector<std::string> parts;
+      if (labels.size() > 1) {
+        parts.push_back(std::to_string(std::count(done.begin(), done.end(), true)) + "/" +
+                        std::to_string(labels.size()) + " done");
+      }
+      for (std::size_t i = 0; i < labels.size(); ++i) {
+        if (done[i] || t[i] < 0) continue;
+        parts.push_back((labels[i].empty() ? "" : labels[i] + " ") + "t=" + brief(t[i]) + "/" + brief(t_end[i]));
+      }
+      if (sgd_steps >= 0) parts.push_back(brief(static_cast<double>(sgd_steps)) + " SGD steps");
+      show(phase + ": " + detail::Join(parts, "; "));
+    }
+  };
+  std::shared_ptr<State> state_;
+  const std::atomic<bool>* interrupt_;
+};
+
 // One ODE run of a model, as `moeflow flow` makes it.
 struct Run {
   RunSummary summary;
@@ -127,7 +223,7 @@ CheckResult Scaling(const CheckSpec& c, const io::ModelFile& file, const VerifyO
     for (double d : c.dimensions) co.dimensions.push_back(static_cast<long long>(d));
     co.seeds = c.seeds;
     co.threads = options.threads;
-    co.control.interrupt = options.control.interrupt;
+    co.control = RunBoard(options, "check " + c.name, {}).Sgd();
     const OdeSgdComparison cmp = CompareOdeSgd(model, co);
     std::size_t index = 0;
     for (std::size_t e = 0; e < cmp.events.size(); ++e) {
@@ -140,8 +236,14 @@ CheckResult Scaling(const CheckSpec& c, const io::ModelFile& file, const VerifyO
       }
     }
   } else {
-    for (double d : c.dimensions) {
-      const Run run = RunFlow(BuildFlow(Assigned(model, {"d=" + Num(d)})), options.control);
+    std::vector<std::vector<std::string>> lists;
+    for (double d : c.dimensions) lists.push_back({"d=" + Num(d)});
+    const RunBoard board(options, "check " + c.name, lists);
+    for (std::size_t i = 0; i < c.dimensions.size(); ++i) {
+      const double d = c.dimensions[i];
+      const FlowSetup setup = BuildFlow(Assigned(model, lists[i]));
+      const Run run = RunFlow(setup, board.Start(i, setup.options.t_end));
+      board.Done(i);
       const EventRecord* e = FindEvent(run.summary, event);
       times.push_back(e != nullptr && e->occurred ? e->time : std::nan(""));
       NoteAbnormal(run.summary, "d = " + Num(d), &r);
@@ -225,17 +327,17 @@ CheckResult Argmin(const CheckSpec& c, const io::ModelFile& file, const VerifyOp
   const std::size_t nk = c.values.size(), na = c.across_values.size();
   std::vector<double> final(nk * na, std::nan(""));
   std::vector<std::vector<std::string>> abnormal(nk * na);  // per point, written by its own thread
+  std::vector<std::vector<std::string>> lists;
+  for (std::size_t i = 0; i < nk * na; ++i) {
+    lists.push_back({c.key + "=" + c.values[i % nk], c.across + "=" + c.across_values[i / nk]});
+  }
+  const RunBoard board(options, "check " + c.name, lists);
   ParallelFor(nk * na, options.threads, [&](std::size_t i) {
-    io::ModelFile point = model;
-    point.Set(c.key + "=" + c.values[i % nk]);
-    point.Set(c.across + "=" + c.across_values[i / nk]);
-    const FlowSetup setup = BuildFlow(point);
-    const std::string label = c.key + "=" + c.values[i % nk] + ", " + c.across + "=" + c.across_values[i / nk];
+    const FlowSetup setup = BuildFlow(Assigned(model, lists[i]));
+    const std::string label = detail::Join(lists[i], ", ");
     CheckResult notes;
     if (c.sgd) {
-      SgdControl control;
-      control.interrupt = options.control.interrupt;
-      const std::vector<SgdRun> runs = SimulateModelSgd(setup, c.seeds, 1, control);
+      const std::vector<SgdRun> runs = SimulateModelSgd(setup, c.seeds, 1, board.Sgd());
       std::vector<double> values;
       for (const SgdRun& run : runs) {
         NoteAbnormal(run.summary, label + ", SGD seed " + std::to_string(run.seed), &notes);
@@ -244,12 +346,13 @@ CheckResult Argmin(const CheckSpec& c, const io::ModelFile& file, const VerifyOp
       }
       final[i] = Summarise(values).median;
     } else {
-      const Run run = RunFlow(setup, options.control);
+      const Run run = RunFlow(setup, board.Start(i, setup.options.t_end));
       NoteAbnormal(run.summary, label, &notes);
       const ObservableSelector selector(c.observable, run.trajectory.observables, "check." + c.name + ".observable");
       if (!run.trajectory.values.empty()) final[i] = selector.Evaluate(run.trajectory.values.back());
     }
     abnormal[i] = std::move(notes.abnormal_runs);
+    board.Done(i);
   });
   for (auto& a : abnormal) r.abnormal_runs.insert(r.abnormal_runs.end(), a.begin(), a.end());
   bool ok = true;
@@ -328,7 +431,7 @@ Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
   }
   Verification v;
   v.summary = RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events, setup.stages,
-                          &v.trajectory, &v.stages, options.control);
+                          &v.trajectory, &v.stages, RunBoard(options, "the model's run", {{}}).Start(0, setup.options.t_end));
   // Order, before, bound and final checks with a `set` or several seeds read their own runs of the
   // changed model, one per distinct list of assignments (the model's seed adds none).
   std::map<std::vector<std::string>, Run> own;
@@ -355,8 +458,12 @@ Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
     }
   }
   std::vector<Run> runs(missing.size());
-  ParallelFor(missing.size(), options.threads,
-              [&](std::size_t i) { runs[i] = RunFlow(BuildFlow(Assigned(model, missing[i])), options.control); });
+  const RunBoard board(options, "own runs", missing);
+  ParallelFor(missing.size(), options.threads, [&](std::size_t i) {
+    const FlowSetup run_setup = BuildFlow(Assigned(model, missing[i]));
+    runs[i] = RunFlow(run_setup, board.Start(i, run_setup.options.t_end));
+    board.Done(i);
+  });
   for (std::size_t i = 0; i < missing.size(); ++i) own.emplace(missing[i], std::move(runs[i]));
   auto on_run = [&](const CheckSpec& c, const Run& run) {
     switch (c.kind) {

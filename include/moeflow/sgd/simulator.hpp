@@ -68,7 +68,8 @@ struct SgdRun {
 
 struct SgdControl {
   const std::atomic<bool>* interrupt = nullptr;
-  // Called now and then from the running threads with the summed steps done so far.
+  // Called now and then from the running threads with the steps done since that thread's last
+  // call (a sum over the calls is the steps done so far).
   std::function<void(long long steps_done)> progress;
 };
 

@@ -21,6 +21,8 @@
 // changed (e.g. a pruning protocol after the run the other checks read).
 #pragma once
 
+#include <atomic>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -84,7 +86,10 @@ namespace moeflow {
 struct VerifyOptions {
   bool sgd = false;  // run the checks that need SGD (else they are skipped)
   int threads = 1;
-  IntegrationControl control;
+  const std::atomic<bool>* interrupt = nullptr;  // set to stop every run (Ctrl-C)
+  // A one-line status of the runs under way, e.g. "check runs: 3 of 8 done; seed=5 t = 120 of
+  // 300, seed=6 t = 80 of 300". Called now and then from the running threads, one call at a time.
+  std::function<void(const std::string& status)> progress;
 };
 
 // The model's own ODE run (the one `moeflow flow` makes) and every check's result.
