@@ -73,6 +73,9 @@ TEST(BadInput, AKeyOfAnotherBackendSaysWhichBackendReadsIt) {
                    "population.backend = sampled, and this run uses exact");
   ExpectMessageHas(BuildError({"dynamics.lr=0.5"}), "it applies to dynamics.kind = online_sgd, and this run is "
                                                     "gradient_flow");
+  ExpectMessageHas(BuildError({"student.init=random"}), "key 'student.m0': value 'auto' is not used by this model: it "
+                                                         "applies to student.init = uniform or informed, and this "
+                                                         "model's is random");
 }
 
 TEST(ModelFile, ResolvedTextReproducesTheModel) {

@@ -8,6 +8,9 @@
 
 #include "moeflow/error.hpp"
 #include "moeflow/models/model_builder.hpp"
+#include "moeflow/io/model_file.hpp"
+#include "moeflow/models/protocol.hpp"
+#include "moeflow/sgd/compare.hpp"
 #include "moeflow/sgd/simulator.hpp"
 #include "moeflow/sgd/statistics.hpp"
 #include "test_util.hpp"
@@ -116,6 +119,56 @@ INSTANTIATE_TEST_SUITE_P(
                 {"d=30", "dynamics.kind=online_sgd", "dynamics.lr=0.05", "integrate.t_end=3", "output.points=5"},
                 {{"M", 0}, {"M", 2}, {"M", 3}, {"M", 4}, {"Q", 1}, {"risk", 0}}}),
     [](const auto& param_info) { return std::string(param_info.param.name); });
+
+// compare: seeds whose SGD runs start from the same overlaps share one ODE run on the union of
+// their recorded times. Reference: each seed's ODE run alone on its own times (what compare did
+// before). The single-index model from its uniform start (one start for all seeds), with a stage
+// that ends at the escape, so that each SGD run records a row at its own escape and the seeds'
+// times differ, must give every seed exactly the rows, events and stages of its own run; from a
+// random start (one start per seed) too.
+TEST(Compare, SeedsWithOneStartShareAnOdeRunThatGivesEachSeedTheRowsOfItsOwn) {
+  for (const char* init : {"uniform", "random"}) {
+    io::ModelFile model = io::ModelFile::Load(testing::ModelPath("single_index_he3.ini"));
+    model.Set(std::string("student.init=") + init);
+    for (const char* key : {"event.escape.stop=false", "integrate.t_end=6", "stage.first.until=escape",
+                            "stage.second.lr=0.5"}) {
+      model.Set(key);
+    }
+    if (std::string(init) == "random") {
+      for (const char* key : {"student.m0=", "student.q0="}) model.Set(key);  // keys of the uniform start
+    }
+    CompareOptions options;
+    options.dimensions = {128};
+    options.seeds = 4;
+    options.threads = 2;
+    const DimensionComparison c = CompareOdeSgd(model, options).dimensions.front();
+    model.Set("d=128");
+    const FlowSetup setup = BuildFlow(model);
+    ASSERT_EQ(c.sgd.size(), 4u);
+    if (std::string(init) == "uniform") {
+      EXPECT_NE(c.sgd[0].trajectory.time, c.sgd[1].trajectory.time);  // the union is not one seed's
+    }
+    for (std::size_t s = 0; s < c.sgd.size(); ++s) {
+      IntegratorOptions o = setup.options;
+      o.output_times = c.sgd[s].trajectory.time;
+      o.t_end = std::max(o.t_end, o.output_times.back());
+      Trajectory alone;
+      std::vector<StageRecord> stages;
+      const RunSummary summary = RunProtocol(*setup.system, setup.system->Pack(c.sgd[s].initial_gram), o,
+                                             setup.events, setup.stages, &alone, &stages, IntegrationControl{});
+      ASSERT_EQ(c.ode_trajectories[s].time, alone.time) << init << " seed " << s;
+      for (std::size_t r = 0; r < alone.values.size(); ++r) {
+        EXPECT_TRUE(c.ode_trajectories[s].values[r] == alone.values[r]) << init << " seed " << s << " row " << r;
+      }
+      ASSERT_EQ(c.ode[s].events.size(), summary.events.size());
+      EXPECT_EQ(c.ode[s].events[0].occurred, summary.events[0].occurred) << init << " seed " << s;
+      if (summary.events[0].occurred) EXPECT_EQ(c.ode[s].events[0].time, summary.events[0].time) << init << " seed " << s;
+      EXPECT_EQ(c.ode[s].termination, summary.termination);
+      ASSERT_EQ(c.ode_stages[s].size(), stages.size());
+      EXPECT_EQ(c.ode_stages[s].back().t_start, stages.back().t_start);
+    }
+  }
+}
 
 // Acceptance (issue 5, item 4): a seed's run is bit-identical with 1 and with 2 threads, for
 // both engines and for a fixed training set.

@@ -244,6 +244,17 @@ InitialOverlaps ReadInitialOverlaps(const io::ModelFile& model, const TwoLayerFl
   init.kind = model.GetChoice("student.init", "uniform", {"uniform", "random", "informed", "explicit"});
   init.norm = spec.constraint == VectorConstraint::kFree ? model.GetPositive("student.norm", 1.0) : 1.0;
   if (spec.student.HasRouters() && spec.teacher.HasRouters()) init.routers_orthogonal = model.GetBool("student.routers_orthogonal", false);
+  // Keys of the other kinds of start (e.g. after --set student.init=random).
+  for (const char* key : {"student.m0", "student.q0"}) {
+    if (init.kind == "random" || init.kind == "explicit") {
+      model.NotRead(key, "it applies to student.init = uniform or informed, and this model's is " + init.kind);
+    }
+  }
+  for (const char* key : {"student.M", "student.Q"}) {
+    if (init.kind != "explicit") {
+      model.NotRead(key, "it applies to student.init = explicit, and this model's is " + init.kind);
+    }
+  }
   if (init.kind == "random") {
     if (d < p + k) {
       ThrowBadValue("d", std::to_string(d), "must be >= students + teachers = " + std::to_string(p + k) +

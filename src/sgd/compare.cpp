@@ -85,16 +85,55 @@ OdeSgdComparison CompareOdeSgd(const io::ModelFile& model, const CompareOptions&
     c.ode.resize(c.sgd.size());
     c.ode_trajectories.resize(c.sgd.size());
     c.ode_stages.resize(c.sgd.size());
-    ParallelFor(c.sgd.size(), options.threads, [&](std::size_t s) {
-      IntegratorOptions o = setup.options;  // the ODE on the SGD run's own recorded times
-      o.output_times = c.sgd[s].trajectory.time;
+    // Each seed's ODE starts from its SGD run's initial overlaps and records at its recorded times.
+    // Seeds that start from the same overlaps (all of them for a uniform, informed or explicit
+    // start) share one run on the union of their times: the steps do not depend on the output
+    // times, so each seed's rows are those it would get alone.
+    std::vector<std::vector<std::size_t>> groups;
+    for (std::size_t s = 0; s < c.sgd.size(); ++s) {
+      auto same = std::find_if(groups.begin(), groups.end(), [&](const std::vector<std::size_t>& g) {
+        return c.sgd[g.front()].initial_gram == c.sgd[s].initial_gram;
+      });
+      if (same == groups.end()) {
+        groups.push_back({s});
+      } else {
+        same->push_back(s);
+      }
+    }
+    ParallelFor(groups.size(), options.threads, [&](std::size_t g) {
+      IntegratorOptions o = setup.options;
+      o.output_times.clear();
+      for (std::size_t s : groups[g]) {
+        const std::vector<double>& times = c.sgd[s].trajectory.time;
+        o.output_times.insert(o.output_times.end(), times.begin(), times.end());
+      }
+      std::sort(o.output_times.begin(), o.output_times.end());
+      o.output_times.erase(std::unique(o.output_times.begin(), o.output_times.end()), o.output_times.end());
       // The last SGD step may pass t_end by less than η.
       if (!o.output_times.empty()) o.t_end = std::max(o.t_end, o.output_times.back());
       o.output_every_step = false;
       IntegrationControl control;
       control.interrupt = options.control.interrupt;
-      c.ode[s] = RunProtocol(*setup.system, setup.system->Pack(c.sgd[s].initial_gram), o, setup.events,
-                             setup.stages, &c.ode_trajectories[s], &c.ode_stages[s], control);
+      const std::size_t first = groups[g].front();
+      Trajectory shared;
+      c.ode[first] = RunProtocol(*setup.system, setup.system->Pack(c.sgd[first].initial_gram), o, setup.events,
+                                 setup.stages, &shared, &c.ode_stages[first], control);
+      for (std::size_t s : groups[g]) {
+        c.ode[s] = c.ode[first];
+        c.ode_stages[s] = c.ode_stages[first];
+        Trajectory& own = c.ode_trajectories[s];
+        own.observables = shared.observables;
+        const std::vector<double>& times = c.sgd[s].trajectory.time;
+        for (std::size_t r = 0; r < shared.time.size(); ++r) {
+          // Its own times, and the rows the integrator adds (t = 0, a stopping event's time).
+          const double t = shared.time[r];
+          if (std::binary_search(times.begin(), times.end(), t) ||
+              !std::binary_search(o.output_times.begin(), o.output_times.end(), t)) {
+            own.time.push_back(t);
+            own.values.push_back(shared.values[r]);
+          }
+        }
+      }
     });
     for (std::size_t e = 0; e < setup.events.size(); ++e) {
       std::vector<double> ode, sgd;
