@@ -32,7 +32,8 @@ po::options_description Options() {
 void PrintHelp() {
   std::cout << "Usage: moeflow compare MODEL --d LIST [--seeds S] [--threads T] [-o OUT]\n\n"
                "For each d: runs the model's SGD (see moeflow sgd --help) for S seeds and, for each seed,\n"
-               "the population ODE from that seed's own initial overlaps, on the SGD run's time grid.\n"
+               "the population ODE from that seed's own initial overlaps, on the SGD run's time grid\n"
+               "(seeds with the same initial overlaps, as from a uniform or explicit start, share one ODE run).\n"
                "Prints every event's time (ODE median over seeds, SGD median and interquartile range,\n"
                "relative gap, SGD steps), the sup-norm distance between the SGD and ODE overlaps\n"
                "(per seed, the sup over t; its median over seeds), and the log-log exponents of the event times\n"
