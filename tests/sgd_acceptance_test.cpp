@@ -156,6 +156,8 @@ INSTANTIATE_TEST_SUITE_P(
 // 4000, and is below 5% at d = 4000. Measured (8 seeds to t = 9, `moeflow compare` in
 // models/cluster_moe.ini's comments): one_local 0.0961, 0.0555, 0.0257 (slope −0.48); routed
 // 0.106, 0.058, 0.028 (−0.48); global (t ≈ 6.7, not reached at d = 250 by t = 9) 0.076, 0.035.
+// Control: at η = 0.001/d (ηd fixed, so the drift bias does not vanish) the gaps stay put:
+// one_local 0.044, 0.058, 0.052, routed 0.059, 0.066, 0.053 (6 seeds, t = 4.6).
 const char* const kClusterMoeWarmStart =
     "student.M=0.3, 0.05, 0.05, 0.02, -0.02,  0.05, 0.05, 0.15, -0.02, 0.02,  0.05, 0.3, 0.05, 0.02, 0.02,  "
     "0.05, 0.05, -0.15, 0.02, -0.02,  0.02, 0.02, 0.02, 0.1, -0.1,  0.02, -0.02, 0.02, -0.1, 0.1";
