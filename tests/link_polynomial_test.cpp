@@ -20,6 +20,21 @@ TEST(PolynomialLink, He3MatchesExplicitPolynomial) {
   }
 }
 
+// ValueAndDerivative (one recurrence for both) against Value and Derivative (one each), for
+// every polynomial kind, degrees 0..7; the base class's version (two calls) for a non-polynomial.
+TEST(PolynomialLink, ValueAndDerivativeTogetherAsApart) {
+  for (const char* spec : {"h(0)", "h(1)", "h(3)", "he(4)", "h(7)", "hermite(0.5, -1, 0.25, 2)", "poly(1, 0, -2, 0.5)",
+                           "identity", "square", "tanh"}) {
+    const LinkPtr link = MakeLink(spec);
+    for (double z : {-3.1, -1.0, 0.0, 0.4, 2.2}) {
+      double value = 0.0, derivative = 0.0;
+      link->ValueAndDerivative(z, &value, &derivative);
+      EXPECT_NEAR(value, link->Value(z), kTol * (1 + std::abs(value))) << spec << " z = " << z;
+      EXPECT_NEAR(derivative, link->Derivative(z), kTol * (1 + std::abs(derivative))) << spec << " z = " << z;
+    }
+  }
+}
+
 TEST(PolynomialLink, NormalisedH3IsHe3OverSqrt6) {
   const LinkPtr h3 = MakeLink("h(3)");
   for (double z : {-2.0, 0.5, 3.0}) EXPECT_NEAR(h3->Value(z), (z * z * z - 3 * z) / std::sqrt(6.0), kTol);

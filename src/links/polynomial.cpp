@@ -50,6 +50,20 @@ double HermitePolynomialLink::Derivative(double z) const {
   return df;
 }
 
+// Both sums over one recurrence: f = Σ_k c_k h_k, f' = Σ_k c_k √k h_{k−1}.
+void HermitePolynomialLink::ValueAndDerivative(double z, double* value, double* derivative) const {
+  double previous = 0.0, current = 1.0, f = c_[0], df = 0.0;  // current = h_k, from k = 0
+  for (std::size_t k = 0; k + 1 < c_.size(); ++k) {
+    df += c_[k + 1] * root_[k + 1] * current;  // c_{k+1} √(k+1) h_k
+    const double next = (z * current - root_[k] * previous) * inverse_root_[k + 1];
+    previous = current;
+    current = next;
+    f += c_[k + 1] * current;
+  }
+  *value = f;
+  *derivative = df;
+}
+
 // f^(j) = Σ_k c_k √(k!/(k−j)!) h_{k−j}.
 bool HermitePolynomialLink::Derivatives(double z, int n, double* out) const {
   const int degree = static_cast<int>(c_.size()) - 1;

@@ -687,16 +687,13 @@ Eigen::VectorXd TwoLayerFlow::RoutingAccuracy(const Eigen::MatrixXd& gram) const
 TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram, bool gradient, bool covariance,
                                                      bool weights) const {
   const int n = vectors();
-  using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   // Per-thread workspaces: a drift evaluation would otherwise allocate (and the system return)
   // several N × n matrices.
-  thread_local Eigen::MatrixXd hp, g, df;
-  thread_local RowMatrix h, hc;
+  thread_local Eigen::MatrixXd hp, wg, g, df;
   thread_local Eigen::VectorXd squared;
   const Eigen::VectorXd* w = nullptr;
   PopulationPoints(gram, &hp, &w);
   const int count = static_cast<int>(hp.rows()), half = count / 2;
-  h = hp;
 
   const BlockOutput student(spec_.student, 0, spec_.student.HasRouters() ? spec_.student.ExpertVectors() : -1);
   const BlockOutput teacher(spec_.teacher, p_, spec_.teacher.HasRouters() ? p_ + spec_.teacher.ExpertVectors() : -1);
@@ -708,33 +705,46 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
   Eigen::VectorXd weight_gradient = Eigen::VectorXd::Zero(weights ? units : 0);  // Σ (f − y) ∂f/∂a
   const int passes = ClusterPasses();
   squared.setZero(count);
-  g.resize(gradient || covariance ? count * passes : 0, p_);
+  // D = E[g hᵀ] over the clusters, h = ĥ + μ_c with ĥ the points (the same in every cluster):
+  //   D = Σ_b ĝ_b ĥ_bᵀ + Σ_c ḡ_c μ_cᵀ,   ĝ_b = Σ_c w_b g_(b,c) / C,   ḡ_c = Σ_b w_b g_(b,c) / C,
+  // so one product with the points serves every cluster.
+  if (gradient) wg.setZero(count, p_);
+  Eigen::MatrixXd cluster_sums = Eigen::MatrixXd::Zero(p_, gradient ? passes : 0);  // column c: ḡ_c
+  g.resize(covariance ? count * passes : 0, p_);
   df.resize(covariance ? count * passes : 0, p_);
-  hc.resize(gradient && c_ > 0 ? count * passes : 0, n);
   for (int c = 0; c < passes; ++c) {
     // Cluster c: every point shifted by the means (the same points for every cluster).
     const Eigen::VectorXd mu = Means(gram, c);
     const std::vector<double> teacher_weights = TeacherWeights(c);
     for (int b = 0; b < count; ++b) {
-      const double* row = h.row(b).data();
+      const double* row = nullptr;
       if (c_ > 0) {
-        for (int a = 0; a < n; ++a) shifted[a] = row[a] + mu[a];
-        row = shifted.data();
-        if (hc.size()) hc.row(c * count + b) = Eigen::Map<const Eigen::RowVectorXd>(row, n);
+        for (int a = 0; a < n; ++a) shifted[a] = hp(b, a) + mu[a];
+      } else {
+        for (int a = 0; a < n; ++a) shifted[a] = hp(b, a);
       }
+      row = shifted.data();
       const double y = teacher.Evaluate(row, teacher_weights.data(), nullptr, &scratch);
-      const double f = student.Evaluate(row, student_weights.data(), g.size() ? grad.data() : nullptr, &scratch,
-                                        weights ? phi.data() : nullptr);
+      const double f = student.Evaluate(row, student_weights.data(), gradient || covariance ? grad.data() : nullptr,
+                                        &scratch, weights ? phi.data() : nullptr);
       const double r = f - y;
       squared[b] += r * r / passes;
       if (weights) {
         for (int i = 0; i < units; ++i) weight_gradient[i] += (*w)[b] * r * phi[i];
       }
-      if (g.size()) {
-        for (int a = 0; a < p_; ++a) g(c * count + b, a) = r * grad[a];
+      if (gradient) {
+        const double scale = (*w)[b] * r / passes;
+        for (int a = 0; a < p_; ++a) {
+          const double v = scale * grad[a];
+          wg(b, a) += v;
+          cluster_sums(a, c) += v;
+        }
       }
       if (covariance) {
-        for (int a = 0; a < p_; ++a) df(c * count + b, a) = grad[a];
+        for (int a = 0; a < p_; ++a) {
+          g(c * count + b, a) = r * grad[a];
+          df(c * count + b, a) = grad[a];
+        }
       }
     }
   }
@@ -747,9 +757,6 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
     terms.risk_error = 0.5 * std::sqrt(spread / half);
   }
   if (weights) terms.weight_gradient = weight_gradient / static_cast<double>(passes);
-  // The weight of every row of g (the points repeated for every cluster pass, divided by the passes).
-  Eigen::VectorXd row_weights(gradient || covariance ? count * passes : 0);
-  for (int c = 0; c < passes && row_weights.size(); ++c) row_weights.segment(c * count, count) = *w / passes;
   if (gradient) {
     // D = E[g hᵀ] = E[g zᵀ] Lᵀ, and E[g zᵀ] = A L by Stein's lemma (A_ac = E[∂g_a/∂h_c]): along a
     // direction of Ω with eigenvalue λ the exact D is O(λ), but the sampled one carries noise
@@ -757,11 +764,11 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
     // through each other's span) and push Ω out of the PSD cone. The estimate is therefore shrunk
     // on the directions the points cannot resolve: D̃ = D̂ (Ω + εI)⁻¹ Ω with ε = 1/N, which keeps
     // λ' = O(λ) and changes D by O(ε) elsewhere.
-    const Eigen::MatrixXd wg = row_weights.asDiagonal() * g;
-    const Eigen::MatrixXd d = c_ > 0 ? Eigen::MatrixXd(wg.transpose() * hc) : Eigen::MatrixXd(wg.transpose() * h);
+    Eigen::MatrixXd d = wg.transpose() * hp;
+    for (int c = 0; c < passes && c_ > 0; ++c) d += cluster_sums.col(c) * Means(gram, c).transpose();
     if (quadrature_) {
       // Exact but for the gate rule's error, a relative one: D v = 0 exactly for Ω v = 0 (h = L Q ζ).
-      terms.gradient_overlaps = d;
+      terms.gradient_overlaps = std::move(d);
     } else {
       // On the eigenvectors of Ω: the factor λ/(λ + ε), with λ clipped at 0 — a state slightly
       // outside the PSD cone (within integrate.psd_tolerance) would otherwise make Ω + εI singular.
@@ -773,6 +780,9 @@ TwoLayerFlow::SampledTerms TwoLayerFlow::SampleTerms(const Eigen::MatrixXd& gram
     }
   }
   if (covariance) {
+    // The weight of every row of g (the points repeated for every cluster pass, divided by the passes).
+    Eigen::VectorXd row_weights(count * passes);
+    for (int c = 0; c < passes; ++c) row_weights.segment(c * count, count) = *w / passes;
     terms.gradient_covariance = g.transpose() * row_weights.asDiagonal() * g +
                                 spec_.noise_variance * df.transpose() * row_weights.asDiagonal() * df;
   }

@@ -57,30 +57,42 @@ double BlockOutput::Evaluate(const double* h, const double* a, double* grad, Scr
   });
   if (soft) return EvaluateSoft(h, a, grad, k, scratch, phi);
   if (block_.softmax) {
-    const double top = logit[order[0]];
-    double total = 0.0;
-    for (int j = 0; j < k; ++j) total += c[j] = std::exp((logit[order[j]] - top) / tau);
-    for (int j = 0; j < k; ++j) c[j] /= total;
+    // Relative to the top logit, whose weight is exp(0) = 1: k − 1 exponentials, one division.
+    const double top = logit[order[0]], inverse_tau = 1.0 / tau;
+    double total = c[0] = 1.0;
+    for (int j = 1; j < k; ++j) total += c[j] = std::exp((logit[order[j]] - top) * inverse_tau);
+    const double inverse_total = 1.0 / total;
+    for (int j = 0; j < k; ++j) c[j] *= inverse_total;
   } else {
     std::fill(c.begin(), c.begin() + k, 1.0);
   }
   std::vector<double>& out = scratch->output;  // the selected experts' outputs
   out.resize(static_cast<std::size_t>(k));
+  if (grad != nullptr) {
+    std::fill(grad + expert_, grad + expert_ + m * block_.neurons, 0.0);
+    std::fill(grad + router_, grad + router_ + m, 0.0);
+  }
   for (int j = 0; j < k; ++j) {
     const int i = order[j];
-    const double unit = a[i] != 0.0 ? ExpertOutput(h, i) : 0.0;  // a pruned expert still takes its share
+    double unit = 0.0;  // a pruned expert (a_i = 0) still takes its share, with output and gradient 0
+    if (a[i] != 0.0 && grad != nullptr) {
+      const double scale = c[j] * a[i];  // ∂f/∂h of the expert's neurons: c_j a_i σ'(h)
+      for (int n = 0; n < block_.neurons; ++n) {
+        const int v = expert_ + i * block_.neurons + n;
+        double value = 0.0, derivative = 0.0;
+        sigma.ValueAndDerivative(h[v], &value, &derivative);
+        unit += value;
+        grad[v] = scale * derivative;
+      }
+    } else if (a[i] != 0.0) {
+      unit = ExpertOutput(h, i);
+    }
     out[j] = a[i] * unit;
     f += c[j] * out[j];
     if (phi != nullptr) phi[i] = c[j] * unit;
   }
-  if (grad != nullptr) {
-    std::fill(grad + expert_, grad + expert_ + m * block_.neurons, 0.0);
-    std::fill(grad + router_, grad + router_ + m, 0.0);
-    for (int j = 0; j < k; ++j) {
-      const int i = order[j];
-      ExpertGradient(h, i, c[j] * a[i], grad);
-      if (block_.softmax) grad[router_ + i] = c[j] * (out[j] - f) / tau;
-    }
+  if (grad != nullptr && block_.softmax) {
+    for (int j = 0; j < k; ++j) grad[router_ + order[j]] = c[j] * (out[j] - f) / tau;
   }
   return f;
 }

@@ -20,6 +20,11 @@ class Link {
   virtual std::string Spec() const = 0;
   virtual double Value(double z) const = 0;
   virtual double Derivative(double z) const = 0;
+  // f(z) and f'(z) together (a polynomial shares one recurrence for both).
+  virtual void ValueAndDerivative(double z, double* value, double* derivative) const {
+    *value = Value(z);
+    *derivative = Derivative(z);
+  }
 
   // f, f', ..., f^(n) at z into out[0..n], when known in closed form (sigmoid, tanh,
   // polynomials); false otherwise. Used where expectations need higher derivatives of a gate.

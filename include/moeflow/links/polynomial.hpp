@@ -18,6 +18,7 @@ class HermitePolynomialLink final : public Link {
   std::string Spec() const override { return spec_; }
   double Value(double z) const override;
   double Derivative(double z) const override;
+  void ValueAndDerivative(double z, double* value, double* derivative) const override;
   bool Derivatives(double z, int n, double* out) const override;
   int PolynomialDegree() const override;
   std::vector<double> HermiteCoefficients(int max_order) const override;
