@@ -155,7 +155,8 @@ BENCHMARK(BM_TopKMoeFlow)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 // One right-hand side of models/cluster_moe.ini (softmax router over 2 experts of 2 h3 neurons,
 // 2 clusters) at its initial state: sampled over 4096 points (the shipped setting before the
-// quadrature backend) against the quadrature backend (141 gate nodes × 589 sparse-grid nodes).
+// quadrature backend) against the quadrature backend as shipped (65 gate nodes × 589 sparse-grid
+// nodes).
 void BM_ClusterMoeDrift(benchmark::State& state) {
   moeflow::io::ModelFile model = moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/cluster_moe.ini");
   model.Set(state.range(0) == 0 ? "population.backend=sampled" : "population.backend=quadrature");
