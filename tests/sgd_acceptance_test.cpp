@@ -25,6 +25,15 @@ io::ModelFile Model(const std::string& file, const std::vector<std::string>& ove
   return model;
 }
 
+// The comparison's options: these d, this many seeds, on the CI machine's two threads.
+CompareOptions Options(std::vector<long long> dimensions, int seeds) {
+  CompareOptions options;
+  options.dimensions = std::move(dimensions);
+  options.seeds = seeds;
+  options.threads = 2;
+  return options;
+}
+
 std::vector<double> Series(const SgdRun& run, const std::string& name) {
   const std::vector<int> offsets = ObservableOffsets(run.trajectory.observables);
   for (std::size_t i = 0; i < run.trajectory.observables.size(); ++i) {
@@ -66,10 +75,7 @@ PowerLawFit EscapeStepsFit(const OdeSgdComparison& c) { return c.scaling.front()
 // ~1.8× the ODE's (the retraction term (ηd/2)E[g²]m ∝ c competes with the drift 3m²): c must be
 // small for SGD to follow gradient flow; at c = 0.02 it does within the seed spread.
 TEST(SgdAcceptance, SingleIndexHe3EscapeStepsScaleLikeDSquared) {
-  CompareOptions options;
-  options.dimensions = {128, 256, 512, 1024, 2048};
-  options.seeds = 16;
-  options.threads = 2;
+  CompareOptions options = Options({128, 256, 512, 1024, 2048}, 16);
   const OdeSgdComparison c = CompareOdeSgd(Model("single_index_he3.ini", {}), options);
   ASSERT_EQ(c.events.size(), 1u);
   for (const DimensionComparison& dc : c.dimensions) {
@@ -105,10 +111,7 @@ struct ConvergenceCase {
 class SgdConvergesToOde : public ::testing::TestWithParam<ConvergenceCase> {};
 
 TEST_P(SgdConvergesToOde, DistanceFallsLikeInverseSqrtD) {
-  CompareOptions options;
-  options.dimensions = {250, 1000, 4000};
-  options.seeds = 16;
-  options.threads = 2;
+  CompareOptions options = Options({250, 1000, 4000}, 16);
   const OdeSgdComparison c = CompareOdeSgd(Model(GetParam().file, GetParam().overrides), options);
   for (const DimensionComparison& dc : c.dimensions) {
     std::printf("%s d = %lld: distance %.4g\n", GetParam().name, dc.d, dc.overlap_distance);
@@ -163,10 +166,7 @@ const char* const kClusterMoeWarmStart =
     "0.05, 0.05, -0.15, 0.02, -0.02,  0.02, 0.02, 0.02, 0.1, -0.1,  0.02, -0.02, 0.02, -0.1, 0.1";
 
 TEST(SgdAcceptance, ClusterMoeSgdMeetsTheOdeOnTheStageEventsFromAWarmStart) {
-  CompareOptions options;
-  options.dimensions = {250, 1000, 4000};
-  options.seeds = 6;
-  options.threads = 2;
+  CompareOptions options = Options({250, 1000, 4000}, 6);
   const OdeSgdComparison c = CompareOdeSgd(
       Model("cluster_moe.ini", {"student.init=explicit", kClusterMoeWarmStart, "sgd.lr=0.03", "sgd.lr_exponent=1.5",
                                 "integrate.t_end=4.6", "output.points=60"}),
@@ -198,10 +198,7 @@ TEST(SgdAcceptance, ClusterMoeSgdMeetsTheOdeOnTheStageEventsFromAWarmStart) {
 // the SGD fluctuations, so the d are smaller and the points 32768 (8 seeds, measured: distance
 // 0.0730, 0.0347, 0.0183 at d = 100, 400, 1600, slope −0.4997).
 TEST(SgdAcceptance, TopKMoeSgdConvergesToTheSampledOde) {
-  CompareOptions options;
-  options.dimensions = {100, 400, 1600};
-  options.seeds = 8;
-  options.threads = 2;
+  CompareOptions options = Options({100, 400, 1600}, 8);
   const OdeSgdComparison c = CompareOdeSgd(
       Model("topk_moe.ini", {"integrate.t_end=1", "population.samples=32768", "output.points=50"}), options);
   for (const DimensionComparison& dc : c.dimensions) std::printf("topk_moe d = %lld: distance %.4g\n", dc.d, dc.overlap_distance);
@@ -234,10 +231,7 @@ double RiskDistance(const DimensionComparison& dc) {
 
 TEST(SgdAcceptance, TopKMoeMultiPassSgdAtLargeNFollowsTheOde) {
   auto compare = [](long long d, long long n) {
-    CompareOptions options;
-    options.dimensions = {d};
-    options.seeds = 8;
-    options.threads = 2;
+    CompareOptions options = Options({d}, 8);
     return CompareOdeSgd(Model("topk_moe.ini", {"integrate.t_end=1", "population.samples=32768", "dynamics.lr=0.01",
                                                 "output.points=20", "sgd.engine=vectors",
                                                 "sgd.samples=" + std::to_string(n)}),
@@ -338,10 +332,7 @@ TEST(SgdAcceptance, SphericalOnlineSgdTermPredictsTheSgdMean) {
                                               "event.escape.stop=false"};
   std::vector<double> gaps;
   for (long long d : {10000, 100000}) {
-    CompareOptions options;
-    options.dimensions = {d};
-    options.seeds = 64;
-    options.threads = 2;
+    CompareOptions options = Options({d}, 64);
     std::vector<std::string> online = overrides;
     online.push_back("dynamics.kind=online_sgd");
     online.push_back("dynamics.lr=0.1");
