@@ -27,8 +27,10 @@ using V = UnitVariant;
 // The j-th derivative of a gate as a link of its own (value from the tower, derivative from
 // the next order), so the general engine can take it as a factor.
 LinkPtr GateDerivative(const LinkPtr& gate, int j) {
+  std::string name = "d";  // (not "d" + std::to_string(j): GCC 12 warns falsely there, -Wrestrict)
+  name += std::to_string(j) + "(" + gate->Spec() + ")";
   return std::make_shared<FunctionLink>(
-      "d" + std::to_string(j) + "(" + gate->Spec() + ")",
+      name,
       [gate, j](double z) {
         double t[32];
         gate->Derivatives(z, j, t);

@@ -162,7 +162,9 @@ TEST(Compare, SeedsWithOneStartShareAnOdeRunThatGivesEachSeedTheRowsOfItsOwn) {
       }
       ASSERT_EQ(c.ode[s].events.size(), summary.events.size());
       EXPECT_EQ(c.ode[s].events[0].occurred, summary.events[0].occurred) << init << " seed " << s;
-      if (summary.events[0].occurred) EXPECT_EQ(c.ode[s].events[0].time, summary.events[0].time) << init << " seed " << s;
+      if (summary.events[0].occurred) {
+        EXPECT_EQ(c.ode[s].events[0].time, summary.events[0].time) << init << " seed " << s;
+      }
       EXPECT_EQ(c.ode[s].termination, summary.termination);
       ASSERT_EQ(c.ode_stages[s].size(), stages.size());
       EXPECT_EQ(c.ode_stages[s].back().t_start, stages.back().t_start);

@@ -121,16 +121,8 @@ class RunBoard {
     IntegrationControl control;
     control.interrupt = interrupt_;
     if (state_->show) {
-      const std::lock_guard<std::mutex> lock(state_->mutex);
-      state_->t[i] = 0.0;
-      state_->t_end[i] = t_end;
-      state_->Show();
-      control.progress = [state = state_, i](double t, double t_end) {
-        const std::lock_guard<std::mutex> lock(state->mutex);
-        state->t[i] = t;
-        state->t_end[i] = t_end;
-        state->Show();
-      };
+      state_->Update(i, 0.0, t_end);
+      control.progress = [state = state_, i](double t, double end) { state->Update(i, t, end); };
     }
     return control;
   }
@@ -162,6 +154,12 @@ class RunBoard {
     std::vector<double> t, t_end;
     std::vector<bool> done;
     long long sgd_steps = -1;
+    void Update(std::size_t i, double time, double end) {
+      const std::lock_guard<std::mutex> lock(mutex);
+      t[i] = time;
+      t_end[i] = end;
+      Show();
+    }
     // e.g. "own runs: 3/9 done; t_end=300, seed=5 t=120/300; t_end=300, seed=6 t=80.2/300".
     void Show() const {
       if (!show) return;
