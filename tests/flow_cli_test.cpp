@@ -115,6 +115,41 @@ TEST(FlowCli, BadInputExitsNonZeroLeavesNoFileAndKeepsAnExistingOne) {
   EXPECT_EQ(FilesIn(dir), 1u);  // no temporary left behind
 }
 
+// The output path is checked before the run (exit 2, bad input), not when the run has ended
+// (exit 1, a write error after the work): a mistyped folder costs no computing time.
+TEST(FlowCli, AnOutputPathThatCannotBeWrittenIsRejectedBeforeTheRun) {
+  const std::string dir = TempDir();
+  const std::string model = ModelPath("single_index_he3.ini");
+  std::ofstream(dir + "/plain") << "a file, not a folder";
+  const std::vector<BadCase> cases = {
+      {dir + "/no/such/out.h5", "key '--output': value '" + dir + "/no/such/out.h5' must be in an existing folder: '" +
+                                    dir + "/no/such' does not exist"},
+      {dir, "key '--output': value '" + dir + "' must name a file, not a folder"},
+      {dir + "/", "must name a file, not a folder"},
+      {dir + "/plain/out.h5", "must be in a folder: '" + dir + "/plain' is not one"},
+  };
+  for (const BadCase& c : cases) {
+    std::string output;
+    EXPECT_EQ(RunCommand(CliPath() + " flow " + model + " -o " + c.args, &output), 2) << c.args << "\n" << output;
+    EXPECT_NE(output.find(c.message), std::string::npos) << c.args << "\n" << output;
+    EXPECT_EQ(output.find("accepted steps"), std::string::npos) << "the flow ran: " << output;
+  }
+  // Every command that writes a file checks it the same way, before it runs anything.
+  std::string output;
+  const std::string flow_file = dir + "/flow.h5";
+  ASSERT_EQ(RunCommand(CliPath() + " flow " + model + " --quiet -o " + flow_file, &output), 0) << output;
+  const std::string bad = dir + "/no/such/out";
+  for (const std::string& command :
+       {"sgd " + model, "compare " + model + " --d 100", "verify " + model, "sweep " + model + " --grid d=100,200",
+        "plot " + flow_file}) {
+    EXPECT_EQ(RunCommand(CliPath() + " " + command + " -o " + bad, &output), 2) << command << "\n" << output;
+    EXPECT_NE(output.find("key '--output': value '" + bad + "' must be in an existing folder"), std::string::npos)
+        << command << "\n" << output;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + "/no"));
+  EXPECT_EQ(FilesIn(dir), 2u);  // plain and flow.h5: no probe file left behind
+}
+
 TEST(FlowCli, HelpDocumentsEveryOption) {
   std::string output;
   ASSERT_EQ(RunCommand(CliPath() + " flow --help", &output), 0);

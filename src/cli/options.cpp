@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "moeflow/error.hpp"
+#include "moeflow/io/record.hpp"
 
 namespace moeflow::cli {
 
@@ -48,8 +49,11 @@ std::string CommandLine(const char* command, const Args& args) {
 }
 
 std::string OutputPath(const boost::program_options::variables_map& vm, const std::string& suffix) {
-  if (vm.count("output")) return vm["output"].as<std::string>();
-  return std::filesystem::path(vm["model"].as<std::string>()).stem().string() + suffix + ".h5";
+  const std::string path = vm.count("output")
+                               ? vm["output"].as<std::string>()
+                               : std::filesystem::path(vm["model"].as<std::string>()).stem().string() + suffix + ".h5";
+  io::CheckWritable("--output", path);  // before the run, not after it
+  return path;
 }
 
 io::ModelFile LoadModel(const boost::program_options::variables_map& vm, const char* command) {

@@ -20,7 +20,8 @@ boost::program_options::variables_map ParseArguments(const Args& args,
 
 // "moeflow COMMAND ARGS...", for the result files.
 std::string CommandLine(const char* command, const Args& args);
-// The file given with --output, else <model file stem><suffix>.h5 in the current folder.
+// The file given with --output, else <model file stem><suffix>.h5 in the current folder; checked
+// writable (io::CheckWritable) before the run, so a bad path costs nothing.
 std::string OutputPath(const boost::program_options::variables_map& vm, const std::string& suffix = "");
 // The model named by the positional "model", with every --set applied. Throws InputError.
 io::ModelFile LoadModel(const boost::program_options::variables_map& vm, const char* command);

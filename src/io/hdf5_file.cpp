@@ -1,11 +1,14 @@
 // The only file that uses the HDF5 C++ API: Group trees to and from HDF5 files.
 #include <H5Cpp.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iomanip>
 #include <mutex>
@@ -234,6 +237,29 @@ void WriteFileAtomically(const std::string& path, const Group& root) {
     std::remove(temporary.c_str());
     throw Error("cannot write '" + path + "': " + e.what());
   }
+}
+
+void CheckWritable(const std::string& key, const std::string& path) {
+  const std::filesystem::path target(path);
+  std::error_code ec;
+  if (path.empty() || !target.has_filename() || std::filesystem::is_directory(target, ec)) {
+    ThrowBadValue(key, path, "must name a file, not a folder");
+  }
+  const std::filesystem::path dir = target.has_parent_path() ? target.parent_path() : ".";
+  if (!std::filesystem::exists(dir, ec)) {
+    ThrowBadValue(key, path, "must be in an existing folder: '" + dir.string() + "' does not exist");
+  }
+  if (!std::filesystem::is_directory(dir, ec)) {
+    ThrowBadValue(key, path, "must be in a folder: '" + dir.string() + "' is not one");
+  }
+  const std::string probe = TemporaryPathFor(path);
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  if (fd < 0) {
+    const int error = errno;
+    ThrowBadValue(key, path, "must be in a folder that takes a new file: '" + dir.string() + "': " + std::strerror(error));
+  }
+  ::close(fd);
+  std::remove(probe.c_str());
 }
 
 Group ReadFile(const std::string& path) {

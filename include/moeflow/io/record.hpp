@@ -41,6 +41,12 @@ struct Group {
 // axis and deflate-compressed. Throws moeflow::Error on failure (the temporary is removed).
 void WriteFileAtomically(const std::string& path, const Group& root);
 
+// Checks, before a run, that WriteFileAtomically will be able to write `path` when it ends: `path`
+// names a file (not a folder) in an existing folder that takes a new file (a probe temporary is
+// created there and removed). Throws InputError("key 'KEY': value 'PATH' ...") naming the rule
+// that fails, so a long run is not lost to a mistyped output folder.
+void CheckWritable(const std::string& key, const std::string& path);
+
 // Reads a whole HDF5 file (groups, float/integer datasets, string and numeric attributes).
 Group ReadFile(const std::string& path);
 
