@@ -138,20 +138,27 @@ void BM_TopKMoeSampledDrift(benchmark::State& state) {
 }
 BENCHMARK(BM_TopKMoeSampledDrift)->Arg(8192)->Arg(32768)->Unit(benchmark::kMicrosecond);
 
-// The shipped top-k MoE to t = 100 (default 8192 points, rel_tol 1e-4).
+// The shipped top-k MoE to t = 100 (default 8192 points, rel_tol 1e-4). Arg 0: no events; 1: the
+// model's events (best cosines, from the Gram matrix); 2: those and one on the sampled risk that
+// never happens, which makes every accepted step compute the risk over the points for the event
+// check, as every event check did before FlowSystem::ObserveSome.
 void BM_TopKMoeFlow(benchmark::State& state) {
   const moeflow::FlowSetup setup =
       moeflow::BuildFlow(moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/topk_moe.ini"));
+  std::vector<moeflow::EventSpec> events;
+  if (state.range(0) >= 1) events = setup.events;
+  if (state.range(0) == 2) events.push_back({"never", "risk", moeflow::Comparison::kLess, -1.0, false});
   long long steps = 0;
   for (auto _ : state) {
     moeflow::Trajectory trajectory;
-    const auto summary = moeflow::Integrate(*setup.system, setup.initial_state, setup.options, {}, &trajectory);
+    const auto summary = moeflow::Integrate(*setup.system, setup.initial_state, setup.options, events, &trajectory);
     steps = summary.accepted_steps;
     benchmark::DoNotOptimize(summary.t_final);
   }
   state.counters["accepted_steps"] = static_cast<double>(steps);
+  state.SetLabel(state.range(0) == 0 ? "no events" : state.range(0) == 1 ? "cosine events" : "cosine events and a risk event");
 }
-BENCHMARK(BM_TopKMoeFlow)->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_TopKMoeFlow)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 // One right-hand side of models/cluster_moe.ini (softmax router over 2 experts of 2 h3 neurons,
 // 2 clusters) at its initial state: sampled over 4096 points (the shipped setting before the
@@ -173,5 +180,34 @@ void BM_ClusterMoeDrift(benchmark::State& state) {
   state.SetLabel(state.range(0) == 0 ? "sampled, 4096 points" : "quadrature");
 }
 BENCHMARK(BM_ClusterMoeDrift)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
+// The event check of one accepted step of models/cluster_moe.ini (quadrature backend as shipped) at
+// its initial state: Observe (every observable, the risk over the nodes included: what each check
+// cost before FlowSystem::ObserveSome) against ObserveSome for what the model's events read (m_abs,
+// routing: from the Gram matrix and a closed form). Compare with BM_ClusterMoeDrift/1: a dopri5
+// step takes about 6 right-hand sides.
+void BM_ClusterMoeEventCheck(benchmark::State& state) {
+  const moeflow::FlowSetup setup = moeflow::BuildFlow(moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/cluster_moe.ini"));
+  const auto& observables = setup.system->Observables();
+  std::vector<moeflow::ObservableSelector> selectors;
+  std::vector<moeflow::EventRecord> pending;
+  for (const moeflow::EventSpec& e : setup.events) {
+    selectors.emplace_back(e.observable, observables, e.name);
+    pending.push_back({e});
+  }
+  const std::vector<bool> wanted =
+      moeflow::ObservablesPendingEventsRead(selectors, pending, static_cast<int>(observables.size()));
+  Eigen::VectorXd values;
+  for (auto _ : state) {
+    if (state.range(0) == 0) {
+      setup.system->Observe(setup.initial_state, &values);
+    } else {
+      setup.system->ObserveSome(setup.initial_state, wanted, &values);
+    }
+    benchmark::DoNotOptimize(values.data());
+  }
+  state.SetLabel(state.range(0) == 0 ? "Observe: everything" : "ObserveSome: what the events read");
+}
+BENCHMARK(BM_ClusterMoeEventCheck)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
 
 }  // namespace

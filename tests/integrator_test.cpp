@@ -92,6 +92,64 @@ TEST(Integrator, NonStoppingEventsAreAllRecordedInTheirOrder) {
   EXPECT_TRUE(std::isnan(summary.events[2].time));
 }
 
+// x' = −x observed as "x" and a costly "x2" = x², which ObserveSome computes only when wanted
+// (counted), writing 0 otherwise.
+class CostlyObservableSystem final : public FlowSystem {
+ public:
+  int StateSize() const override { return 1; }
+  void Drift(const Eigen::VectorXd& x, Eigen::VectorXd& dxdt) const override { dxdt = -x; }
+  const std::vector<ObservableInfo>& Observables() const override { return observables_; }
+  void Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) const override { ObserveSome(x, {true, true}, values); }
+  void ObserveSome(const Eigen::VectorXd& x, const std::vector<bool>& wanted, Eigen::VectorXd* values) const override {
+    values->resize(2);
+    (*values)[0] = x[0];
+    (*values)[1] = wanted.at(1) ? (++costly, x[0] * x[0]) : 0.0;
+  }
+  mutable int costly = 0;
+
+ private:
+  std::vector<ObservableInfo> observables_{{"x", 1, 1, "the state"}, {"x2", 1, 1, "the state squared"}};
+};
+
+// Between recorded rows the integrator asks only for what the pending events read
+// (FlowSystem::ObserveSome). Reference: the exact event times ln 2 (x = 1/2), ln 10 (x² = 1/100)
+// and ln 20 (x = 1/20), to the dense-output tolerance.
+//   - An event on x alone: x2 is computed at the 11 recorded rows only, and is right there.
+//   - An event on x2: it is checked and located (x2 computed at the steps), and once it has
+//     happened x2 is no longer computed between rows, though a later x event is still checked.
+TEST(Integrator, EventChecksComputeOnlyTheObservablesThatPendingEventsRead) {
+  {
+    const CostlyObservableSystem system;
+    Trajectory trajectory;
+    const RunSummary summary =
+        Integrate(system, Eigen::VectorXd::Constant(1, 1.0), Options(3.0),
+                  {{"half", "x", Comparison::kLessEqual, 0.5, false}}, &trajectory);
+    ASSERT_TRUE(summary.events[0].occurred);
+    EXPECT_LT(RelativeError(summary.events[0].time, std::log(2.0)), kDenseOutputTol);
+    ASSERT_EQ(trajectory.time.size(), 11u);
+    EXPECT_EQ(system.costly, 11) << "x2 computed outside the recorded rows";
+    for (std::size_t r = 0; r < trajectory.time.size(); ++r) {
+      EXPECT_LT(RelativeError(trajectory.values[r][1], std::exp(-2 * trajectory.time[r])), kDenseOutputTol);
+    }
+  }
+  const CostlyObservableSystem alone, with_later;
+  const std::vector<EventSpec> squared = {{"small", "x2", Comparison::kLessEqual, 0.01, false}};
+  std::vector<EventSpec> both = squared;
+  both.push_back({"tiny", "x", Comparison::kLessEqual, 0.05, false});
+  Trajectory trajectory;
+  const RunSummary a = Integrate(alone, Eigen::VectorXd::Constant(1, 1.0), Options(4.0), squared, &trajectory);
+  ASSERT_TRUE(a.events[0].occurred);
+  EXPECT_LT(RelativeError(a.events[0].time, std::log(10.0)), kDenseOutputTol);
+  EXPECT_GT(alone.costly, 11 + 10) << "the x2 event was checked at the steps and located by bisection";
+  const RunSummary b = Integrate(with_later, Eigen::VectorXd::Constant(1, 1.0), Options(4.0), both, &trajectory);
+  ASSERT_TRUE(b.events[0].occurred && b.events[1].occurred);
+  EXPECT_LT(RelativeError(b.events[0].time, std::log(10.0)), kDenseOutputTol);
+  EXPECT_LT(RelativeError(b.events[1].time, std::log(20.0)), kDenseOutputTol);
+  // The same steps (events do not change them) and rows: the x checks after ln 10 cost no x2.
+  EXPECT_EQ(b.accepted_steps, a.accepted_steps);
+  EXPECT_EQ(with_later.costly, alone.costly);
+}
+
 TEST(Integrator, BlowUpIsReportedAsDivergenceWithNumbers) {
   const ScalarSystem blowup([](double x) { return x * x; });  // x = 1/(1 - t)
   Trajectory trajectory;

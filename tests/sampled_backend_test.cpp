@@ -179,5 +179,53 @@ TEST(SampledBackend, CommitteeOdeConvergesToTheExactOneAsThePointsGrow) {
   EXPECT_LT(fine, 5e-3);
 }
 
+// ObserveSome (what the integrator asks for between recorded rows) on the point backends: what is
+// wanted is exactly Observe()'s (reference: Observe at the same state, compared bit for bit), and
+// the costly observables not wanted — the risk with its standard error, the routing of M = 3
+// experts over the points — are skipped (written 0). M = 2's routing is a closed form and always
+// written. Cluster inputs with a softmax router, sampled and quadrature backends.
+TEST(SampledBackend, ObserveSomeSkipsOnlyTheCostlyObservablesNotWanted) {
+  for (int m : {2, 3}) {
+    const std::string text = "d = 40\nseed = 5\n[clusters]\ncount = 2\nscale = 3\nglobal_signs = 1, -1\n"
+                             "[teacher]\nunits = 3\nlinks = h(3), h(3), h(3)\n[student]\nunits = " +
+                             std::to_string(m) + "\nneurons = 2\nlink = h(3)\ntop_k = " + std::to_string(m) +
+                             "\nrouter_weights = softmax\ntemperature = 0.3\ninit = random\n";
+    for (const std::string backend : {"sampled", "quadrature"}) {
+      if (m == 3 && backend == "quadrature") continue;  // the quadrature backend routes two experts
+      const FlowSetup setup = BuildFromText(text, {"population.backend=" + backend});
+      const TwoLayerFlow& flow = *setup.system;
+      const std::vector<ObservableInfo>& observables = flow.Observables();
+      const std::vector<int> offsets = ObservableOffsets(observables);
+      const Eigen::VectorXd x = flow.Pack(setup.initial_gram);
+      Eigen::VectorXd all;
+      flow.Observe(x, &all);
+      ASSERT_GT(all[0], 0.0);
+      auto costly = [&](const std::string& name) {
+        return name == "risk" || name == "risk_error" || (name == "routing" && m > 2);
+      };
+      for (std::size_t only = 0; only <= observables.size(); ++only) {  // one observable wanted, or none
+        std::vector<bool> wanted(observables.size(), false);
+        if (only < observables.size()) wanted[only] = true;
+        Eigen::VectorXd some;
+        flow.ObserveSome(x, wanted, &some);
+        ASSERT_EQ(some.size(), all.size());
+        for (std::size_t o = 0; o < observables.size(); ++o) {
+          const bool risk_pair = observables[o].name.rfind("risk", 0) == 0 && only < observables.size() &&
+                                 observables[only].name.rfind("risk", 0) == 0;  // one pass gives both
+          const bool written = wanted[o] || risk_pair || !costly(observables[o].name);
+          for (int v = offsets[o]; v < offsets[o] + observables[o].size(); ++v) {
+            if (written) {
+              EXPECT_EQ(some[v], all[v]) << observables[o].name << ", M = " << m << ", " << backend;
+            } else {
+              EXPECT_EQ(some[v], 0.0) << observables[o].name << " computed though not wanted, M = " << m << ", "
+                                      << backend;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moeflow

@@ -55,6 +55,15 @@ bool EventConditionHolds(const EventSpec& spec, double value) {
   return false;
 }
 
+std::vector<bool> ObservablesPendingEventsRead(const std::vector<ObservableSelector>& selectors,
+                                               const std::vector<EventRecord>& records, int observable_count) {
+  std::vector<bool> wanted(static_cast<std::size_t>(observable_count), false);
+  for (std::size_t e = 0; e < selectors.size(); ++e) {
+    if (!records[e].occurred) wanted[static_cast<std::size_t>(selectors[e].observable())] = true;
+  }
+  return wanted;
+}
+
 ObservableSelector::ObservableSelector(const std::string& expression,
                                        const std::vector<ObservableInfo>& observables,
                                        const std::string& key) {
@@ -78,6 +87,7 @@ ObservableSelector::ObservableSelector(const std::string& expression,
   std::smatch match;
   if (std::regex_match(expression, match, kReduced)) {
     const int i = find(match[2]);
+    observable_ = i;
     const std::string op = match[1];
     reduction_ = op == "max" ? Reduction::kMax : op == "min" ? Reduction::kMin : Reduction::kMaxAbs;
     offset_ = offsets[i];
@@ -104,6 +114,7 @@ ObservableSelector::ObservableSelector(const std::string& expression,
                       rule_tail);
   }
   const int i = find(match[1]);
+  observable_ = i;
   const ObservableInfo& o = observables[i];
   int row = 0, col = 0;
   if (match[3].matched) {

@@ -34,18 +34,22 @@ constexpr struct {
 
 // Bisection on the dense output for the first time in (lo, hi] at which the condition holds
 // (it does not at lo, it does at hi), down to a few ulps of t.
+// Only the event's observable is computed (FlowSystem::ObserveSome).
 struct EventLocator {
   const FlowSystem& system;
   detail::SteppingDriver& driver;
   Eigen::VectorXd state, values;
+  std::vector<bool> wanted;  // the located event's observable
 
   double ValueAt(double t, const ObservableSelector& selector) {
     driver.StateAt(t, &state);
-    system.Observe(state, &values);
+    system.ObserveSome(state, wanted, &values);
     return selector.Evaluate(values);
   }
   double Locate(const EventSpec& spec, const ObservableSelector& selector, double lo, double hi,
                 double* value_at_hi) {
+    std::fill(wanted.begin(), wanted.end(), false);
+    wanted[static_cast<std::size_t>(selector.observable())] = true;
     for (int i = 0; i < 200 && hi - lo > 4 * std::numeric_limits<double>::epsilon() * std::max(1.0, std::abs(hi)); ++i) {
       const double mid = 0.5 * (lo + hi);
       const double v = ValueAt(mid, selector);
@@ -170,7 +174,8 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
         system.Drift(x, dxdt);
       });
   EventLocator locator{system, *driver, Eigen::VectorXd(x0.size()),
-                       Eigen::VectorXd(ObservableValueCount(observables))};
+                       Eigen::VectorXd(ObservableValueCount(observables)),
+                       std::vector<bool>(observables.size(), false)};
   Eigen::VectorXd values(ObservableValueCount(observables));
   Eigen::VectorXd state(x0.size()), projected(x0.size());
   auto record = [&](double t, const Eigen::VectorXd& x) {
@@ -257,7 +262,8 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
       return finish(Termination::kInvariantViolated, t1, violation + " at t = " + Num(t1), x1);
     }
 
-    // Events in (t0, t_hi]; a stopping event truncates the step at its time.
+    // Events in (t0, t_hi]; a stopping event truncates the step at its time. Only the
+    // observables that pending events read are computed.
     const double t_hi = std::min(t1, options.t_end);
     double stop_time = std::numeric_limits<double>::infinity();
     bool have_values_at_hi = false;
@@ -266,7 +272,8 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
       if (rec.occurred) continue;
       if (!have_values_at_hi) {
         driver->StateAt(t_hi, &state);
-        system.Observe(state, &values);
+        system.ObserveSome(state, ObservablesPendingEventsRead(selectors, summary.events, static_cast<int>(observables.size())),
+                           &values);
         have_values_at_hi = true;
       }
       double v = selectors[e].Evaluate(values);

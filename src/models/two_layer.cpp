@@ -1036,10 +1036,13 @@ void TwoLayerFlow::Drift(const Eigen::VectorXd& x, Eigen::VectorXd& dxdt) const 
   }
 }
 
-void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bool risk) const {
-  if (spec_.trained_weights && !HoldsWeightsOf(x)) return AtState(x).Observe(x, values, risk);
+void TwoLayerFlow::ObserveInto(const Eigen::VectorXd& x, const std::vector<bool>* wanted,
+                               Eigen::VectorXd* values) const {
+  if (spec_.trained_weights && !HoldsWeightsOf(x)) return AtState(x).ObserveInto(x, wanted, values);
   const Eigen::MatrixXd gram = Unpack(x);
   values->resize(ObservableValueCount(observables_));
+  // Observables 0 (risk) and, sampled, 1 (risk_error) come from one pass.
+  const bool risk = wanted == nullptr || (*wanted)[0] || (point_backend_ && !quadrature_ && (*wanted)[1]);
   int n = 0;
   if (point_backend_) {
     const SampledTerms terms = risk ? SampleTerms(gram, false, false) : SampledTerms{};
@@ -1092,7 +1095,11 @@ void TwoLayerFlow::Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bo
     for (int l = 0; l < k_; ++l) (*values)[n++] = best([&](int i) { return std::abs(cosine(i, p_ + l)); });
   }
   if (HasRouting()) {
-    const Eigen::VectorXd routing = RoutingAccuracy(gram);
+    const auto o = static_cast<std::size_t>(
+        std::find_if(observables_.begin(), observables_.end(), [](const ObservableInfo& i) { return i.name == "routing"; }) -
+        observables_.begin());
+    const Eigen::VectorXd routing =
+        wanted == nullptr || (*wanted)[o] || spec_.student.units == 2 ? RoutingAccuracy(gram) : Eigen::VectorXd::Zero(c_);
     for (int c = 0; c < c_; ++c) (*values)[n++] = routing[c];
   }
   int alive = 0;

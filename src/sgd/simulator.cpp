@@ -279,12 +279,18 @@ class Recorder {
 
   const std::vector<ObservableInfo>& observables() const { return observables_; }
 
-  // `current`: the model with the run's current (pruned) weights.
-  // risk = false: the population risk is not computed (0), for event checks that do not read it.
+  // `current`: the model with the run's current (pruned) weights. `wanted` (null: all) as in
+  // FlowSystem::ObserveSome: for event checks, which need only what the pending events read (the
+  // model's observables come first, so the flags index them too).
   Eigen::VectorXd Values(const TwoLayerFlow& current, const Eigen::MatrixXd& raw_gram, double train_risk,
-                         double test_risk, bool risk = true) const {
+                         double test_risk, const std::vector<bool>* wanted) const {
     Eigen::VectorXd base;
-    current.Observe(current.Pack(ModelGramOf(current, raw_gram)), &base, risk);
+    const Eigen::VectorXd x = current.Pack(ModelGramOf(current, raw_gram));
+    if (wanted == nullptr) {
+      current.Observe(x, &base);
+    } else {
+      current.ObserveSome(x, *wanted, &base);
+    }
     const int p = current.students();
     Eigen::VectorXd values(ObservableValueCount(observables_));
     values.head(base.size()) = base;
@@ -540,16 +546,16 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   long long step = 0, next_check = 0, reported = 0;
   bool finished = false;
   long long last_recorded = -1;
-  bool events_read_risk = false;  // the population risk is costly with the sampled backend
-  for (const EventSpec& e : events) events_read_risk = events_read_risk || e.observable.rfind("risk", 0) == 0;
   auto observe = [&](bool record) {
     record = record && step != last_recorded;
     if (record) last_recorded = step;
     const Eigen::MatrixXd raw = engine->Gram();
     const double t = eta * static_cast<double>(step);
     if (trained_weights) current = current.WithStudentWeights(weights);
+    const std::vector<bool> wanted =
+        ObservablesPendingEventsRead(selectors, run.summary.events, static_cast<int>(recorder.observables().size()));
     const Eigen::VectorXd values = recorder.Values(current, raw, record ? train_risk() : 0.0, record ? test_risk() : 0.0,
-                                                   record || events_read_risk);
+                                                   record ? nullptr : &wanted);
     if (!values.allFinite() || !raw.allFinite()) {
       run.summary.termination = Termination::kNotFinite;
       run.summary.message = "a NaN or infinity in the overlaps at t = " + detail::FormatNumber(t) + " (step " +

@@ -43,7 +43,11 @@ class ObservableSelector {
   // The selected value from the concatenated observable values.
   double Evaluate(const Eigen::VectorXd& values) const;
 
+  // The index, in the system's Observables(), of the observable the expression reads.
+  int observable() const { return observable_; }
+
  private:
+  int observable_ = 0;
   Reduction reduction_ = Reduction::kElement;
   int offset_ = 0;  // first value of the observable (kElement: of the element)
   int count_ = 1;   // number of values reduced over
@@ -55,6 +59,11 @@ struct EventRecord {
   double time = std::numeric_limits<double>::quiet_NaN();
   double value = std::numeric_limits<double>::quiet_NaN();  // the observable at `time`
 };
+
+// Which observables the events not yet occurred read (records[e] belongs to selectors[e]): the
+// `wanted` argument of FlowSystem::ObserveSome when only the events need values.
+std::vector<bool> ObservablesPendingEventsRead(const std::vector<ObservableSelector>& selectors,
+                                               const std::vector<EventRecord>& records, int observable_count);
 
 // True if `value` satisfies the event's comparison with its threshold.
 bool EventConditionHolds(const EventSpec& spec, double value);

@@ -38,6 +38,15 @@ class FlowSystem {
   // Writes every observable at state x, concatenated in Observables() order.
   virtual void Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) const = 0;
 
+  // Observe() for the observables i with wanted[i] (one flag per Observables() entry): the
+  // others may hold any value. A system skips its costly observables with it (a risk computed
+  // over points); the integrators call it where only events read the values. The default writes
+  // them all.
+  virtual void ObserveSome(const Eigen::VectorXd& x, const std::vector<bool>& /*wanted*/,
+                           Eigen::VectorXd* values) const {
+    Observe(x, values);
+  }
+
   // Empty if x satisfies the model's invariants (e.g. a PSD Gram matrix); otherwise a
   // message with the numbers that violate them.
   virtual std::string CheckInvariants(const Eigen::VectorXd& /*x*/) const { return {}; }

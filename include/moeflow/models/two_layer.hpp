@@ -240,10 +240,13 @@ class TwoLayerFlow final : public FlowSystem {
   int StateSize() const override;
   void Drift(const Eigen::VectorXd& x, Eigen::VectorXd& dxdt) const override;
   const std::vector<ObservableInfo>& Observables() const override { return observables_; }
-  void Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) const override { Observe(x, values, true); }
-  // With risk = false the risk (and risk_error) are written as 0 without being computed: the SGD
-  // event checks between recorded rows, when no event reads them (sampled risks are costly).
-  void Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values, bool risk) const;
+  void Observe(const Eigen::VectorXd& x, Eigen::VectorXd* values) const override { ObserveInto(x, nullptr, values); }
+  // Skips, when not wanted, the observables that cost a pass over the backend's points or a
+  // Gaussian expectation: the risk (written as 0 with risk_error) and, for more than two experts,
+  // the routing accuracy (written as 0). The rest come from the Gram matrix and are always written.
+  void ObserveSome(const Eigen::VectorXd& x, const std::vector<bool>& wanted, Eigen::VectorXd* values) const override {
+    ObserveInto(x, &wanted, values);
+  }
   std::string CheckInvariants(const Eigen::VectorXd& x) const override;
   // If the Gram matrix has an eigenvalue below −tolerance (integration error near a singular Gram
   // matrix, e.g. a student converged onto a teacher): the students' Schur complement given the
@@ -253,6 +256,8 @@ class TwoLayerFlow final : public FlowSystem {
   double Project(Eigen::VectorXd* x, double tolerance) const override;
 
  private:
+  // Observe (wanted = nullptr) or ObserveSome.
+  void ObserveInto(const Eigen::VectorXd& x, const std::vector<bool>* wanted, Eigen::VectorXd* values) const;
   // GramDrift, and if `weight_gradient` is not null WeightGradient too (one pass over the points
   // when sampled).
   Eigen::MatrixXd GramDrift(const Eigen::MatrixXd& gram, Eigen::VectorXd* weight_gradient) const;
