@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -215,11 +215,9 @@ void DescribeDatasets(const Group& group, const std::string& path, std::ostream&
   for (const Group& child : group.groups) DescribeDatasets(child, path + child.name + "/", os);
 }
 
-}  // namespace
-
-void WriteFileAtomically(const std::string& path, const Group& root) {
-  const std::lock_guard<std::mutex> lock(Hdf5Lock());
-  H5::Exception::dontPrint();
+// Writes `root` to a temporary beside `path`, then renames it over `path`. Throws Error with
+// the reason (not yet naming `path`); the temporary is removed. The caller holds Hdf5Lock().
+void WriteThroughTemporary(const std::string& path, const Group& root) {
   const std::string temporary = TemporaryPathFor(path);
   try {
     {
@@ -228,14 +226,48 @@ void WriteFileAtomically(const std::string& path, const Group& root) {
       WriteGroup(top, root);
     }
     if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-      throw Error("cannot rename the finished file to '" + path + "'");
+      const int error = errno;
+      throw Error("cannot rename the finished file to '" + path + "': " + std::strerror(error));
     }
   } catch (const H5::Exception& e) {
     std::remove(temporary.c_str());
-    throw Error("cannot write '" + path + "': HDF5 error in " + e.getFuncName() + ": " + e.getDetailMsg());
-  } catch (const Error& e) {
+    throw Error("HDF5 error in " + e.getFuncName() + ": " + e.getDetailMsg());
+  } catch (const Error&) {
     std::remove(temporary.c_str());
-    throw Error("cannot write '" + path + "': " + e.what());
+    throw;
+  }
+}
+
+// A new file in the system's temporary folder ($TMPDIR, else /tmp) named after `path`; empty if
+// that folder does not exist.
+std::string RescuePathFor(const std::string& path) {
+  static std::atomic<unsigned> counter{0};
+  std::error_code ec;
+  const std::filesystem::path dir = std::filesystem::temp_directory_path(ec);
+  if (ec) return {};
+  const std::string name = "moeflow-rescue-" + std::to_string(getpid()) + "-" + std::to_string(counter++) + "-" +
+                           std::filesystem::path(path).filename().string();
+  return (dir / name).string();
+}
+
+}  // namespace
+
+void WriteFileAtomically(const std::string& path, const Group& root) {
+  const std::lock_guard<std::mutex> lock(Hdf5Lock());
+  H5::Exception::dontPrint();
+  try {
+    WriteThroughTemporary(path, root);
+  } catch (const Error& e) {
+    const std::string failure = "cannot write '" + path + "': " + e.what();
+    // The result of a long run must not be lost to a folder removed or a disk filled during it.
+    const std::string rescue = RescuePathFor(path);
+    if (rescue.empty()) throw Error(failure);
+    try {
+      WriteThroughTemporary(rescue, root);
+    } catch (const Error&) {
+      throw Error(failure);  // e.g. data that cannot be written anywhere, or no room in either place
+    }
+    throw Error(failure + "; the result is saved in '" + rescue + "' instead");
   }
 }
 

@@ -38,7 +38,10 @@ struct Group {
 // Writes `root` as an HDF5 file at `path`: first to a temporary file in the same folder,
 // then renamed over `path`, so a failure or a crash never leaves a partial file at `path`
 // and never touches an existing one. Datasets of rank >= 1 are chunked along their first
-// axis and deflate-compressed. Throws moeflow::Error on failure (the temporary is removed).
+// axis and deflate-compressed. Throws moeflow::Error on failure (the temporary is removed). If
+// `path` cannot be written (its folder removed or full since CheckWritable), the same file is
+// written to a new file in $TMPDIR (else /tmp), and the error says "... the result is saved in
+// 'RESCUE' instead": a long run's result is not lost.
 void WriteFileAtomically(const std::string& path, const Group& root);
 
 // Checks, before a run, that WriteFileAtomically will be able to write `path` when it ends: `path`
