@@ -213,10 +213,7 @@ TEST(ClusterInputs, SampledBackendAgreesWithTheExactPathWithinFiveStandardErrors
 // M = 3 on the sampled backend (its points).
 TEST(ClusterInputs, RoutingAccuracyAgreesWithADirectMonteCarloOfTheInputs) {
   for (int m : {2, 3}) {
-    const std::string text = "d = 40\nseed = 5\n[clusters]\ncount = 2\nscale = 3\nglobal_signs = 1, -1\n"
-                             "[teacher]\nunits = 3\nlinks = h(3), h(3), h(3)\n[student]\nunits = " +
-                             std::to_string(m) + "\nneurons = 2\nlink = h(3)\ntop_k = " + std::to_string(m) +
-                             "\nrouter_weights = softmax\ntemperature = 0.3\ninit = random\n";
+    const std::string text = testing::SoftmaxClusterMoeText(m);
     std::vector<std::string> backends = {"sampled"};
     if (m == 2) backends.push_back("quadrature");
     for (const std::string& backend : backends) {

@@ -186,10 +186,7 @@ TEST(SampledBackend, CommitteeOdeConvergesToTheExactOneAsThePointsGrow) {
 // written. Cluster inputs with a softmax router, sampled and quadrature backends.
 TEST(SampledBackend, ObserveSomeSkipsOnlyTheCostlyObservablesNotWanted) {
   for (int m : {2, 3}) {
-    const std::string text = "d = 40\nseed = 5\n[clusters]\ncount = 2\nscale = 3\nglobal_signs = 1, -1\n"
-                             "[teacher]\nunits = 3\nlinks = h(3), h(3), h(3)\n[student]\nunits = " +
-                             std::to_string(m) + "\nneurons = 2\nlink = h(3)\ntop_k = " + std::to_string(m) +
-                             "\nrouter_weights = softmax\ntemperature = 0.3\ninit = random\n";
+    const std::string text = testing::SoftmaxClusterMoeText(m);
     for (const std::string backend : {"sampled", "quadrature"}) {
       if (m == 3 && backend == "quadrature") continue;  // the quadrature backend routes two experts
       const FlowSetup setup = BuildFromText(text, {"population.backend=" + backend});

@@ -34,6 +34,13 @@ FlowSetup BuildFromFile(const std::string& file, const std::vector<std::string>&
   return BuildFlow(model);
 }
 
+std::string SoftmaxClusterMoeText(int experts) {
+  return "d = 40\nseed = 5\n[clusters]\ncount = 2\nscale = 3\nglobal_signs = 1, -1\n"
+         "[teacher]\nunits = 3\nlinks = h(3), h(3), h(3)\n[student]\nunits = " +
+         std::to_string(experts) + "\nneurons = 2\nlink = h(3)\ntop_k = " + std::to_string(experts) +
+         "\nrouter_weights = softmax\ntemperature = 0.3\ninit = random\n";
+}
+
 Eigen::MatrixXd Tangent(const Eigen::MatrixXd& d, const Eigen::MatrixXd& gram) {
   Eigen::MatrixXd t = d;
   for (int a = 0; a < t.rows(); ++a) t.row(a) -= d(a, a) * gram.row(a);

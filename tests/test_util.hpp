@@ -34,6 +34,11 @@ int RunPython(const std::string& script, std::string* output);
 FlowSetup BuildFromText(const std::string& text, const std::vector<std::string>& overrides = {});
 FlowSetup BuildFromFile(const std::string& file, const std::vector<std::string>& overrides = {});
 
+// A small cluster MoE (d = 40, seed 5, 2 clusters at ρ = 3 with global signs ±1, teachers h3 on
+// w*_1, w*_2, w*_g) whose student has `experts` experts of 2 h3 neurons and a softmax router at
+// temperature 0.3 (top_k = experts).
+std::string SoftmaxClusterMoeText(int experts);
+
 // The tangent gradient overlaps D_ab − D_aa Ω_ab for the rows a of D (the students, p × n): what
 // spherical gradient flow uses. The backends may differ in the radial part of D
 // (multiples of the student's own row of Ω), which the spherical projection removes.
