@@ -127,6 +127,8 @@ TEST(FlowCli, AnOutputPathThatCannotBeWrittenIsRejectedBeforeTheRun) {
       {dir, "key '--output': value '" + dir + "' must name a file, not a folder"},
       {dir + "/", "must name a file, not a folder"},
       {dir + "/plain/out.h5", "must be in a folder: '" + dir + "/plain' is not one"},
+      {dir + "/plain/sub/out.h5",
+       "must be in an existing folder: '" + dir + "/plain/sub' does not exist ('" + dir + "/plain' is not a folder)"},
   };
   for (const BadCase& c : cases) {
     std::string output;

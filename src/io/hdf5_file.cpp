@@ -279,7 +279,17 @@ void CheckWritable(const std::string& key, const std::string& path) {
   }
   const std::filesystem::path dir = target.has_parent_path() ? target.parent_path() : ".";
   if (!std::filesystem::exists(dir, ec)) {
-    ThrowBadValue(key, path, "must be in an existing folder: '" + dir.string() + "' does not exist");
+    std::string why = "does not exist";
+    if (ec) {  // the lookup itself failed, e.g. a parent that cannot be searched
+      why = "cannot be reached: " + ec.message();
+    } else {  // name the nearest existing parent if it is not a folder
+      std::filesystem::path up = dir;
+      while (up.has_parent_path() && up != up.parent_path() && !std::filesystem::exists(up, ec)) up = up.parent_path();
+      if (std::filesystem::exists(up, ec) && !std::filesystem::is_directory(up, ec)) {
+        why += " ('" + up.string() + "' is not a folder)";
+      }
+    }
+    ThrowBadValue(key, path, "must be in an existing folder: '" + dir.string() + "' " + why);
   }
   if (!std::filesystem::is_directory(dir, ec)) {
     ThrowBadValue(key, path, "must be in a folder: '" + dir.string() + "' is not one");
