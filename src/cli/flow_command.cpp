@@ -35,7 +35,9 @@ void PrintHelp() {
                "as an ODE over the Gram matrix of the model's vectors, with an adaptive Boost.Odeint\n"
                "stepper, locates the model's events, writes the trajectory to an HDF5 file (written\n"
                "atomically: a failed run leaves no file and never touches an existing one) and prints\n"
-               "a summary.\n\n"
+               "a summary. OUT's folder is checked before the run; if OUT still cannot be written when\n"
+               "the run ends (folder removed, disk full), the result goes to $TMPDIR (else /tmp) and the\n"
+               "error says where.\n\n"
             << Options() << "\n"
             << "Integration keys ([integrate] section): stepper (";
   for (const std::string& s : StepperNames()) std::cout << s << (s == StepperNames().back() ? "" : ", ");
