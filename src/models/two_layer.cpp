@@ -286,6 +286,7 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     observables_.push_back({"m_abs", k_, 1, "largest |cosine| of a student with each teacher, max_i |w_i·w*_l| / |w_i|"});
   }
   if (HasRouting()) {
+    routing_observable_ = static_cast<int>(observables_.size());
     observables_.push_back({"routing", c_, 1, "routing accuracy of each cluster: the largest share of its inputs "
                                               "whose top-1 router logit is one expert (sampled points)"});
   }
@@ -1095,11 +1096,9 @@ void TwoLayerFlow::ObserveInto(const Eigen::VectorXd& x, const std::vector<bool>
     for (int l = 0; l < k_; ++l) (*values)[n++] = best([&](int i) { return std::abs(cosine(i, p_ + l)); });
   }
   if (HasRouting()) {
-    const auto o = static_cast<std::size_t>(
-        std::find_if(observables_.begin(), observables_.end(), [](const ObservableInfo& i) { return i.name == "routing"; }) -
-        observables_.begin());
-    const Eigen::VectorXd routing =
-        wanted == nullptr || (*wanted)[o] || spec_.student.units == 2 ? RoutingAccuracy(gram) : Eigen::VectorXd::Zero(c_);
+    const bool needed = wanted == nullptr || (*wanted)[static_cast<std::size_t>(routing_observable_)] ||
+                        spec_.student.units == 2;  // two experts: a closed form, always written
+    const Eigen::VectorXd routing = needed ? RoutingAccuracy(gram) : Eigen::VectorXd::Zero(c_);
     for (int c = 0; c < c_; ++c) (*values)[n++] = routing[c];
   }
   int alive = 0;

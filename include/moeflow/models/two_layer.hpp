@@ -319,6 +319,7 @@ class TwoLayerFlow final : public FlowSystem {
   std::vector<MehlerKernel> kernels_;
   LinkPtr student_derivative_, identity_;
   std::vector<ObservableInfo> observables_;
+  int routing_observable_ = -1;  // the index of `routing` in observables_ (HasRouting())
   Eigen::MatrixXd teacher_gram_;
 };
 
