@@ -95,6 +95,8 @@ TEST(FlowCli, BadInputExitsNonZeroLeavesNoFileAndKeepsAnExistingOne) {
       {model + " --set integrate.stepper=euler", "key 'integrate.stepper': value 'euler' is not a known stepper"},
       {model + " --set integrate.t_end=1x", "key 'integrate.t_end': value '1x' is not a finite number"},
       {model + " --no-such-option", "unrecognised option"},
+      {model + " --qiuet", "unrecognised option '--qiuet'; did you mean '--quiet'?"},
+      {model + " --set integrate.tend=3", "unknown key; did you mean 'integrate.t_end'?"},
   };
   for (const BadCase& c : cases) {
     const std::string fresh = dir + "/fresh.h5";
@@ -161,6 +163,9 @@ TEST(FlowCli, HelpDocumentsEveryOption) {
   ASSERT_EQ(RunCommand(CliPath() + " --help", &output), 0);
   EXPECT_NE(output.find("flow"), std::string::npos);
   EXPECT_EQ(RunCommand(CliPath() + " nosuchcommand", &output), 2);
+  EXPECT_NE(output.find("unknown command 'nosuchcommand' (see moeflow --help)"), std::string::npos) << output;
+  EXPECT_EQ(RunCommand(CliPath() + " flwo", &output), 2);
+  EXPECT_NE(output.find("unknown command 'flwo'; did you mean 'flow'?"), std::string::npos) << output;
 }
 
 TEST(FlowCli, AnAbnormalEndingIsAnOutcomeWithNumbersAndTheFileIsWritten) {

@@ -2,6 +2,7 @@
 // the key, the value and the rule).
 #include <gtest/gtest.h>
 
+#include "common/text.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/io/model_file.hpp"
 #include "moeflow/models/model_builder.hpp"
@@ -105,6 +106,51 @@ TEST(ModelFile, MissingFileIsRejectedWithItsPath) {
 
 TEST(BadInput, UnknownKeyNamesTheKeyAndValue) {
   ExpectMessageHas(BuildError({"student.lnik=relu"}), "key 'student.lnik': value 'relu' is not used by this model");
+}
+
+// Reference: distances counted by hand (one edit per inserted, deleted, replaced or swapped
+// character).
+TEST(DidYouMean, EditDistanceCountsInsertionsDeletionsSubstitutionsAndSwaps) {
+  EXPECT_EQ(detail::EditDistance("", ""), 0u);
+  EXPECT_EQ(detail::EditDistance("", "abc"), 3u);
+  EXPECT_EQ(detail::EditDistance("abc", ""), 3u);
+  EXPECT_EQ(detail::EditDistance("t_end", "tend"), 1u);         // a deletion
+  EXPECT_EQ(detail::EditDistance("dopri5", "dorpi5"), 1u);      // a swap of neighbours
+  EXPECT_EQ(detail::EditDistance("kitten", "sitting"), 3u);     // the textbook case
+  EXPECT_EQ(detail::EditDistance("Integrate", "integrate"), 0u);  // ASCII case is ignored
+  EXPECT_EQ(detail::EditDistance("ca", "abc"), 3u);             // a swap is not edited again (OSA)
+}
+
+TEST(DidYouMean, NearestNamesHintOnlyWhatIsNear) {
+  const std::vector<std::string> keys = {"d", "seed", "student.lr", "sgd.lr", "integrate.t_end", "integrate.rel_tol"};
+  using V = std::vector<std::string>;
+  EXPECT_EQ(detail::NearestNames("integrate.tend", keys), V{"integrate.t_end"});
+  EXPECT_EQ(detail::NearestNames("integrate.reltol", keys), V{"integrate.rel_tol"});
+  EXPECT_EQ(detail::NearestNames("sede", keys), V{"seed"});
+  // Nothing near: no hint, not the least bad guess.
+  EXPECT_EQ(detail::NearestNames("bogus.key", keys), V{});
+  EXPECT_EQ(detail::NearestNames("integrate.stepsize", keys), V{});
+  // The right name in the wrong section, or without one; every section that has it.
+  EXPECT_EQ(detail::NearestNames("sgd.t_end", keys), V{"integrate.t_end"});
+  EXPECT_EQ(detail::NearestNames("t_end", keys), V{"integrate.t_end"});
+  EXPECT_EQ(detail::NearestNames("lr", keys), (V{"student.lr", "sgd.lr"}));
+  EXPECT_EQ(detail::DidYouMean("lr", keys), "; did you mean 'student.lr' or 'sgd.lr'?");
+  EXPECT_EQ(detail::DidYouMean("integrate.tend", keys), "; did you mean 'integrate.t_end'?");
+  EXPECT_EQ(detail::DidYouMean("bogus.key", keys), "");
+}
+
+// Every message for a misspelt name gives the nearest right one, with the full list as before.
+TEST(BadInput, AMisspeltNameIsAnsweredWithTheNearestRightOne) {
+  const std::string key = BuildError({"integrate.tend=3"});
+  ExpectMessageHas(key, "key 'integrate.tend': value '3' is not used by this model: unknown key; did you mean "
+                        "'integrate.t_end'? (known keys: d, seed,");
+  ExpectMessageHas(BuildError({"sgd.t_end=3"}), "did you mean 'integrate.t_end'?");
+  ExpectMessageHas(BuildError({"integrate.stepper=dorpi5"}), "is not a known stepper; did you mean 'dopri5'? (known:");
+  ExpectMessageHas(BuildError({"student.link=sigmiod"}), "unknown link name 'sigmiod'; did you mean 'sigmoid'? (known:");
+  ExpectMessageHas(BuildError({"event.escape.observable=m_ab"}), "names no observable 'm_ab'; did you mean 'm_abs'?");
+  ExpectMessageHas(BuildError({"output.grid=lgo"}), "is not one of: log, linear; did you mean 'log'?");
+  // Far from every name: the message stays as it was, with no guess.
+  EXPECT_EQ(BuildError({"bogus.key=1"}).find("did you mean"), std::string::npos);
 }
 
 TEST(BadInput, NonPositiveDimensionIsRejected) {

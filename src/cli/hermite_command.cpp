@@ -5,6 +5,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/options.hpp"
+#include "common/text.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/links/hermite.hpp"
 #include "moeflow/links/link.hpp"
@@ -34,7 +35,9 @@ int RunHermiteCommand(const Args& args) {
   }
   if (!vm.count("link")) throw InputError("missing --link NAME (see moeflow hermite --help)");
   const std::string format = vm["format"].as<std::string>();
-  if (format != "table" && format != "csv") ThrowBadValue("--format", format, "is not one of: table, csv");
+  if (format != "table" && format != "csv") {
+    ThrowBadValue("--format", format, "is not one of: table, csv" + detail::DidYouMean(format, {"table", "csv"}));
+  }
   LinkPtr link;
   try {
     link = MakeLink(vm["link"].as<std::string>());

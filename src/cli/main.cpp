@@ -2,8 +2,10 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "cli/commands.hpp"
+#include "common/text.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/version.hpp"
 
@@ -67,6 +69,9 @@ int main(int argc, char** argv) {
       return kExitError;
     }
   }
-  std::cerr << "moeflow: unknown command '" << name << "' (see moeflow --help)\n";
+  std::vector<std::string> names;
+  for (const Command& c : AllCommands()) names.push_back(c.name);
+  std::cerr << "moeflow: unknown command '" << name << "'" << moeflow::detail::DidYouMean(name, names)
+            << " (see moeflow --help)\n";
   return kExitInputError;
 }

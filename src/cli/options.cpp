@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/text.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/io/record.hpp"
 
@@ -32,6 +33,11 @@ boost::program_options::variables_map ParseArguments(const Args& args,
   try {
     po::store(po::command_line_parser(args).options(all).positional(positionals).run(), vm);
     po::notify(vm);
+  } catch (const po::unknown_option& e) {
+    std::vector<std::string> names;
+    for (const auto& option : visible.options()) names.push_back("--" + option->long_name());
+    throw InputError(std::string(e.what()) + detail::DidYouMean(e.get_option_name(), names) + " (see moeflow " +
+                     command + " --help)");
   } catch (const po::error& e) {
     throw InputError(std::string(e.what()) + " (see moeflow " + command + " --help)");
   }

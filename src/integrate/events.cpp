@@ -4,6 +4,7 @@
 #include <cmath>
 #include <regex>
 
+#include "common/text.hpp"
 #include "moeflow/error.hpp"
 
 namespace moeflow {
@@ -81,7 +82,9 @@ ObservableSelector::ObservableSelector(const std::string& expression,
     for (std::size_t i = 0; i < observables.size(); ++i) {
       if (observables[i].name == name) return static_cast<int>(i);
     }
-    ThrowBadValue(key, expression, "names no observable '" + name + "'" + rule_tail);
+    std::vector<std::string> names;
+    for (const ObservableInfo& o : observables) names.push_back(o.name);
+    ThrowBadValue(key, expression, "names no observable '" + name + "'" + detail::DidYouMean(name, names) + rule_tail);
   };
   const std::vector<int> offsets = ObservableOffsets(observables);
   std::smatch match;

@@ -139,7 +139,7 @@ std::vector<double> MakeTimeGrid(const std::string& kind, int points, double t_f
     }
     grid.back() = t_end;
   } else {
-    ThrowBadValue("output.grid", kind, "is not one of: linear, log");
+    ThrowBadValue("output.grid", kind, "is not one of: linear, log" + detail::DidYouMean(kind, {"linear", "log"}));
   }
   return grid;
 }

@@ -17,6 +17,7 @@ namespace po = boost::program_options;
 
 namespace {
 
+using detail::DidYouMean;
 using detail::Join;
 using detail::Trim;
 std::string FormatDouble(double v) { return detail::FormatNumber(v, 17); }
@@ -162,7 +163,7 @@ std::string ModelFile::GetChoice(const std::string& key, const std::string& fall
                                  const std::vector<std::string>& choices) const {
   const std::string value = GetString(key, fallback);
   if (std::find(choices.begin(), choices.end(), value) == choices.end()) {
-    Fail(key, value, "is not one of: " + Join(choices, ", "));
+    Fail(key, value, "is not one of: " + Join(choices, ", ") + DidYouMean(value, choices));
   }
   return value;
 }
@@ -294,7 +295,7 @@ void ModelFile::CheckAllKeysUsed() const {
     std::vector<std::string> known;
     for (const Entry& r : resolved_) known.push_back(r.key);
     Fail(e.key, e.value,
-         "is not used by this model: unknown key (known keys: " + Join(known, ", ") + ")");
+         "is not used by this model: unknown key" + DidYouMean(e.key, known) + " (known keys: " + Join(known, ", ") + ")");
   }
 }
 

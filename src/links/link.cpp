@@ -17,6 +17,7 @@
 namespace moeflow {
 namespace {
 
+using detail::DidYouMean;
 using detail::Trim;
 std::string FormatNumber(double v) { return detail::FormatNumber(v, 17); }
 
@@ -225,8 +226,12 @@ LinkPtr MakeLink(std::string_view spec) {
   const auto it = registry.find(p.name);
   if (it == registry.end()) {
     std::string known;
-    for (const auto& [name, entry] : registry) known += (known.empty() ? "" : ", ") + entry.pattern;
-    ThrowBadLink(spec, "unknown link name '" + p.name + "' (known: " + known + ")");
+    std::vector<std::string> names;
+    for (const auto& [name, entry] : registry) {
+      known += (known.empty() ? "" : ", ") + entry.pattern;
+      names.push_back(name);
+    }
+    ThrowBadLink(spec, "unknown link name '" + p.name + "'" + DidYouMean(p.name, names) + " (known: " + known + ")");
   }
   return it->second.make(spec, p);
 }

@@ -212,7 +212,7 @@ SweepRun ParseSweepRun(const std::string& text) {
   for (const SweepRun r : {SweepRun::kFlow, SweepRun::kSgd, SweepRun::kBoth}) {
     if (text == ToString(r)) return r;
   }
-  ThrowBadValue("--run", text, "must be one of flow, sgd, both");
+  ThrowBadValue("--run", text, "must be one of flow, sgd, both" + detail::DidYouMean(text, {"flow", "sgd", "both"}));
 }
 
 const char* ToString(PointStatus status) {
