@@ -1,8 +1,7 @@
-// Model files: INI text parsed by Boost.Program_options, typed and validated access.
+// Model files: INI text (Boost.Program_options' config-file rules), typed and validated access.
 #include "moeflow/io/model_file.hpp"
 
 #include <algorithm>
-#include <boost/program_options.hpp>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -13,7 +12,6 @@
 #include "moeflow/error.hpp"
 
 namespace moeflow::io {
-namespace po = boost::program_options;
 
 namespace {
 
@@ -60,23 +58,39 @@ ModelFile ModelFile::Load(const std::string& path) {
 }
 
 ModelFile ModelFile::Parse(const std::string& text, const std::string& origin) {
+  // The INI rules of Boost.Program_options' config files (a test checks that both read every
+  // shipped model alike), with the line of every syntax error: `#` starts a comment anywhere;
+  // `[name]` prefixes the keys below it with `name.`; other lines are `key = value`, both trimmed.
   ModelFile file;
   file.origin_ = origin;
   file.source_text_ = text;
+  const auto fail = [&](int line, const std::string& what) {
+    throw InputError("model file '" + origin + "', line " + std::to_string(line) + ": " + what);
+  };
+  std::map<std::string, int> line_of;  // key -> the line that gives it
   std::istringstream in(text);
-  po::parsed_options parsed(nullptr);
-  try {
-    parsed = po::parse_config_file(in, po::options_description(), /*allow_unregistered=*/true);
-  } catch (const po::error& e) {
-    throw InputError("model file '" + origin + "': " + e.what());
-  }
-  for (const po::option& opt : parsed.options) {
-    const std::string value = opt.value.empty() ? "" : Trim(opt.value.front());
-    if (file.Find(opt.string_key) != nullptr) {
-      throw InputError("model file '" + origin + "': key '" + opt.string_key +
-                       "' is given twice (each key may appear once)");
+  std::string raw, prefix;
+  for (int line = 1; std::getline(in, raw); ++line) {
+    const std::string s = Trim(std::string_view(raw).substr(0, raw.find('#')));
+    if (s.empty()) continue;
+    if (s.front() == '[') {
+      if (s.back() != ']') fail(line, "'" + s + "' opens a section but does not close it: write [name] alone on its line");
+      prefix = Trim(std::string_view(s).substr(1, s.size() - 2));
+      if (prefix.empty()) fail(line, "'" + s + "' names no section: write [name]");
+      if (prefix.back() != '.') prefix += '.';
+      continue;
     }
-    file.entries_.push_back({opt.string_key, value});
+    const auto eq = s.find('=');
+    if (eq == std::string::npos) fail(line, "'" + s + "' is not key = value, a [section] or a comment (# ...)");
+    const std::string name = Trim(std::string_view(s).substr(0, eq));
+    if (name.empty()) fail(line, "'" + s + "' has no key before '='");
+    const std::string key = prefix + name;
+    if (const auto first = line_of.find(key); first != line_of.end()) {
+      fail(line, "key '" + key + "' is given twice (first on line " + std::to_string(first->second) +
+                     "; each key may appear once)");
+    }
+    line_of.emplace(key, line);
+    file.entries_.push_back({key, Trim(std::string_view(s).substr(eq + 1))});
   }
   return file;
 }

@@ -21,7 +21,7 @@ namespace moeflow::io {
 class ModelFile {
  public:
   // Reads and parses a file. Throws InputError for a missing file, a syntax error or a key
-  // given twice.
+  // given twice, naming the line.
   static ModelFile Load(const std::string& path);
   // Parses INI text; `origin` names it in messages.
   static ModelFile Parse(const std::string& text, const std::string& origin);
