@@ -154,10 +154,39 @@ TEST(FlowCli, AnOutputPathThatCannotBeWrittenIsRejectedBeforeTheRun) {
   EXPECT_EQ(FilesIn(dir), 2u);  // plain and flow.h5: no probe file left behind
 }
 
+// --dry-run checks the model like a run and prints it resolved, and writes nothing: the text it
+// prints is a model file that reproduces the run, so printing that file again gives it back.
+TEST(FlowCli, ADryRunPrintsTheResolvedModelAndWritesNothing) {
+  const std::string dir = TempDir();
+  const std::string model = ModelPath("single_index_he3.ini");
+  std::string output;
+  ASSERT_EQ(RunCommand(CliPath() + " flow " + model + " --dry-run --set d=1e6 --set integrate.t_end=7 -o " + dir +
+                           "/run.h5 2>/dev/null",
+                       &output),
+            0)
+      << output;
+  EXPECT_EQ(FilesIn(dir), 0u);
+  // One student and one teacher: m = w·w* and Q = |w|².
+  EXPECT_NE(output.find("State: 2 order parameters at d = 1000000. Events: 1. Stages: 1."), std::string::npos)
+      << output;
+  EXPECT_NE(output.find("\nt_end = 7\n"), std::string::npos) << output;
+  EXPECT_NE(output.find("\nstepper = dopri5\n"), std::string::npos) << output;  // a default, written out
+  const std::string resolved = dir + "/resolved.ini";
+  std::ofstream(resolved) << output;
+  std::string again;
+  ASSERT_EQ(RunCommand(CliPath() + " flow " + resolved + " -n 2>/dev/null", &again), 0) << again;
+  const auto body = [](const std::string& text) { return text.substr(text.find("\nd = ")); };
+  EXPECT_EQ(body(again), body(output));
+  // A model that would not run fails the same way, with nothing written.
+  EXPECT_EQ(RunCommand(CliPath() + " flow " + model + " --dry-run --set d=0 -o " + dir + "/bad.h5", &output), 2);
+  EXPECT_NE(output.find("key 'd': value '0' must be an integer >= 1"), std::string::npos) << output;
+  EXPECT_EQ(FilesIn(dir), 1u);  // resolved.ini only
+}
+
 TEST(FlowCli, HelpDocumentsEveryOption) {
   std::string output;
   ASSERT_EQ(RunCommand(CliPath() + " flow --help", &output), 0);
-  for (const char* part : {"--output", "--set", "--quiet", "dopri5", "bulirsch_stoer", "[event.NAME]", "relu"}) {
+  for (const char* part : {"--output", "--set", "--quiet", "--dry-run", "dopri5", "bulirsch_stoer", "[event.NAME]", "relu"}) {
     EXPECT_NE(output.find(part), std::string::npos) << part;
   }
   ASSERT_EQ(RunCommand(CliPath() + " --help", &output), 0);

@@ -180,11 +180,11 @@ TEST(Hdf5File, ReadingAMissingOrForeignFileNamesIt) {
   try {
     ReadFile(dir + "/missing.h5");
     FAIL();
-  } catch (const Error& e) {
+  } catch (const InputError& e) {  // a bad path given by the user: exit status 2
     EXPECT_NE(std::string(e.what()).find("missing.h5"), std::string::npos);
   }
   std::ofstream(dir + "/text.h5") << "not hdf5";
-  EXPECT_THROW(ReadFile(dir + "/text.h5"), Error);
+  EXPECT_THROW(ReadFile(dir + "/text.h5"), InputError);
 }
 
 TEST(InspectCli, PrintsDatasetsWithShapesAndFailsOnMissingFiles) {
@@ -195,8 +195,12 @@ TEST(InspectCli, PrintsDatasetsWithShapesAndFailsOnMissingFiles) {
   EXPECT_NE(output.find("/a/cube"), std::string::npos) << output;
   EXPECT_NE(output.find("(2 x 1 x 2)"), std::string::npos) << output;
   EXPECT_NE(output.find("line two"), std::string::npos) << output;
-  EXPECT_EQ(RunCommand(CliPath() + " inspect " + path + ".missing", &output), 1);
-  EXPECT_NE(output.find(".missing"), std::string::npos) << output;
+  // A missing or foreign file is bad input (2, as for `plot`), and nothing but the error is printed.
+  EXPECT_EQ(RunCommand(CliPath() + " inspect " + path + ".missing", &output), 2);
+  EXPECT_EQ(output, "moeflow inspect: error: cannot read '" + path + ".missing': no such file\n");
+  std::ofstream(path + ".txt") << "not hdf5";
+  EXPECT_EQ(RunCommand(CliPath() + " inspect " + path + ".txt", &output), 2);
+  EXPECT_EQ(output, "moeflow inspect: error: cannot read '" + path + ".txt': not an HDF5 file\n");
   EXPECT_EQ(RunCommand(CliPath() + " inspect --help", &output), 0);
   EXPECT_EQ(RunCommand(CliPath() + " inspect", &output), 2);
 }

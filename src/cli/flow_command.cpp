@@ -25,12 +25,14 @@ po::options_description Options() {
       ("set,s", po::value<std::vector<std::string>>()->composing(),
        "override a model key, e.g. --set d=1e6 --set integrate.stepper=fehlberg78; KEY= (empty) removes it "
        "(repeatable)")
-      ("quiet,q", "print nothing but errors");
+      ("quiet,q", "print nothing but errors")
+      ("dry-run,n", "check MODEL and print it resolved (every key the run reads, defaults included: a model "
+       "file that reproduces the run) with the size of its state; integrate nothing, write nothing");
   return opts;
 }
 
 void PrintHelp() {
-  std::cout << "Usage: moeflow flow MODEL [-o OUT] [--set KEY=VALUE ...]\n\n"
+  std::cout << "Usage: moeflow flow MODEL [-o OUT] [--set KEY=VALUE ...] [--dry-run]\n\n"
                "Integrates the population gradient flow of MODEL (an INI model file, see models/)\n"
                "as an ODE over the Gram matrix of the model's vectors, with an adaptive Boost.Odeint\n"
                "stepper, locates the model's events, writes the trajectory to an HDF5 file (written\n"
@@ -58,6 +60,14 @@ int RunFlow(const Args& args) {
   }
   const io::ModelFile model = LoadModel(vm, "flow");
   const std::string model_path = vm["model"].as<std::string>();
+  if (vm.count("dry-run")) {
+    const FlowSetup setup = BuildFlow(model);
+    std::cout << "# " << model_path << " resolved by moeflow flow --dry-run: every key the run reads, defaults\n"
+              << "# included. State: " << setup.initial_state.size() << " order parameters at d = " << setup.d
+              << ". Events: " << setup.events.size() << ". Stages: " << setup.stages.size() << ".\n"
+              << model.ResolvedText();
+    return kExitOk;
+  }
   const std::string output = OutputPath(vm);
   const bool quiet = vm.count("quiet") > 0;
   const FlowSetup setup = BuildFlow(model);

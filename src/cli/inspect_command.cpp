@@ -24,7 +24,8 @@ int RunInspectCommand(const Args& args) {
   }
   if (!vm.count("file")) throw InputError("missing FILE: moeflow inspect FILE");
   const std::string file = vm["file"].as<std::string>();
-  std::cout << "file: " << file << "\n" << io::Describe(io::ReadFile(file));
+  const io::Group root = io::ReadFile(file);  // nothing printed for a file that cannot be read
+  std::cout << "file: " << file << "\n" << io::Describe(root);
   return kExitOk;
 }
 

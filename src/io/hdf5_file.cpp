@@ -307,9 +307,9 @@ void CheckWritable(const std::string& key, const std::string& path) {
 Group ReadFile(const std::string& path) {
   const std::lock_guard<std::mutex> lock(Hdf5Lock());
   H5::Exception::dontPrint();
-  if (!std::filesystem::exists(path)) throw Error("cannot read '" + path + "': no such file");
+  if (!std::filesystem::exists(path)) throw InputError("cannot read '" + path + "': no such file");
   try {
-    if (!H5::H5File::isHdf5(path)) throw Error("cannot read '" + path + "': not an HDF5 file");
+    if (!H5::H5File::isHdf5(path)) throw InputError("cannot read '" + path + "': not an HDF5 file");
     const H5::H5File file(path, H5F_ACC_RDONLY);
     return ReadGroup(file.openGroup("/"), "");
   } catch (const H5::Exception& e) {

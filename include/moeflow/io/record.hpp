@@ -51,6 +51,7 @@ void WriteFileAtomically(const std::string& path, const Group& root);
 void CheckWritable(const std::string& key, const std::string& path);
 
 // Reads a whole HDF5 file (groups, float/integer datasets, string and numeric attributes).
+// Throws InputError for a path that is missing or not an HDF5 file, Error if reading fails.
 Group ReadFile(const std::string& path);
 
 // A readable summary of a file: attributes, datasets with shapes, events.
