@@ -186,7 +186,8 @@ TEST(FlowCli, ADryRunPrintsTheResolvedModelAndWritesNothing) {
 TEST(FlowCli, HelpDocumentsEveryOption) {
   std::string output;
   ASSERT_EQ(RunCommand(CliPath() + " flow --help", &output), 0);
-  for (const char* part : {"--output", "--set", "--quiet", "--dry-run", "dopri5", "bulirsch_stoer", "[event.NAME]", "relu"}) {
+  for (const char* part :
+       {"--output", "--set", "--quiet", "--dry-run", "dopri5", "bulirsch_stoer", "[event.NAME]", "relu"}) {
     EXPECT_NE(output.find(part), std::string::npos) << part;
   }
   ASSERT_EQ(RunCommand(CliPath() + " --help", &output), 0);

@@ -211,7 +211,8 @@ TEST(BadInput, AMisspeltNameIsAnsweredWithTheNearestRightOne) {
                         "'integrate.t_end'? (known keys: d, seed,");
   ExpectMessageHas(BuildError({"sgd.t_end=3"}), "did you mean 'integrate.t_end'?");
   ExpectMessageHas(BuildError({"integrate.stepper=dorpi5"}), "is not a known stepper; did you mean 'dopri5'? (known:");
-  ExpectMessageHas(BuildError({"student.link=sigmiod"}), "unknown link name 'sigmiod'; did you mean 'sigmoid'? (known:");
+  ExpectMessageHas(BuildError({"student.link=sigmiod"}),
+                   "unknown link name 'sigmiod'; did you mean 'sigmoid'? (known:");
   ExpectMessageHas(BuildError({"event.escape.observable=m_ab"}), "names no observable 'm_ab'; did you mean 'm_abs'?");
   ExpectMessageHas(BuildError({"output.grid=lgo"}), "is not one of: log, linear; did you mean 'log'?");
   // Far from every name: the message stays as it was, with no guess.

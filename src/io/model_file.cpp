@@ -74,7 +74,9 @@ ModelFile ModelFile::Parse(const std::string& text, const std::string& origin) {
     const std::string s = Trim(std::string_view(raw).substr(0, raw.find('#')));
     if (s.empty()) continue;
     if (s.front() == '[') {
-      if (s.back() != ']') fail(line, "'" + s + "' opens a section but does not close it: write [name] alone on its line");
+      if (s.back() != ']') {
+        fail(line, "'" + s + "' opens a section but does not close it: write [name] alone on its line");
+      }
       prefix = Trim(std::string_view(s).substr(1, s.size() - 2));
       if (prefix.empty()) fail(line, "'" + s + "' names no section: write [name]");
       if (prefix.back() != '.') prefix += '.';
@@ -309,7 +311,8 @@ void ModelFile::CheckAllKeysUsed() const {
     std::vector<std::string> known;
     for (const Entry& r : resolved_) known.push_back(r.key);
     Fail(e.key, e.value,
-         "is not used by this model: unknown key" + DidYouMean(e.key, known) + " (known keys: " + Join(known, ", ") + ")");
+         "is not used by this model: unknown key" + DidYouMean(e.key, known) + " (known keys: " + Join(known, ", ") +
+             ")");
   }
 }
 

@@ -357,7 +357,8 @@ IntegratorOptions ReadIntegratorOptions(const io::ModelFile& model) {
   const std::string stepper = model.GetString("integrate.stepper", ToString(o.stepper));
   if (!FromString(stepper, &o.stepper)) {
     ThrowBadValue("integrate.stepper", stepper,
-                  "is not a known stepper" + detail::DidYouMean(stepper, StepperNames()) + " (known: " + detail::Join(StepperNames(), ", ") + ")");
+                  "is not a known stepper" + detail::DidYouMean(stepper, StepperNames()) + " (known: " +
+                      detail::Join(StepperNames(), ", ") + ")");
   }
   o.abs_tol = model.GetNonNegative("integrate.abs_tol", o.abs_tol);
   o.rel_tol = model.GetNonNegative("integrate.rel_tol", o.rel_tol);
@@ -427,7 +428,8 @@ std::vector<std::string> EventNames(const std::string& key, const std::string& n
   const std::size_t star = name.find("[*]");
   if (star == std::string::npos) {
     if (std::find(known.begin(), known.end(), name) == known.end()) {
-      ThrowBadValue(key, name, "must name an event of the model" + detail::DidYouMean(name, known) + " (known: " + detail::Join(known, ", ") + ")");
+      ThrowBadValue(key, name, "must name an event of the model" + detail::DidYouMean(name, known) + " (known: " +
+                                   detail::Join(known, ", ") + ")");
     }
     return {name};
   }
