@@ -125,6 +125,48 @@ TEST(Sweep, RunsOnlyThePointsNotFinishedBefore) {
   EXPECT_EQ(RunSweep(He3(), {ParseGridAxis("d=100")}, options).Reused(), 0u);
 }
 
+std::size_t FileCount(const std::string& dir) {
+  return static_cast<std::size_t>(
+      std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator{}));
+}
+
+// A dry run builds every missing point's model (and checks its [sgd] options when SGD runs) like
+// a run, runs nothing and saves nothing; points finished before are reported as such.
+TEST(Sweep, ADryRunChecksEveryPointAndRunsNothing) {
+  SweepOptions options;
+  options.parts_dir = TempDir() + "/parts";
+  options.run = SweepRun::kBoth;
+  options.dry_run = true;
+  const SweepResult r = RunSweep(He3(), {ParseGridAxis("d=100,0")}, options);
+  ASSERT_EQ(r.points.size(), 2u);
+  EXPECT_EQ(r.points[0].status, PointStatus::kOk) << r.points[0].message;
+  EXPECT_TRUE(r.points[0].group.groups.empty());  // nothing run
+  EXPECT_EQ(r.points[1].status, PointStatus::kError);
+  EXPECT_NE(r.points[1].message.find("key 'd': value '0' must be an integer >= 1"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(options.parts_dir));
+
+  // The [sgd] options are checked only when SGD runs: without sgd.lr a gradient-flow model has none.
+  io::ModelFile no_lr = He3();
+  no_lr.Set("sgd.lr=");
+  const SweepResult sgd = RunSweep(no_lr, {ParseGridAxis("d=100")}, options);
+  EXPECT_EQ(sgd.points.at(0).status, PointStatus::kError);
+  EXPECT_NE(sgd.points[0].message.find("key 'sgd.lr' is missing"), std::string::npos) << sgd.points[0].message;
+  options.run = SweepRun::kFlow;
+  EXPECT_EQ(RunSweep(no_lr, {ParseGridAxis("d=100")}, options).points.at(0).status, PointStatus::kOk);
+
+  // After a real sweep of d = 100, that point is done and only d = 1e4 is left to run.
+  options.dry_run = false;
+  RunSweep(He3(), {ParseGridAxis("d=100")}, options);
+  ASSERT_EQ(FileCount(options.parts_dir), 1u);
+  options.dry_run = true;
+  const SweepResult resumed = RunSweep(He3(), {ParseGridAxis("d=100,1e4")}, options);
+  ASSERT_EQ(resumed.points.size(), 2u);
+  EXPECT_TRUE(resumed.points[0].reused);
+  EXPECT_FALSE(resumed.points[1].reused);
+  EXPECT_EQ(resumed.points[1].status, PointStatus::kOk);
+  EXPECT_EQ(FileCount(options.parts_dir), 1u);
+}
+
 // Shards (machines) each run an interleaved share of the points into their own parts folder;
 // copying the folders into one and running unsharded takes every point and runs nothing, and the
 // result equals an unsharded sweep's.
@@ -283,6 +325,21 @@ TEST(SweepCli, WritesTheTableWithTextValuesAndPlotsIt) {
   ASSERT_EQ(testing::RunPython(script, &output), 0) << output;
   ASSERT_EQ(RunCommand(CliPath() + " plot " + out + " -o " + dir + "/links.png", &output), 0) << output;
   EXPECT_GT(std::filesystem::file_size(dir + "/links.png"), 10000u);
+}
+
+TEST(SweepCli, ADryRunListsEveryPointAndWritesNothing) {
+  const std::string dir = TempDir();
+  const std::string command = CliPath() + " sweep " + ModelPath("single_index_he3.ini") + " -o " + dir + "/s.h5 -n";
+  std::string output;
+  EXPECT_EQ(RunCommand(command + " --grid d=100,0,1e4", &output), 2) << output;
+  EXPECT_NE(output.find("[1/3] d=100: to run\n"), std::string::npos) << output;
+  EXPECT_NE(output.find("[2/3] d=0: fails: key 'd': value '0' must be an integer >= 1\n"), std::string::npos) << output;
+  EXPECT_NE(output.find("3 points: 2 to run, 0 done earlier, 1 failing. Dry run: nothing run, nothing written."),
+            std::string::npos)
+      << output;
+  EXPECT_EQ(RunCommand(command + " --grid d=100,1e4", &output), 0) << output;
+  EXPECT_NE(output.find("2 points: 2 to run, 0 done earlier, 0 failing."), std::string::npos) << output;
+  EXPECT_EQ(FileCount(dir), 0u);
 }
 
 TEST(SweepCli, EveryPointFailingOnTheSameKeyIsBadInput) {

@@ -33,13 +33,16 @@ po::options_description Options() {
       ("set,s", po::value<std::vector<std::string>>()->composing(),
        "override a model key at every point, e.g. --set integrate.t_end=100; KEY= (empty) removes it "
        "(repeatable)")
-      ("quiet,q", "print nothing but errors");
+      ("quiet,q", "print nothing but errors")
+      ("dry-run,n", "check every point's model (and its [sgd] options when SGD runs) and list the points: to run, "
+       "done earlier, or failing with the message; run nothing, write nothing (exit 2 if a point fails)");
   return opts;
 }
 
 void PrintHelp() {
   std::cout << "Usage: moeflow sweep MODEL --grid KEY=V1,V2,... [--grid ...] [--run flow|sgd|both]\n"
-               "                     [--seeds S] [--threads T] [--shard I/N] [--set KEY=VALUE ...] [-o OUT]\n\n"
+               "                     [--seeds S] [--threads T] [--shard I/N] [--set KEY=VALUE ...] [-o OUT]\n"
+               "                     [--dry-run]\n\n"
                "Runs MODEL at every point of a grid of model-key values (the product of the --grid axes,\n"
                "the first axis varying slowest): the population ODE (--run flow), SGD over seeds\n"
                "(--run sgd) or both. Points run in parallel; each finished point is saved at once in\n"
@@ -68,6 +71,29 @@ void PrintHelp() {
                "points are kept in OUT.parts/; run the same command to resume).\n";
 }
 
+// --dry-run: every point checked, listed in grid order; nothing run or written.
+int DryRun(const io::ModelFile& model, const std::vector<GridAxis>& axes, const SweepOptions& options) {
+  const SweepResult result = RunSweep(model, axes, options);
+  std::size_t to_run = 0, failing = 0;
+  for (const SweepPointResult& p : result.points) {
+    std::cout << "  [" << p.index + 1 << "/" << result.total << "] " << p.point.Label() << ": ";
+    if (p.reused) {
+      std::cout << "done earlier (" << ToString(p.status) << ")\n";
+    } else if (p.status == PointStatus::kError) {
+      std::cout << "fails: " << p.message << "\n";
+      ++failing;
+    } else {
+      std::cout << "to run\n";
+      ++to_run;
+    }
+  }
+  std::cout << result.total << (result.total == 1 ? " point: " : " points: ") << to_run << " to run, " << result.Reused() << " done earlier, " << failing
+            << " failing";
+  if (result.other_shards > 0) std::cout << ", " << result.other_shards << " left to the other shards";
+  std::cout << ". Dry run: nothing run, nothing written.\n";
+  return failing > 0 ? kExitInputError : kExitOk;
+}
+
 int RunSweepCli(const Args& args) {
   const po::variables_map vm = ParseArguments(args, Options(), "model", "sweep");
   if (vm.count("help")) {
@@ -91,6 +117,8 @@ int RunSweepCli(const Args& args) {
   options.command_line = CommandLine("sweep", args);
   options.interrupt = InstallInterruptHandler();
   if (vm.count("shard")) std::tie(options.shard, options.shards) = ParseShard("--shard", vm["shard"].as<std::string>());
+  options.dry_run = vm.count("dry-run") > 0;
+  if (options.dry_run) return DryRun(model, axes, options);
   const bool progress = ShowProgress(quiet);
   const SweepResult result = RunSweep(model, axes, options, [progress](const SweepPointResult& p, std::size_t done,
                                                                       std::size_t total) {

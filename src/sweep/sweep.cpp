@@ -87,6 +87,10 @@ std::optional<SweepPointResult> RunPoint(const io::ModelFile& base, const SweepP
     io::ModelFile model = base;
     for (const auto& [key, value] : point.assignments) model.Set(key + "=" + value);
     const FlowSetup setup = BuildFlow(model);
+    if (options.dry_run) {
+      if (options.run != SweepRun::kFlow) setup.sgd.Validate(setup.system->vectors());
+      return result;
+    }
     if (options.run != SweepRun::kSgd) {
       IntegrationControl control;
       control.interrupt = options.interrupt;
@@ -263,7 +267,7 @@ SweepResult RunSweep(const io::ModelFile& base, const std::vector<GridAxis>& axe
       if (o.substr(0, o.find('=')) == a.key) ThrowBadValue("--grid", a.key, "must not also be given with --set");
     }
   }
-  if (!options.parts_dir.empty()) std::filesystem::create_directories(options.parts_dir);
+  if (!options.parts_dir.empty() && !options.dry_run) std::filesystem::create_directories(options.parts_dir);
 
   SweepResult result;
   result.total = points.size();
@@ -312,7 +316,7 @@ SweepResult RunSweep(const io::ModelFile& base, const std::vector<GridAxis>& axe
     std::optional<SweepPointResult> r = RunPoint(base, points[i], i, options, inner);
     if (!r) return;
     Label(&*r, fingerprints[i]);
-    if (!options.parts_dir.empty()) {
+    if (!options.parts_dir.empty() && !options.dry_run) {
       const std::string path =
           (std::filesystem::path(options.parts_dir) / ("point_" + Hash(fingerprints[i]) + ".h5")).string();
       io::WriteFileAtomically(path, r->group);

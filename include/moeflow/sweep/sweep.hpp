@@ -63,6 +63,9 @@ struct SweepOptions {
   // i % shards == shard; the other points are left to the other shards (machines). Results do
   // not depend on the sharding: merge the shards' parts folders and run without sharding.
   int shard = 0, shards = 1;
+  // Check only: build every missing point's model (and validate its [sgd] options when SGD
+  // runs) and record kOk or kError with the message; run nothing, save nothing.
+  bool dry_run = false;
 };
 
 // Parses "I/N" (1 <= I <= N, the I-th of N shards) into 0-based (shard, shards); throws
