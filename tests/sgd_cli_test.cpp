@@ -96,6 +96,22 @@ TEST(SgdCli, BadInputNamesTheKeyAndWritesNothing) {
   }
 }
 
+// sgd --dry-run checks what a flow --dry-run checks and the [sgd] options too: soft_routed_moe.ini
+// is a gradient-flow model without sgd.lr, which the flow accepts and SGD cannot run.
+TEST(SgdCli, ADryRunChecksTheSgdOptionsPrintsTheModelAndWritesNothing) {
+  const std::string dir = TempDir();
+  std::string output;
+  ASSERT_EQ(
+      RunCommand(CliPath() + " sgd " + ModelPath("committee_erf_k2m2.ini") + " -n -o " + dir + "/s.h5", &output), 0)
+      << output;
+  EXPECT_NE(output.find("resolved by moeflow sgd --dry-run"), std::string::npos) << output;
+  EXPECT_NE(output.find("\n[sgd]\nlr_exponent = 1\n"), std::string::npos) << output;
+  EXPECT_EQ(RunCommand(CliPath() + " flow " + ModelPath("soft_routed_moe.ini") + " -n", &output), 0) << output;
+  EXPECT_EQ(RunCommand(CliPath() + " sgd " + ModelPath("soft_routed_moe.ini") + " -n", &output), 2) << output;
+  EXPECT_NE(output.find("key 'sgd.lr' is missing"), std::string::npos) << output;
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+}
+
 TEST(SgdCli, HelpDocumentsTheSgdKeys) {
   std::string output;
   ASSERT_EQ(RunCommand(CliPath() + " sgd --help", &output), 0);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <numeric>
@@ -101,6 +102,28 @@ TEST(VerifyCli, ClusterMoeRecoversEveryDirectionButFindsTheGlobalOneBeforeTheRou
   EXPECT_NE(output.find("measured: 0.983053 at t = 800"), std::string::npos) << output;  // routing
   EXPECT_NE(output.find("3 passed, 1 failed, 1 skipped"), std::string::npos) << output;
   EXPECT_NE(output.find("SKIP  sgd_weak_recovery"), std::string::npos) << output;  // needs --sgd
+}
+
+TEST(VerifyCli, ADryRunListsTheRunsOfEachCheckAndWritesNothing) {
+  const std::string dir = TempDir();
+  const std::string command = CliPath() + " verify " + ModelPath("single_index_he3.ini") + " -n -o " + dir + "/v.h5";
+  std::string output;
+  ASSERT_EQ(RunCommand(command, &output), 0) << output;
+  EXPECT_NE(output.find("  ode_escape_exponent: 4 runs of its own (d=10000; d=100000; d=1e+06; d=1e+07)\n"),
+            std::string::npos)
+      << output;
+  EXPECT_NE(output.find("  sgd_escape_steps_exponent: skipped (needs --sgd); 5 runs of its own (d=128; d=256; "
+                        "d=512; d=1024; ...), SGD over 16 seeds each\n"),
+            std::string::npos)
+      << output;
+  EXPECT_NE(output.find("2 checks: the model and every run's model are valid. Dry run: nothing run, nothing written."),
+            std::string::npos)
+      << output;
+  EXPECT_EQ(RunCommand(command + " --set check.ode_escape_exponent.set=student.q0=2", &output), 2) << output;
+  EXPECT_NE(output.find("check 'ode_escape_exponent' (run student.q0=2, d=10000): key 'student.q0'"),
+            std::string::npos)
+      << output;
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
 }
 
 TEST(VerifyCli, ABrokenClaimFailsWithTheMeasuredNumbers) {
@@ -339,6 +362,57 @@ seeds = 3
   // Without a progress function nothing is reported, and the result is the same.
   const Verification quiet = Verify(short_model, VerifyOptions{});
   EXPECT_EQ(quiet.results[0].values, v.results[0].values);
+}
+
+// The plan of a verification lists each check's own runs as assignments to the model (the
+// check's `set` first), and builds every one of them before any runs: a value that only a check's
+// run reads is rejected at once, naming the check and the run, before the model's run starts.
+TEST(VerifyChecks, EveryRunOfTheChecksIsCheckedBeforeAnyRuns) {
+  const std::string text = SingleIndexH3("init = random", "1") + R"(
+[check.positive]
+kind = final
+observable = m
+op = >=
+threshold = 0
+seeds = 3
+set = integrate.t_end=2
+[check.reads_the_model_run]
+kind = final
+observable = m
+threshold = 1
+[check.grows]
+kind = scaling
+event = escape
+exponent = 0.5
+dimensions = 100, 1000
+[event.escape]
+observable = m
+threshold = 0.5
+)";
+  const VerificationPlan plan = PlanVerification(io::ModelFile::Parse(text, "plan test"), VerifyOptions{});
+  using Lists = std::vector<std::vector<std::string>>;
+  ASSERT_EQ(plan.runs.size(), 3u);
+  EXPECT_EQ(plan.runs[0],
+            (Lists{{"integrate.t_end=2"}, {"integrate.t_end=2", "seed=2"}, {"integrate.t_end=2", "seed=3"}}));
+  EXPECT_EQ(plan.runs[1], Lists{});
+  EXPECT_EQ(plan.runs[2], (Lists{{"d=100"}, {"d=1000"}}));
+
+  // A `set` read only by the check's own runs.
+  int progress_calls = 0;
+  VerifyOptions options;
+  options.progress = [&](const std::string&) { ++progress_calls; };
+  std::string broken = text;
+  broken.replace(broken.find("set = integrate.t_end=2"), 23, "set = integrate.t_end=-2");
+  try {
+    Verify(io::ModelFile::Parse(broken, "plan test"), options);
+    ADD_FAILURE() << "accepted integrate.t_end=-2";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "check 'positive' (run integrate.t_end=-2): key 'integrate.t_end': value '-2'"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(progress_calls, 0);  // no run started
 }
 
 TEST(VerifyChecks, BadChecksAreRejectedByKey) {

@@ -61,11 +61,7 @@ int RunFlow(const Args& args) {
   const io::ModelFile model = LoadModel(vm, "flow");
   const std::string model_path = vm["model"].as<std::string>();
   if (vm.count("dry-run")) {
-    const FlowSetup setup = BuildFlow(model);
-    std::cout << "# " << model_path << " resolved by moeflow flow --dry-run: every key the run reads, defaults\n"
-              << "# included. State: " << setup.initial_state.size() << " order parameters at d = " << setup.d
-              << ". Events: " << setup.events.size() << ". Stages: " << setup.stages.size() << ".\n"
-              << model.ResolvedText();
+    PrintResolvedModel("flow", model_path, model, BuildFlow(model));
     return kExitOk;
   }
   const std::string output = OutputPath(vm);

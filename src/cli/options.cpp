@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -47,6 +48,15 @@ boost::program_options::variables_map ParseArguments(const Args& args,
 }  // namespace moeflow::cli
 
 namespace moeflow::cli {
+
+void PrintResolvedModel(const char* command, const std::string& model_path, const io::ModelFile& model,
+                        const FlowSetup& setup) {
+  std::cout << "# " << model_path << " resolved by moeflow " << command
+            << " --dry-run: every key the run reads, defaults\n# included. State: " << setup.initial_state.size()
+            << " order parameters at d = " << setup.d << ". Events: " << setup.events.size()
+            << ". Stages: " << setup.stages.size() << ".\n"
+            << model.ResolvedText();
+}
 
 std::string CommandLine(const char* command, const Args& args) {
   std::string line = std::string("moeflow ") + command;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "moeflow/io/model_file.hpp"
+#include "moeflow/models/model_builder.hpp"
 
 #include "cli/commands.hpp"
 
@@ -25,6 +26,11 @@ std::string CommandLine(const char* command, const Args& args);
 std::string OutputPath(const boost::program_options::variables_map& vm, const std::string& suffix = "");
 // The model named by the positional "model", with every --set applied. Throws InputError.
 io::ModelFile LoadModel(const boost::program_options::variables_map& vm, const char* command);
+// --dry-run of flow and sgd: the model, built and checked by the caller, printed resolved (every
+// key the run reads, defaults included: a model file that reproduces the run) under a header with
+// the size of its state, its events and stages.
+void PrintResolvedModel(const char* command, const std::string& model_path, const io::ModelFile& model,
+                        const FlowSetup& setup);
 // Ctrl-C and SIGTERM set the returned flag; runs poll it and stop cleanly.
 const std::atomic<bool>* InstallInterruptHandler();
 // Progress lines go to stderr only on a terminal (or with MOEFLOW_PROGRESS=1 in the environment)

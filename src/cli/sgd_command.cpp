@@ -23,12 +23,15 @@ po::options_description Options() {
        "override a model key, e.g. --set d=1000 --set sgd.lr=0.1; KEY= (empty) removes it (repeatable)")
       ("seeds", po::value<int>()->default_value(1), "number of seeds: seed, seed+1, ... (model key `seed`)")
       ("threads,j", po::value<int>()->default_value(0), "threads (0: one per core); results do not depend on it")
-      ("quiet,q", "print nothing but errors");
+      ("quiet,q", "print nothing but errors")
+      ("dry-run,n", "check MODEL and its [sgd] options and print it resolved (every key the run reads, defaults "
+       "included: a model file that reproduces the run) with the size of its state; simulate nothing, write "
+       "nothing");
   return opts;
 }
 
 void PrintHelp() {
-  std::cout << "Usage: moeflow sgd MODEL [--set KEY=VALUE ...] [--seeds S] [--threads T] [-o OUT]\n\n"
+  std::cout << "Usage: moeflow sgd MODEL [--set KEY=VALUE ...] [--seeds S] [--threads T] [-o OUT] [--dry-run]\n\n"
                "Runs SGD at finite d on MODEL (the same model file as `moeflow flow`): teacher vectors\n"
                "orthonormal, the student started from the same seeded initial overlaps as the ODE, the\n"
                "loss ½(f − y)² averaged over a batch, time t = η·steps. Records the model's observables\n"
@@ -62,6 +65,12 @@ int RunSgd(const Args& args) {
   }
   const io::ModelFile model = LoadModel(vm, "sgd");
   const std::string model_path = vm["model"].as<std::string>();
+  if (vm.count("dry-run")) {
+    const FlowSetup setup = BuildFlow(model);
+    setup.sgd.Validate(setup.system->vectors());
+    PrintResolvedModel("sgd", model_path, model, setup);
+    return kExitOk;
+  }
   const std::string output = OutputPath(vm, "_sgd");
   const bool quiet = vm.count("quiet") > 0;
   const int seeds = vm["seeds"].as<int>();

@@ -87,8 +87,8 @@ int DryRun(const io::ModelFile& model, const std::vector<GridAxis>& axes, const 
       ++to_run;
     }
   }
-  std::cout << result.total << (result.total == 1 ? " point: " : " points: ") << to_run << " to run, " << result.Reused() << " done earlier, " << failing
-            << " failing";
+  std::cout << result.total << (result.total == 1 ? " point: " : " points: ") << to_run << " to run, "
+            << result.Reused() << " done earlier, " << failing << " failing";
   if (result.other_shards > 0) std::cout << ", " << result.other_shards << " left to the other shards";
   std::cout << ". Dry run: nothing run, nothing written.\n";
   return failing > 0 ? kExitInputError : kExitOk;

@@ -5,6 +5,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/options.hpp"
+#include "common/text.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/io/flow_output.hpp"
 #include "moeflow/models/model_builder.hpp"
@@ -23,12 +24,14 @@ po::options_description Options() {
       ("threads,j", po::value<int>()->default_value(0), "threads for SGD seeds (0: one per core)")
       ("output,o", po::value<std::string>(), "HDF5 report (default: <model name>_verify.h5)")
       ("set,s", po::value<std::vector<std::string>>()->composing(), "override a model key; KEY= (empty) removes it (repeatable)")
-      ("quiet,q", "print nothing but errors");
+      ("quiet,q", "print nothing but errors")
+      ("dry-run,n", "check the model and the model of every run its checks make, and list the runs each check "
+       "makes; run nothing, write nothing");
   return opts;
 }
 
 void PrintHelp() {
-  std::cout << "Usage: moeflow verify MODEL [--sgd] [-o OUT] [--set KEY=VALUE ...]\n\n"
+  std::cout << "Usage: moeflow verify MODEL [--sgd] [-o OUT] [--set KEY=VALUE ...] [--dry-run]\n\n"
                "Runs the model's population ODE (as moeflow flow does) and whatever its checks need,\n"
                "then prints one line per check (PASS, FAIL or SKIP) with the expected rule and the\n"
                "measured numbers, and writes the run and the report to HDF5. Checks are [check.NAME]\n"
@@ -61,6 +64,41 @@ void PrintHelp() {
                "1 error, 2 bad input, 130 interrupted (nothing written).\n";
 }
 
+// --dry-run: every run's model checked (PlanVerification), each check's runs listed.
+int DryRun(const io::ModelFile& model, const std::string& model_path, bool sgd) {
+  VerifyOptions options;
+  options.sgd = sgd;
+  const VerificationPlan plan = PlanVerification(model, options);
+  std::cout << "model:   " << model_path << "\n";
+  for (std::size_t i = 0; i < plan.checks.size(); ++i) {
+    const CheckSpec& c = plan.checks[i];
+    const auto& runs = plan.runs[i];
+    std::cout << "  " << c.name << ": ";
+    if (c.sgd && !sgd) std::cout << "skipped (needs --sgd); ";
+    if (runs.empty()) {
+      std::cout << "reads the model's run";
+    } else {
+      // Every run's assignments start with the check's `set`: shown once, then what varies.
+      constexpr std::size_t kShown = 4;
+      std::cout << runs.size() << (runs.size() == 1 ? " run" : " runs") << " of its own";
+      if (!c.overrides.empty()) std::cout << ", set " << detail::Join(c.overrides, ", ");
+      std::vector<std::string> varying;
+      for (std::size_t r = 0; r < runs.size() && r < kShown; ++r) {
+        const std::vector<std::string> rest(runs[r].begin() + static_cast<std::ptrdiff_t>(c.overrides.size()),
+                                            runs[r].end());
+        if (!rest.empty()) varying.push_back(detail::Join(rest, ", "));
+        else if (runs.size() > 1) varying.emplace_back("the model's seed");
+      }
+      if (!varying.empty()) std::cout << " (" << detail::Join(varying, "; ") << (runs.size() > kShown ? "; ...)" : ")");
+      if (c.sgd) std::cout << ", SGD over " << c.seeds << " seeds each";
+    }
+    std::cout << "\n";
+  }
+  std::cout << plan.checks.size() << (plan.checks.size() == 1 ? " check" : " checks")
+            << ": the model and every run's model are valid. Dry run: nothing run, nothing written.\n";
+  return kExitOk;
+}
+
 int RunVerify(const Args& args) {
   const po::variables_map vm = ParseArguments(args, Options(), "model", "verify");
   if (vm.count("help")) {
@@ -69,6 +107,7 @@ int RunVerify(const Args& args) {
   }
   const io::ModelFile model = LoadModel(vm, "verify");
   const std::string model_path = vm["model"].as<std::string>();
+  if (vm.count("dry-run")) return DryRun(model, model_path, vm.count("sgd") > 0);
   const std::string output = OutputPath(vm, "_verify");
   const bool quiet = vm.count("quiet") > 0;
   VerifyOptions options;

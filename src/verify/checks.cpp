@@ -94,6 +94,71 @@ io::ModelFile Assigned(io::ModelFile model, const std::vector<std::string>& assi
 // The model of a check's own runs: the file's with the check's `set` assignments.
 io::ModelFile CheckModel(const CheckSpec& c, const io::ModelFile& model) { return Assigned(model, c.overrides); }
 
+// The runs of the checks, each as assignments to the model of the check (CheckModel):
+// a scaling check's dimensions,
+std::vector<std::vector<std::string>> ScalingLists(const CheckSpec& c) {
+  std::vector<std::vector<std::string>> lists;
+  for (double d : c.dimensions) lists.push_back({"d=" + Num(d)});
+  return lists;
+}
+
+// an argmin check's grid (its key fastest),
+std::vector<std::vector<std::string>> ArgminLists(const CheckSpec& c) {
+  std::vector<std::vector<std::string>> lists;
+  const std::size_t nk = c.values.size(), na = c.across_values.size();
+  for (std::size_t i = 0; i < nk * na; ++i) {
+    lists.push_back({c.key + "=" + c.values[i % nk], c.across + "=" + c.across_values[i / nk]});
+  }
+  return lists;
+}
+
+// and the seeds of any other check (the model's, then the next ones), with the assignments of
+// each one's run to the file's model: the check's `set` and, after the first, the seed.
+std::vector<std::pair<long long, std::vector<std::string>>> SeedLists(const CheckSpec& c, const io::ModelFile& model) {
+  std::vector<std::pair<long long, std::vector<std::string>>> lists;
+  const long long base = c.seeds > 1 ? CheckModel(c, model).GetInteger("seed", 1, 0) : 0;
+  for (int i = 0; i < c.seeds; ++i) {
+    std::vector<std::string> list = c.overrides;
+    if (i > 0) list.push_back("seed=" + std::to_string(base + i));
+    lists.emplace_back(base + i, std::move(list));
+  }
+  return lists;
+}
+
+}  // namespace
+
+VerificationPlan PlanVerification(const io::ModelFile& model, const VerifyOptions& options) {
+  VerificationPlan plan;
+  plan.checks = BuildFlow(model).checks;
+  if (plan.checks.empty()) {
+    throw InputError("the model has no [check.NAME] sections: nothing to verify (see moeflow verify --help)");
+  }
+  for (const CheckSpec& c : plan.checks) {
+    std::vector<std::vector<std::string>>& lists = plan.runs.emplace_back();
+    if (c.kind == CheckKind::kScaling || c.kind == CheckKind::kArgmin) {
+      for (std::vector<std::string>& l : c.kind == CheckKind::kScaling ? ScalingLists(c) : ArgminLists(c)) {
+        l.insert(l.begin(), c.overrides.begin(), c.overrides.end());
+        lists.push_back(std::move(l));
+      }
+    } else {
+      for (auto& [seed, list] : SeedLists(c, model)) {
+        if (!list.empty()) lists.push_back(std::move(list));  // else it reads the model's run
+      }
+    }
+    for (const std::vector<std::string>& list : lists) {
+      try {
+        const FlowSetup setup = BuildFlow(Assigned(model, list));
+        if (c.sgd && options.sgd) setup.sgd.Validate(setup.system->vectors());
+      } catch (const InputError& e) {
+        throw InputError("check '" + c.name + "' (run " + detail::Join(list, ", ") + "): " + e.what());
+      }
+    }
+  }
+  return plan;
+}
+
+namespace {
+
 // The runs of one phase of a verification (the model's run, the checks' own runs, a check's
 // sweep) shown as one status line: how many are done and the time each running one has reached.
 // Runs on several threads report into it at once; the line goes out one call at a time.
@@ -234,8 +299,7 @@ CheckResult Scaling(const CheckSpec& c, const io::ModelFile& file, const VerifyO
       }
     }
   } else {
-    std::vector<std::vector<std::string>> lists;
-    for (double d : c.dimensions) lists.push_back({"d=" + Num(d)});
+    const std::vector<std::vector<std::string>> lists = ScalingLists(c);
     const RunBoard board(options, "check " + c.name, lists);
     for (std::size_t i = 0; i < c.dimensions.size(); ++i) {
       const double d = c.dimensions[i];
@@ -325,10 +389,7 @@ CheckResult Argmin(const CheckSpec& c, const io::ModelFile& file, const VerifyOp
   const std::size_t nk = c.values.size(), na = c.across_values.size();
   std::vector<double> final(nk * na, std::nan(""));
   std::vector<std::vector<std::string>> abnormal(nk * na);  // per point, written by its own thread
-  std::vector<std::vector<std::string>> lists;
-  for (std::size_t i = 0; i < nk * na; ++i) {
-    lists.push_back({c.key + "=" + c.values[i % nk], c.across + "=" + c.across_values[i / nk]});
-  }
+  const std::vector<std::vector<std::string>> lists = ArgminLists(c);
   const RunBoard board(options, "check " + c.name, lists);
   ParallelFor(nk * na, options.threads, [&](std::size_t i) {
     const FlowSetup setup = BuildFlow(Assigned(model, lists[i]));
@@ -423,10 +484,8 @@ bool Verification::AllPassed() const {
 }
 
 Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
+  PlanVerification(model, options);  // every run's model is valid before any runs
   const FlowSetup setup = BuildFlow(model);
-  if (setup.checks.empty()) {
-    throw InputError("the model has no [check.NAME] sections: nothing to verify (see moeflow verify --help)");
-  }
   Verification v;
   v.summary = RunProtocol(*setup.system, setup.initial_state, setup.options, setup.events, setup.stages,
                           &v.trajectory, &v.stages, RunBoard(options, "the model's run", {{}}).Start(0, setup.options.t_end));
@@ -434,22 +493,11 @@ Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
   // changed model, one per distinct list of assignments (the model's seed adds none).
   std::map<std::vector<std::string>, Run> own;
   own.emplace(std::vector<std::string>{}, Run{v.summary, v.trajectory, setup.d});
-  // The check's seeds (the model's, then the next ones) and the assignments of each one's run.
-  auto lists_of = [&](const CheckSpec& c) {
-    std::vector<std::pair<long long, std::vector<std::string>>> lists;
-    const long long base = c.seeds > 1 ? CheckModel(c, model).GetInteger("seed", 1, 0) : 0;
-    for (int i = 0; i < c.seeds; ++i) {
-      std::vector<std::string> list = c.overrides;
-      if (i > 0) list.push_back("seed=" + std::to_string(base + i));
-      lists.emplace_back(base + i, std::move(list));
-    }
-    return lists;
-  };
   // The missing runs of every such check, on `threads` threads.
   std::vector<std::vector<std::string>> missing;
   for (const CheckSpec& c : setup.checks) {
     if (c.kind == CheckKind::kScaling || c.kind == CheckKind::kArgmin) continue;
-    for (auto& [seed, list] : lists_of(c)) {
+    for (auto& [seed, list] : SeedLists(c, model)) {
       if (own.count(list) == 0 && std::find(missing.begin(), missing.end(), list) == missing.end()) {
         missing.push_back(std::move(list));
       }
@@ -480,7 +528,7 @@ Verification Verify(const io::ModelFile& model, const VerifyOptions& options) {
       v.results.push_back(on_run(c, own.at(c.overrides)));
     } else {
       std::vector<std::pair<long long, CheckResult>> per_seed;
-      for (const auto& [seed, list] : lists_of(c)) per_seed.emplace_back(seed, on_run(c, own.at(list)));
+      for (const auto& [seed, list] : SeedLists(c, model)) per_seed.emplace_back(seed, on_run(c, own.at(list)));
       v.results.push_back(OverSeeds(c, per_seed));
     }
     if (!c.overrides.empty() && c.kind != CheckKind::kScaling && c.kind != CheckKind::kArgmin) {

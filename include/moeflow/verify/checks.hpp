@@ -102,8 +102,19 @@ struct Verification {
   bool AllPassed() const;  // no FAIL (skipped checks do not fail)
 };
 
+// What Verify runs, checked without running it: the model and the model of every run its checks
+// make are built (and their [sgd] options checked where SGD runs), so a bad `set`, dimension or
+// grid value is reported at once, naming its check and the run. Throws InputError.
+struct VerificationPlan {
+  std::vector<CheckSpec> checks;
+  // Per check, the assignments to the model of each run of its own (a `set`, a seed, a dimension,
+  // a grid point); none if it reads the model's run.
+  std::vector<std::vector<std::vector<std::string>>> runs;
+};
+VerificationPlan PlanVerification(const io::ModelFile& model, const VerifyOptions& options);
+
 // Runs what the model's checks need and evaluates them. Throws InputError for a bad model or a
-// model without checks.
+// model without checks, before any runs (PlanVerification).
 Verification Verify(const io::ModelFile& model, const VerifyOptions& options);
 
 }  // namespace moeflow
