@@ -172,6 +172,27 @@ TEST(Compare, SeedsWithOneStartShareAnOdeRunThatGivesEachSeedTheRowsOfItsOwn) {
   }
 }
 
+// compare checks every d's model before it runs anything: a d the model rejects (d = 3 < the 4
+// vectors of a random start of the erf committee) is reported naming that d, and no SGD run has
+// reported progress (a run reports at its end), although d = 1000 comes first.
+TEST(Compare, EveryDimensionIsCheckedBeforeAnyRun) {
+  const io::ModelFile model = io::ModelFile::Load(testing::ModelPath("committee_erf_k2m2.ini"));
+  CompareOptions options;
+  options.dimensions = {1000, 3};
+  options.seeds = 1;
+  int progress_calls = 0;
+  options.control.progress = [&](long long) { ++progress_calls; };
+  try {
+    CompareOdeSgd(model, options);
+    ADD_FAILURE() << "accepted d = 3";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("at d = 3: key 'd': value '3' must be >= students + teachers = 4"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(progress_calls, 0);
+}
+
 // Acceptance (issue 5, item 4): a seed's run is bit-identical with 1 and with 2 threads, for
 // both engines and for a fixed training set.
 TEST(SgdSeeds, BitIdenticalWhateverTheThreadCount) {

@@ -69,11 +69,24 @@ void ParallelFor(std::size_t count, int threads, const std::function<void(std::s
 OdeSgdComparison CompareOdeSgd(const io::ModelFile& model, const CompareOptions& options) {
   if (options.dimensions.empty()) throw InputError("compare: give at least one d (--d LIST)");
   if (options.seeds < 1) ThrowBadValue("--seeds", std::to_string(options.seeds), "must be >= 1");
-  OdeSgdComparison result;
-  for (long long d : options.dimensions) {
+  const auto model_at = [&model](long long d) {
     io::ModelFile at_d = model;
     at_d.Set("d=" + std::to_string(d));
-    const FlowSetup setup = BuildFlow(at_d);
+    return at_d;
+  };
+  // Every d's model and SGD options are checked before any runs: a d the model rejects is reported
+  // at once, not after the runs at the d before it.
+  for (long long d : options.dimensions) {
+    try {
+      const FlowSetup setup = BuildFlow(model_at(d));
+      setup.sgd.Validate(setup.system->vectors());
+    } catch (const InputError& e) {
+      throw InputError("at d = " + std::to_string(d) + ": " + e.what());
+    }
+  }
+  OdeSgdComparison result;
+  for (long long d : options.dimensions) {
+    const FlowSetup setup = BuildFlow(model_at(d));
     result.events = setup.events;
     DimensionComparison c;
     c.d = d;
