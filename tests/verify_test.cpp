@@ -26,6 +26,9 @@ using testing::ModelPath;
 using testing::RunCommand;
 using testing::TempDir;
 
+// A check that m ≥ 0 at the end of the run (under the flow m keeps its sign).
+constexpr const char* kMStaysPositive = "[check.positive]\nkind = final\nobservable = m\nop = >=\nthreshold = 0\n";
+
 // A single-index h3 model (d = 100) for the check tests: the student line(s) and t_end given,
 // checks appended by the caller.
 std::string SingleIndexH3(const std::string& student, const std::string& t_end) {
@@ -276,13 +279,7 @@ across_values = 0, 0.1
 // at_least half a seed below count/6 and fail half a seed above it.
 TEST(VerifyChecks, AClaimOverSeedsCountsTheSeedsWhereItHolds) {
   auto verify = [](const std::string& extra) {
-    const std::string text = SingleIndexH3("init = random", "1") + R"(
-[check.positive]
-kind = final
-observable = m
-op = >=
-threshold = 0
-)" + extra;
+    const std::string text = SingleIndexH3("init = random", "1") + kMStaysPositive + extra;
     return Verify(io::ModelFile::Parse(text, "seeds test"), VerifyOptions{});
   };
   std::vector<double> flags;
@@ -368,13 +365,7 @@ seeds = 3
 // check's `set` first), and builds every one of them before any runs: a value that only a check's
 // run reads is rejected at once, naming the check and the run, before the model's run starts.
 TEST(VerifyChecks, EveryRunOfTheChecksIsCheckedBeforeAnyRuns) {
-  const std::string text = SingleIndexH3("init = random", "1") + R"(
-[check.positive]
-kind = final
-observable = m
-op = >=
-threshold = 0
-seeds = 3
+  const std::string text = SingleIndexH3("init = random", "1") + kMStaysPositive + R"(seeds = 3
 set = integrate.t_end=2
 [check.reads_the_model_run]
 kind = final
