@@ -86,8 +86,11 @@ int DryRun(const io::ModelFile& model, const std::string& model_path, bool sgd) 
       for (std::size_t r = 0; r < runs.size() && r < kShown; ++r) {
         const std::vector<std::string> rest(runs[r].begin() + static_cast<std::ptrdiff_t>(c.overrides.size()),
                                             runs[r].end());
-        if (!rest.empty()) varying.push_back(detail::Join(rest, ", "));
-        else if (runs.size() > 1) varying.emplace_back("the model's seed");
+        if (!rest.empty()) {
+          varying.push_back(detail::Join(rest, ", "));
+        } else if (runs.size() > 1) {
+          varying.emplace_back("the model's seed");  // the first of several seeds, with the `set` alone
+        }
       }
       if (!varying.empty()) std::cout << " (" << detail::Join(varying, "; ") << (runs.size() > kShown ? "; ...)" : ")");
       if (c.sgd) std::cout << ", SGD over " << c.seeds << " seeds each";
