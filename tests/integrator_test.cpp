@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 #include <iostream>
+#include <stdexcept>
 
 #include "moeflow/error.hpp"
 #include "moeflow/integrate/integrator.hpp"
@@ -179,6 +180,40 @@ TEST(Integrator, ASingularityIsReportedAsStepSizeUnderflow) {
     EXPECT_EQ(summary.termination, Termination::kStepUnderflow) << name << ": " << summary.message;
     EXPECT_LE(summary.t_final, 0.5 + 1e-6) << name << ": " << summary.message;
     std::cout << name << ": " << ToString(summary.termination) << ": " << summary.message << "\n";
+  }
+}
+
+// A system whose one observable is a 2000 x 2000 matrix (4e6 values a row); it fails the test
+// if it is ever evaluated.
+class HugeObservableSystem final : public FlowSystem {
+ public:
+  int StateSize() const override { return 1; }
+  void Drift(const Eigen::VectorXd&, Eigen::VectorXd&) const override { throw std::logic_error("Drift called"); }
+  const std::vector<ObservableInfo>& Observables() const override { return observables_; }
+  void Observe(const Eigen::VectorXd&, Eigen::VectorXd*) const override { throw std::logic_error("Observe called"); }
+
+ private:
+  std::vector<ObservableInfo> observables_{{"big", 2000, 2000, "a large matrix", true}};
+};
+
+// A grid whose trajectory cannot fit in memory is rejected before the run, with the numbers:
+// 10^6 + 1 rows of 4e6 values are 2.9e4 GiB, more than any machine this runs on.
+TEST(Integrator, ATrajectoryTooLargeForTheMemoryIsRejectedBeforeTheRun) {
+  const HugeObservableSystem system;
+  IntegratorOptions o;
+  o.t_end = 1.0;
+  o.output_times = MakeTimeGrid("linear", 1'000'000, 0.0, o.t_end);
+  Trajectory trajectory;
+  try {
+    Integrate(system, Eigen::VectorXd::Constant(1, 1.0), o, {}, &trajectory);
+    ADD_FAILURE() << "a trajectory of 2.9e4 GiB was accepted";
+  } catch (const InputError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("key 'output.points': a trajectory of 1000001 rows of 4000000 values needs 2.98e+04 GiB, "
+                           "more than this machine's memory ("),
+              std::string::npos)
+        << message;
+    EXPECT_NE(message.find("GiB): lower output.points"), std::string::npos) << message;
   }
 }
 

@@ -30,6 +30,17 @@ std::string BuildError(const std::vector<std::string>& overrides) {
   return "";
 }
 
+// The InputError message of f() ("" if it throws none).
+template <typename F>
+std::string CatchInputError(F f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
 void ExpectMessageHas(const std::string& message, const std::string& part) {
   EXPECT_NE(message.find(part), std::string::npos) << "message: " << message << "\nexpected: " << part;
 }
@@ -223,6 +234,21 @@ TEST(BadInput, NonPositiveDimensionIsRejected) {
   ExpectMessageHas(BuildError({"d=0"}), "key 'd': value '0' must be an integer >= 1");
   ExpectMessageHas(BuildError({"d=-5"}), "key 'd': value '-5' must be an integer >= 1");
   ExpectMessageHas(BuildError({"d=2.5"}), "key 'd': value '2.5' must be an integer >= 1");
+}
+
+// A count stored as an int is rejected above its maximum, never wrapped: output.points =
+// 4294967297 (2^32 + 1) was read as 1 point, 1e10 as 1410065408 and 3e9 as a negative count.
+TEST(BadInput, ACountTooLargeForItsTypeIsRejectedNotWrapped) {
+  ExpectMessageHas(BuildError({"output.points=4294967297"}),
+                   "key 'output.points': value '4294967297' must be an integer in [1, 10000000]");
+  ExpectMessageHas(BuildError({"output.points=2e7"}), "key 'output.points': value '2e7' must be an integer in [1, 10000000]");
+  ExpectMessageHas(BuildError({"student.units=4294967297"}),
+                   "key 'student.units': value '4294967297' must be an integer in [1, 2147483647]");
+  EXPECT_EQ(BuildError({"output.points=1e7"}), "");  // the maximum itself is fine (the model is small)
+  io::ModelFile model = io::ModelFile::Parse("n = 2147483647\nm = 2147483648\n", "counts");
+  EXPECT_EQ(model.GetInt("n", 1, 1), 2147483647);
+  ExpectMessageHas(CatchInputError([&] { model.GetInt("m", 1, 1); }), "key 'm': value '2147483648' must be an integer in [1, 2147483647]");
+  ExpectMessageHas(CatchInputError([&] { model.GetInt("n", 1, 1, 100); }), "key 'n': value '2147483647' must be an integer in [1, 100]");
 }
 
 TEST(BadInput, MalformedNumberIsRejected) {

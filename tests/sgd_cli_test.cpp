@@ -96,6 +96,23 @@ TEST(SgdCli, BadInputNamesTheKeyAndWritesNothing) {
   }
 }
 
+// An allocation that fails (std::bad_alloc) ends the command with a message that says so, exit 1
+// and no file. The training set of 2e4 x 1e4 values (1.5 GiB) fits the machine, so the up-front
+// memory check lets it through, but not the 1 GB address space the shell's ulimit gives the run.
+TEST(SgdCli, RunningOutOfMemoryIsReportedAndWritesNothing) {
+  const std::string out = TempDir() + "/never.h5";
+  std::string output;
+  EXPECT_EQ(RunCommand("ulimit -v 1000000; " + CliPath() + " sgd " + ModelPath("committee_erf_k2m2.ini") +
+                           " --set sgd.samples=2e4 --set d=1e4 --set sgd.lr=0.1 -o " + out,
+                       &output),
+            1)
+      << output;
+  EXPECT_NE(output.find("moeflow sgd: error: out of memory: the run needs more memory than this machine gives it"),
+            std::string::npos)
+      << output;
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
 // sgd --dry-run checks what a flow --dry-run checks and the [sgd] options too: soft_routed_moe.ini
 // is a gradient-flow model without sgd.lr, which the flow accepts and SGD cannot run.
 TEST(SgdCli, ADryRunChecksTheSgdOptionsPrintsTheModelAndWritesNothing) {

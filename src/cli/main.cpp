@@ -1,6 +1,7 @@
 // moeflow: population gradient flow and SGD of two-layer networks and mixtures of experts.
 #include <cstring>
 #include <iostream>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,12 @@ int main(int argc, char** argv) {
     } catch (const moeflow::InputError& e) {
       std::cerr << "moeflow " << name << ": error: " << e.what() << "\n";
       return kExitInputError;
+    } catch (const std::bad_alloc&) {
+      std::cerr << "moeflow " << name
+                << ": error: out of memory: the run needs more memory than this machine gives it (the usual "
+                   "causes: a large sgd.samples times d, output.every_step on a long run, or a sweep's -j "
+                   "times the memory of one point); the output file was not written\n";
+      return kExitError;
     } catch (const std::exception& e) {
       std::cerr << "moeflow " << name << ": error: " << e.what() << "\n";
       return kExitError;

@@ -8,6 +8,7 @@
 #include <limits>
 #include <sstream>
 
+#include "common/memory.hpp"
 #include "common/text.hpp"
 #include "integrate/stepping_driver.hpp"
 #include "moeflow/error.hpp"
@@ -127,6 +128,7 @@ void IntegratorOptions::Validate() const {
 std::vector<double> MakeTimeGrid(const std::string& kind, int points, double t_first, double t_end) {
   if (points < 1) ThrowBadValue("output.points", std::to_string(points), "must be >= 1");
   std::vector<double> grid{0.0};
+  grid.reserve(static_cast<std::size_t>(points) + 1);
   if (kind == "linear") {
     for (int i = 1; i <= points; ++i) grid.push_back(t_end * i / points);
   } else if (kind == "log") {
@@ -160,6 +162,9 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
   for (const EventSpec& spec : events) {
     selectors.emplace_back(spec.observable, observables, "event." + spec.name + ".observable");
     summary.events.push_back({spec});
+  }
+  if (!options.output_every_step) {
+    detail::CheckTrajectoryFitsInMemory(options.output_times.size(), static_cast<std::size_t>(ObservableValueCount(observables)));
   }
   trajectory->observables = observables;
   trajectory->time.clear();

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -234,6 +235,14 @@ long long ModelFile::GetInteger(const std::string& key, long long minimum) const
   }
   Record(key, text);
   return static_cast<long long>(*v);
+}
+
+int ModelFile::GetInt(const std::string& key, int fallback, int minimum, int maximum) const {
+  const long long v = GetInteger(key, fallback, minimum);
+  if (v > maximum) {
+    Fail(key, Require(key), "must be an integer in [" + std::to_string(minimum) + ", " + std::to_string(maximum) + "]");
+  }
+  return static_cast<int>(v);
 }
 
 bool ModelFile::GetBool(const std::string& key, bool fallback) const {

@@ -17,7 +17,7 @@ std::string Num(double v) { return detail::FormatNumber(v); }
 
 UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
   UnitBlock units;
-  units.units = static_cast<int>(model.GetInteger(block + ".units", 1, 1));
+  units.units = model.GetInt(block + ".units", 1, 1);
   if (model.Has(block + ".links")) {
     if (model.Has(block + ".link")) {
       throw InputError("keys '" + block + ".link' and '" + block + ".links' both give the links: give one of them");
@@ -30,12 +30,12 @@ UnitBlock ReadUnits(const io::ModelFile& model, const std::string& block) {
   units.weight = model.GetDouble(block + ".weight", 1.0);
   const std::string gate = model.GetString(block + ".gate", "none");
   if (gate != "none") units.gate = model.GetLink(block + ".gate", "none");
-  units.top_k = static_cast<int>(model.GetInteger(block + ".top_k", 0, 0));
+  units.top_k = model.GetInt(block + ".top_k", 0, 0);
   if (units.top_k > 0) {
     units.temperature = model.GetPositive(block + ".temperature", 1.0);
     units.softmax = model.GetChoice(block + ".router_weights", "softmax", {"softmax", "equal"}) == "softmax";
     units.selection_temperature = model.GetNonNegative(block + ".selection_temperature", 0.0);
-    if (block == "student") units.neurons = static_cast<int>(model.GetInteger(block + ".neurons", 1, 1));
+    if (block == "student") units.neurons = model.GetInt(block + ".neurons", 1, 1);
   }
   return units;
 }
@@ -60,7 +60,7 @@ Eigen::MatrixXd ReadMatrix(const io::ModelFile& model, const std::string& key, i
 // teacher's weights per cluster.
 InputClusters ReadClusters(const io::ModelFile& model, const UnitBlock& teacher) {
   InputClusters clusters;
-  clusters.count = static_cast<int>(model.GetInteger("clusters.count", 0, 0));
+  clusters.count = model.GetInt("clusters.count", 0, 0);
   if (clusters.count == 0) return clusters;
   const int count = clusters.count;
   clusters.scale = model.GetNonNegative("clusters.scale", 1.0);
@@ -330,16 +330,16 @@ SgdOptions ReadSgdOptions(const io::ModelFile& model, long long d, bool online_s
   o.d = d;
   const double dd = static_cast<double>(d);
   double default_lr = 0.0, default_exponent = 0.0;
-  long long default_batch = 1;
+  int default_batch = 1;
   if (online_sgd_model) {
     default_lr = model.GetPositive("dynamics.lr", 1.0);
     default_exponent = 1.0;
-    default_batch = model.GetInteger("dynamics.batch", 1, 1);
+    default_batch = model.GetInt("dynamics.batch", 1, 1);
   }
   const double lr = model.Has("sgd.lr") ? model.GetPositive("sgd.lr", 1.0) : default_lr;
   const double exponent = model.GetDouble("sgd.lr_exponent", model.Has("sgd.lr") ? 0.0 : default_exponent);
   o.learning_rate = lr * std::pow(dd, -exponent);
-  o.batch = static_cast<int>(model.GetInteger("sgd.batch", default_batch, 1));
+  o.batch = model.GetInt("sgd.batch", default_batch, 1);
   o.samples = model.GetInteger("sgd.samples", 0, 0);
   o.test_samples = model.GetInteger("sgd.test_samples", 0, 0);
   const std::string engine = model.GetChoice("sgd.engine", "auto", {"auto", "vectors", "overlaps"});
@@ -368,7 +368,9 @@ IntegratorOptions ReadIntegratorOptions(const io::ModelFile& model) {
   o.max_steps = model.GetInteger("integrate.max_steps", o.max_steps, 1);
   o.divergence_threshold = model.GetPositive("integrate.divergence", o.divergence_threshold);
   const std::string grid = model.GetChoice("output.grid", "log", {"log", "linear"});
-  const int points = static_cast<int>(model.GetInteger("output.points", 200, 1));
+  // At most 10^7 rows: a finer grid is more than a plot or a fit can use, and its times alone
+  // take 80 MB (output.every_step records every accepted step instead).
+  const int points = model.GetInt("output.points", 200, 1, 10'000'000);
   const double t_first = model.GetPositive("output.t_first", 1e-3);  // used by the log grid
   o.output_times = MakeTimeGrid(grid, points, t_first, o.t_end);
   o.output_every_step = model.GetBool("output.every_step", false);
@@ -552,7 +554,7 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
         if (!(d >= 1) || d != std::floor(d)) ThrowBadValue(prefix + "dimensions", Num(d), "must hold integers >= 1");
       }
       c.sgd = model.GetBool(prefix + "sgd", false);
-      if (c.sgd) c.seeds = static_cast<int>(model.GetInteger(prefix + "seeds", 8, 1));
+      if (c.sgd) c.seeds = model.GetInt(prefix + "seeds", 8, 1);
     } else if (kind == "argmin") {
       c.kind = CheckKind::kArgmin;
       c.observable = model.GetString(prefix + "observable", "risk");
@@ -576,7 +578,7 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
         }
       }
       c.sgd = model.GetBool(prefix + "sgd", false);
-      if (c.sgd) c.seeds = static_cast<int>(model.GetInteger(prefix + "seeds", 4, 1));
+      if (c.sgd) c.seeds = model.GetInt(prefix + "seeds", 4, 1);
     } else {
       c.kind = kind == "bound" ? CheckKind::kBound : CheckKind::kFinal;
       c.observable = model.GetString(prefix + "observable");
@@ -600,7 +602,7 @@ std::vector<CheckSpec> ReadChecks(const io::ModelFile& model, const std::vector<
       }
     }
     if (c.kind != CheckKind::kScaling && c.kind != CheckKind::kArgmin) {
-      c.seeds = static_cast<int>(model.GetInteger(prefix + "seeds", 1, 1));
+      c.seeds = model.GetInt(prefix + "seeds", 1, 1);
       c.at_least = model.GetDouble(prefix + "at_least", 1.0);
       if (!(c.at_least > 0 && c.at_least <= 1)) {
         ThrowBadValue(prefix + "at_least", detail::FormatNumber(c.at_least), "must be a fraction in (0, 1]");
@@ -703,10 +705,10 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
   spec.sampled = backend == "sampled" || (routed && !spec.quadrature);
   if (spec.quadrature) {
     spec.gate_nodes = model.Has("population.gate_nodes")
-                          ? static_cast<int>(model.GetInteger("population.gate_nodes", 3))
+                          ? model.GetInt("population.gate_nodes", 3, 3)
                           : 0;  // automatic: from the router temperature
   } else if (spec.sampled) {
-    spec.population_samples = static_cast<int>(model.GetInteger("population.samples", spec.population_samples, 2));
+    spec.population_samples = model.GetInt("population.samples", spec.population_samples, 2);
     spec.population_seed =
         static_cast<std::uint64_t>(model.GetInteger("population.seed", static_cast<long long>(spec.population_seed), 0));
   }
@@ -723,7 +725,7 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
   if (online) {
     // Online SGD with η = η̃/d and batch B, in the time t = η·steps, as d → ∞ (theory.md §1).
     spec.online_sgd_rate = model.GetPositive("dynamics.lr", 1.0) /
-                           static_cast<double>(model.GetInteger("dynamics.batch", 1, 1));
+                           static_cast<double>(model.GetInt("dynamics.batch", 1, 1));
   } else {
     for (const char* key : {"dynamics.lr", "dynamics.batch"}) {
       model.NotRead(key, "it applies to dynamics.kind = online_sgd, and this run is gradient_flow");

@@ -7,6 +7,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "common/memory.hpp"
 #include "common/text.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/sgd/compare.hpp"
@@ -347,6 +348,23 @@ void SgdOptions::Validate(int vectors) const {
     ThrowBadValue("d", std::to_string(d),
                   "must be >= vectors + batch = " + std::to_string(vectors + batch) + " for sgd.engine = overlaps");
   }
+  if (ResolvedEngine() == SgdEngine::kVectors) {
+    // The d-dimensional arrays: the training set (n x d), the vectors and a batch ((vectors +
+    // 2 batch) x d: inputs and their gradient).
+    const double rows = static_cast<double>(samples) + vectors + 2.0 * batch;
+    const double bytes = 8.0 * rows * static_cast<double>(d);
+    if (samples > 0) {
+      detail::CheckFitsInMemory("sgd.samples", std::to_string(samples),
+                                "at d = " + std::to_string(d) + " (the training set, n x d values)", bytes,
+                                "lower sgd.samples or d");
+    } else {
+      std::string what = "for ";  // appended, not prepended: GCC 12 warns (-Wrestrict) on "(" + string
+      what += detail::FormatNumber(rows);
+      what += " vectors of d values (the model's and a batch's)";
+      detail::CheckFitsInMemory("d", std::to_string(d), what, bytes,
+                                "lower d, or simulate online SGD in overlap space (sgd.engine = overlaps)");
+    }
+  }
   if (!(event_resolution > 0)) {
     ThrowBadValue("sgd.event_resolution", detail::FormatNumber(event_resolution), "must be > 0");
   }
@@ -448,6 +466,8 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
 
   const Recorder recorder(model, options);
   run.trajectory.observables = recorder.observables();
+  detail::CheckTrajectoryFitsInMemory(integrator.output_times.size(),
+                              static_cast<std::size_t>(ObservableValueCount(run.trajectory.observables)));
   std::vector<ObservableSelector> selectors;
   for (const EventSpec& e : events) selectors.emplace_back(e.observable, run.trajectory.observables, "event." + e.name);
   run.summary.events.resize(events.size());

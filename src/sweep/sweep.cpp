@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <set>
 
@@ -124,7 +125,9 @@ std::optional<SweepPointResult> RunPoint(const io::ModelFile& base, const SweepP
     if (options.interrupt != nullptr && options.interrupt->load()) return std::nullopt;
     group.groups.clear();
     result.status = PointStatus::kError;
-    result.message = e.what();
+    result.message = dynamic_cast<const std::bad_alloc*>(&e) != nullptr
+                         ? "out of memory: the point needs more memory than it got (fewer --threads leave each point more)"
+                         : e.what();
   }
   return result;
 }

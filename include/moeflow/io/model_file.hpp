@@ -9,6 +9,7 @@
 // gives the complete model, defaults included, as INI text that reproduces the run.
 #pragma once
 
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -47,6 +48,10 @@ class ModelFile {
   // An integer >= minimum; accepts "1e6" but not "2.5".
   long long GetInteger(const std::string& key, long long fallback, long long minimum) const;
   long long GetInteger(const std::string& key, long long minimum) const;
+  // An integer in [minimum, maximum] (counts stored as int: units, points, seeds, nodes; the
+  // maximum at most 2^31 - 1): a larger value is rejected, never wrapped.
+  int GetInt(const std::string& key, int fallback, int minimum,
+             int maximum = std::numeric_limits<int>::max()) const;
   bool GetBool(const std::string& key, bool fallback) const;
   std::vector<double> GetDoubleList(const std::string& key, const std::vector<double>& fallback) const;
   std::vector<std::string> GetStringList(const std::string& key,
