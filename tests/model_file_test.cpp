@@ -236,7 +236,7 @@ TEST(BadInput, NonPositiveDimensionIsRejected) {
   ExpectMessageHas(BuildError({"d=2.5"}), "key 'd': value '2.5' must be an integer >= 1");
 }
 
-// A count stored as an int is rejected above its maximum, never wrapped: output.points =
+// A count is rejected above its maximum, never wrapped: output.points =
 // 4294967297 (2^32 + 1) was read as 1 point, 1e10 as 1410065408 and 3e9 as a negative count.
 TEST(BadInput, ACountTooLargeForItsTypeIsRejectedNotWrapped) {
   ExpectMessageHas(BuildError({"output.points=4294967297"}),
@@ -244,6 +244,8 @@ TEST(BadInput, ACountTooLargeForItsTypeIsRejectedNotWrapped) {
   ExpectMessageHas(BuildError({"output.points=2e7"}), "key 'output.points': value '2e7' must be an integer in [1, 10000000]");
   ExpectMessageHas(BuildError({"student.units=4294967297"}),
                    "key 'student.units': value '4294967297' must be an integer in [1, 2147483647]");
+  // A 64-bit count says its range too: above 9e15 (2^53) integers are not exact in a double.
+  ExpectMessageHas(BuildError({"d=1e30"}), "key 'd': value '1e30' must be an integer in [1, 9e15]");
   EXPECT_EQ(BuildError({"output.points=1e7"}), "");  // the maximum itself is fine (the model is small)
   io::ModelFile model = io::ModelFile::Parse("n = 2147483647\nm = 2147483648\n", "counts");
   EXPECT_EQ(model.GetInt("n", 1, 1), 2147483647);

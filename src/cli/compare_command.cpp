@@ -49,7 +49,7 @@ std::vector<long long> ParseDimensions(const std::string& text) {
   while (std::getline(ss, item, ',')) {
     const auto v = io::ParseNumber(item);
     if (!v || *v < 1 || *v != std::floor(*v) || *v > 1e12) {
-      ThrowBadValue("--d", text, "must be a comma-separated list of integers >= 1 (e.g. 250,1000,4000)");
+      ThrowBadValue("--d", text, "must be a comma-separated list of integers in [1, 1e12] (e.g. 250,1000,4000)");
     }
     dims.push_back(static_cast<long long>(*v));
   }

@@ -230,9 +230,9 @@ long long ModelFile::GetInteger(const std::string& key, long long minimum) const
   const auto v = ParseNumber(text);
   const std::string rule = "must be an integer >= " + std::to_string(minimum);
   if (!v) Fail(key, text, "is not a number; it " + rule);
-  if (*v != std::floor(*v) || *v < static_cast<double>(minimum) || std::abs(*v) > 9.0e15) {
-    Fail(key, text, rule);
-  }
+  if (*v != std::floor(*v) || *v < static_cast<double>(minimum)) Fail(key, text, rule);
+  // Above 2^53 consecutive integers are no longer exact in double precision.
+  if (*v > 9.0e15) Fail(key, text, "must be an integer in [" + std::to_string(minimum) + ", 9e15]");
   Record(key, text);
   return static_cast<long long>(*v);
 }
