@@ -22,12 +22,17 @@ import os
 import sys
 import tempfile
 
-import h5py
-import matplotlib
+try:
+    import h5py
+    import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: E402
+    import numpy as np  # noqa: E402
+except ImportError as e:  # exit 3: moeflow plot says what to install
+    print(f"moeflow plot: error: {sys.executable} cannot import {e.name} (Debian's python3-h5py, "
+          "python3-matplotlib and python3-numpy: bash scripts/install-deps.sh)", file=sys.stderr)
+    sys.exit(3)
 
 
 def text(value):
@@ -43,7 +48,9 @@ def series(group, name):
 def floor_risk(values):
     """Risk on a log axis: values below 1e-15 of the largest (round-off, or exactly 0) shown at that floor."""
     values = np.asarray(values, dtype=float)
-    top = np.nanmax(values) if values.size else 1.0
+    if not np.any(np.isfinite(values)):
+        return values
+    top = np.nanmax(values)
     return np.maximum(values, max(top, 1e-300) * 1e-15)
 
 
@@ -238,7 +245,9 @@ def plot_sweep(f, args):
                                          ("flow_final_risk", "s--")) if c in table]
     if "sgd_final_test_risk" in table:
         risks = [r for r in risks if r[0] != "sgd_final_risk"]
-    events = [c for c in table if c.startswith("flow_event_") or c.startswith("sgd_event_")]
+    # Event columns with a time somewhere (nan: the event did not happen at that point).
+    events = [c for c in table if (c.startswith("flow_event_") or c.startswith("sgd_event_"))
+              and np.any(np.isfinite(table[c][:]) & (table[c][:] > 0))]
     if len(events) * len(groups) > 12:  # too many lines to read: the risk panel alone
         events = []
     fig, axes = plt.subplots(1, 2 if events else 1, figsize=(10 if events else 6, 4), squeeze=False)
@@ -264,7 +273,8 @@ def plot_sweep(f, args):
         for column, style in risks:
             name = column.replace("_final", "").replace("_", " ")
             draw(ax, column, style, color, rows, f"{name}{', ' + group_label if group_label else ''}", True)
-    ax.set_yscale("log")
+    if any(np.any(np.isfinite(table[c][:])) for c, _ in risks):  # else every point failed
+        ax.set_yscale("log")
     ax.set_ylabel("final risk (★: minimum of the line)")
     if events:
         ax = axes[1]
@@ -283,7 +293,8 @@ def plot_sweep(f, args):
         elif len(ticks) <= 12:  # a few grid values (k = 1..E): a tick at each, as written
             ax.set_xticks(sorted(ticks), [f"{p:g}" for p in sorted(ticks)])
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:  # nothing drawn when every point failed
+            ax.legend(fontsize=6)
     # The keys set at every point (--set), but the output grid, which changes no result.
     fixed = [o for o in text(f.attrs.get("overrides", "")).split("\n") if o and not o.startswith("output.")]
     seeds = int(f.attrs.get("seeds", 1))

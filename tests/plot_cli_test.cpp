@@ -1,4 +1,4 @@
-// `moeflow plot` draws every file type (flow, sgd, compare, verify) to a PNG (checked by its signature
+// `moeflow plot` draws every file type (flow, sgd, compare, verify, sweep) to a PNG (checked by its signature
 // and size), and rejects a missing file or a file of another kind with exit 2 and no picture.
 #include <gtest/gtest.h>
 
@@ -46,6 +46,24 @@ TEST(PlotCli, DrawsFlowSgdCompareAndVerifyFiles) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/not.png"));
   EXPECT_EQ(RunCommand(CliPath() + " plot " + dir + "/missing.h5", &output), 2) << output;
   EXPECT_NE(output.find("missing.h5"), std::string::npos) << output;
+}
+
+// A sweep's picture when some or all points failed (nan in their columns) and no event happened
+// anywhere (every event column nan): the log axes once crashed the script on such files
+// ("Data has no positive values").
+TEST(PlotCli, DrawsASweepWhosePointsFailedOrSawNoEvent) {
+  const std::string dir = TempDir();
+  const std::string sweep = CliPath() + " sweep " + ModelPath("committee_erf_k2m2.ini") + " --set integrate.t_end=1 -q";
+  std::string output;
+  // By t = 1 neither event (plateau, specialised) has happened; d on a log axis.
+  EXPECT_EQ(RunCommand(sweep + " --grid d=100,1000 -o " + dir + "/none.h5", &output), 0) << output;
+  EXPECT_EQ(RunCommand(sweep + " --grid d=100,0 -o " + dir + "/some.h5", &output), 3) << output;  // d = 0 fails
+  EXPECT_EQ(RunCommand(sweep + " --grid d=0,-1 -o " + dir + "/all.h5", &output), 2) << output;    // both fail
+  for (const std::string name : {"none", "some", "all"}) {
+    const std::string png = dir + "/" + name + ".png";
+    EXPECT_EQ(RunCommand(CliPath() + " plot " + dir + "/" + name + ".h5 -o " + png, &output), 0) << output;
+    EXPECT_TRUE(std::filesystem::exists(png) && std::filesystem::file_size(png) > 10000) << png;
+  }
 }
 
 }  // namespace

@@ -79,9 +79,10 @@ int RunPlot(const Args& args) {
   if (!WIFEXITED(status)) throw Error("the plotting script was killed");
   const int code = WEXITSTATUS(status);
   if (code == 2) return kExitInputError;
+  if (code == 3) return kExitError;  // a Python module missing: the script has said which
   if (code != 0) {
-    std::cerr << "moeflow plot: error: the plotting script failed (exit " << code
-              << "); is python3-matplotlib installed? (bash scripts/install-deps.sh)\n";
+    std::cerr << "moeflow plot: error: the plotting script " << script << " failed (exit " << code
+              << ") on '" << file << "'; its Python error is above\n";
     return kExitError;
   }
   std::cout << "written: " << output << "\n";
