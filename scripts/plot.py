@@ -182,18 +182,29 @@ def plot_compare(f, args):
     d, event = table["d"][:], table["event"][:].astype(int)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     ax = axes[0]
+    missing = []  # events that happened at no d, in neither run: nothing to draw
     for e, name in enumerate(names):
         rows = event == e
         ode, med = table["ode_median"][rows], table["sgd_median"][rows]
+        if not (np.any(np.isfinite(ode)) or np.any(np.isfinite(med))):
+            missing.append(name)
+            continue
         q25, q75 = table["sgd_q25"][rows], table["sgd_q75"][rows]
         scaling = f["scaling"][name].attrs if name in f["scaling"] else {}
         ax.loglog(d[rows], ode, "o-", color=f"C{e}", label=f"{name}: ODE (slope {scaling.get('ode_time', np.nan):.2f})")
         ax.errorbar(d[rows], med, yerr=[np.maximum(med - q25, 0), np.maximum(q75 - med, 0)], fmt="s--",
                     color=f"C{e}", alpha=0.7, capsize=3,
                     label=f"{name}: SGD median, IQR (slope {scaling.get('sgd_time', np.nan):.2f})")
+    if missing:
+        ax.text(0.02, 0.97, f"did not happen by t_end at any d: {', '.join(missing)}", transform=ax.transAxes,
+                ha="left", va="top", fontsize=7, color="0.3")
+    if len(missing) == len(names):
+        ax.set_xscale("log")
+        ax.set_xlim(d.min() / 1.2, d.max() * 1.2)
     ax.set_xlabel("d")
     ax.set_ylabel("event time t")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     ax = axes[1]
     dims = np.unique(d)
