@@ -180,6 +180,18 @@ TEST(ModelFile, MissingFileIsRejectedWithItsPath) {
   }
 }
 
+// What is not a model file is called so, not read as one with "key 'd' is required but missing"
+// (a folder) or a syntax error quoting binary bytes (a result file given by mistake).
+TEST(ModelFile, AFolderAResultOrABinaryFileIsNamedAsSuch) {
+  const std::string dir = testing::TempDir();
+  ExpectMessageHas(CatchInputError([&] { io::ModelFile::Load(dir); }), "model file '" + dir + "': is a folder, not a file");
+  std::ofstream(dir + "/result.h5", std::ios::binary) << std::string("\x89HDF\r\n\x1a\n\0\0", 10);
+  ExpectMessageHas(CatchInputError([&] { io::ModelFile::Load(dir + "/result.h5"); }),
+                   "model file '" + dir + "/result.h5': is an HDF5 file (a result: moeflow inspect reads it)");
+  ExpectMessageHas(CatchInputError([&] { io::ModelFile::Parse(std::string("d = 10\n\0\x01\n", 10), "bin"); }),
+                   "model file 'bin': is not text (it holds NUL bytes)");
+}
+
 TEST(BadInput, UnknownKeyNamesTheKeyAndValue) {
   ExpectMessageHas(BuildError({"student.lnik=relu"}), "key 'student.lnik': value 'relu' is not used by this model");
 }

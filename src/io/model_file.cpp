@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -51,6 +52,7 @@ std::optional<double> ParseNumber(const std::string& text) {
 }
 
 ModelFile ModelFile::Load(const std::string& path) {
+  if (std::filesystem::is_directory(path)) throw InputError("model file '" + path + "': is a folder, not a file");
   std::ifstream in(path);
   if (!in) throw InputError("model file '" + path + "': cannot be opened (missing or unreadable)");
   std::stringstream text;
@@ -62,6 +64,13 @@ ModelFile ModelFile::Parse(const std::string& text, const std::string& origin) {
   // The INI rules of Boost.Program_options' config files (a test checks that both read every
   // shipped model alike), with the line of every syntax error: `#` starts a comment anywhere;
   // `[name]` prefixes the keys below it with `name.`; other lines are `key = value`, both trimmed.
+  if (text.rfind("\x89HDF", 0) == 0) {
+    throw InputError("model file '" + origin + "': is an HDF5 file (a result: moeflow inspect reads it), not a model "
+                     "file (INI text)");
+  }
+  if (text.find('\0') != std::string::npos) {
+    throw InputError("model file '" + origin + "': is not text (it holds NUL bytes); a model file is INI text");
+  }
   ModelFile file;
   file.origin_ = origin;
   file.source_text_ = text;
