@@ -117,6 +117,32 @@ TEST(FlowCli, BadInputExitsNonZeroLeavesNoFileAndKeepsAnExistingOne) {
   EXPECT_EQ(FilesIn(dir), 1u);  // no temporary left behind
 }
 
+// `-o` naming the model file itself (or any file that is not a result) would have replaced it with
+// the result: it is refused before the run and the file is kept byte for byte. An empty file, and
+// an existing result of the same kind, are replaced as before.
+TEST(FlowCli, AnExistingFileThatIsNotAResultIsNeverReplaced) {
+  const std::string dir = TempDir();
+  const std::string model = dir + "/model.ini";
+  std::filesystem::copy_file(ModelPath("single_index_he3.ini"), model);
+  const std::string text = ReadAll(model);
+  std::string output;
+  EXPECT_EQ(RunCommand(CliPath() + " flow " + model + " -q -o " + model, &output), 2) << output;
+  EXPECT_NE(output.find("key '--output': value '" + model + "' is an existing non-HDF5 file (the model file? notes?): "
+                        "moeflow replaces only HDF5 files"),
+            std::string::npos)
+      << output;
+  EXPECT_EQ(ReadAll(model), text);
+  std::ofstream(dir + "/empty.h5").close();
+  ASSERT_EQ(RunCommand(CliPath() + " flow " + model + " -q -o " + dir + "/empty.h5", &output), 0) << output;
+  ASSERT_EQ(RunCommand(CliPath() + " flow " + model + " -q -o " + dir + "/empty.h5", &output), 0) << output;
+  // plot: the same rule for PNG files; the model and the result stay as they are.
+  EXPECT_EQ(RunCommand(CliPath() + " plot " + dir + "/empty.h5 -o " + model, &output), 2) << output;
+  EXPECT_NE(output.find("is an existing non-PNG file"), std::string::npos) << output;
+  EXPECT_EQ(RunCommand(CliPath() + " plot " + dir + "/empty.h5 -o " + dir + "/empty.h5", &output), 2) << output;
+  EXPECT_EQ(ReadAll(model), text);
+  EXPECT_EQ(FilesIn(dir), 2u);  // the model and the result, no picture, no temporary
+}
+
 // The output path is checked before the run (exit 2, bad input), not when the run has ended
 // (exit 1, a write error after the work): a mistyped folder costs no computing time.
 TEST(FlowCli, AnOutputPathThatCannotBeWrittenIsRejectedBeforeTheRun) {

@@ -58,7 +58,7 @@ int RunPlot(const Args& args) {
   if (!std::filesystem::is_regular_file(file)) ThrowBadValue("FILE", file, "must be an existing moeflow HDF5 file");
   const std::string output = vm.count("output") ? vm["output"].as<std::string>()
                                                 : std::filesystem::path(file).replace_extension(".png").string();
-  io::CheckWritable("--output", output);
+  io::CheckWritable("--output", output, io::kPngSignature, "PNG");
   const char* env_script = std::getenv("MOEFLOW_PLOT_SCRIPT");
   const std::string script = env_script != nullptr ? env_script : MOEFLOW_PLOT_SCRIPT;
   if (!std::filesystem::is_regular_file(script)) {

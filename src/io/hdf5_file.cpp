@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <mutex>
 #include <numeric>
@@ -271,7 +272,8 @@ void WriteFileAtomically(const std::string& path, const Group& root) {
   }
 }
 
-void CheckWritable(const std::string& key, const std::string& path) {
+void CheckWritable(const std::string& key, const std::string& path, const std::string& signature,
+                   const std::string& kind) {
   const std::filesystem::path target(path);
   std::error_code ec;
   if (path.empty() || !target.has_filename() || std::filesystem::is_directory(target, ec)) {
@@ -293,6 +295,16 @@ void CheckWritable(const std::string& key, const std::string& path) {
   }
   if (!std::filesystem::is_directory(dir, ec)) {
     ThrowBadValue(key, path, "must be in a folder: '" + dir.string() + "' is not one");
+  }
+  if (std::filesystem::exists(target, ec) && std::filesystem::file_size(target, ec) > 0 && !ec) {
+    std::ifstream in(path, std::ios::binary);
+    std::string head(signature.size(), '\0');
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    if (!in || head != signature) {
+      ThrowBadValue(key, path,
+                    "is an existing non-" + kind + " file (the model file? notes?): moeflow replaces only " + kind +
+                        " files; choose another path, or remove that file first");
+    }
   }
   const std::string probe = TemporaryPathFor(path);
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);

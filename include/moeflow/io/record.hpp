@@ -46,9 +46,14 @@ void WriteFileAtomically(const std::string& path, const Group& root);
 
 // Checks, before a run, that WriteFileAtomically will be able to write `path` when it ends: `path`
 // names a file (not a folder) in an existing folder that takes a new file (a probe temporary is
-// created there and removed). Throws InputError("key 'KEY': value 'PATH' ...") naming the rule
-// that fails, so a long run is not lost to a mistyped output folder.
-void CheckWritable(const std::string& key, const std::string& path);
+// created there and removed), and an existing file there is empty or of the kind written (its
+// first bytes are `signature`: moeflow replaces its own results, never a model file or notes
+// given by mistake). Throws InputError("key 'KEY': value 'PATH' ...") naming the rule that fails,
+// so a long run is not lost to a mistyped output folder.
+inline constexpr char kHdf5Signature[] = "\x89HDF\r\n\x1a\n";
+inline constexpr char kPngSignature[] = "\x89PNG\r\n\x1a\n";
+void CheckWritable(const std::string& key, const std::string& path, const std::string& signature = kHdf5Signature,
+                   const std::string& kind = "HDF5");
 
 // Reads a whole HDF5 file (groups, float/integer datasets, string and numeric attributes).
 // Throws InputError for a path that is missing or not an HDF5 file, Error if reading fails.
