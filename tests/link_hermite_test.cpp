@@ -138,6 +138,13 @@ TEST(HermiteCli, PrintsCoefficientsAsTableAndCsv) {
   EXPECT_EQ(output.rfind("k,c_k\n0,0.398942280401432", 0), 0u) << output;
   ASSERT_EQ(testing::RunCommand(testing::CliPath() + " hermite --link 'h(3)' -K 5", &output), 0);
   EXPECT_NE(output.find("information exponent 3"), std::string::npos) << output;
+  // The link as the command's argument, as a user types it first: the same table.
+  std::string positional;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " hermite 'h(3)' -K 5", &positional), 0) << positional;
+  EXPECT_EQ(positional, output);
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " hermite relu --link relu", &output), 2);  // given twice
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " hermite", &output), 2);
+  EXPECT_NE(output.find("missing LINK: moeflow hermite LINK, e.g. moeflow hermite relu"), std::string::npos) << output;
   EXPECT_EQ(testing::RunCommand(testing::CliPath() + " hermite --link relu --scale 0", &output), 2);
   EXPECT_NE(output.find("'scale': value '0' must be a finite number > 0"), std::string::npos) << output;
   EXPECT_EQ(testing::RunCommand(testing::CliPath() + " hermite --link nosuch", &output), 2);

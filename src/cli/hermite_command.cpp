@@ -1,4 +1,4 @@
-// moeflow hermite --link NAME [--order K] [--scale a] [--shift b] [--format table|csv]
+// moeflow hermite LINK [--order K] [--scale a] [--shift b] [--format table|csv]
 #include <boost/program_options.hpp>
 #include <iomanip>
 #include <iostream>
@@ -22,9 +22,10 @@ int RunHermiteCommand(const Args& args) {
       ("scale,a", po::value<double>()->default_value(1.0), "expand f(a z + b): a > 0")
       ("shift,b", po::value<double>()->default_value(0.0), "expand f(a z + b): b")
       ("format,f", po::value<std::string>()->default_value("table"), "table or csv (header k,c_k)");
-  const po::variables_map vm = ParseArguments(args, opts, nullptr, "hermite");
+  const po::variables_map vm = ParseArguments(args, opts, "link", "hermite");  // LINK or --link LINK
   if (vm.count("help")) {
-    std::cout << "Usage: moeflow hermite --link NAME [--order K] [--scale a] [--shift b] [--format table|csv]\n\n"
+    std::cout << "Usage: moeflow hermite LINK [--order K] [--scale a] [--shift b] [--format table|csv]\n"
+                 "       (LINK may also be given as --link LINK)\n\n"
                  "Prints the normalised Hermite coefficients c_k = E[f(a z + b) h_k(z)], z ~ N(0,1),\n"
                  "h_k = He_k/sqrt(k!), for k = 0..K, then E[f^2], the tail E[f^2] - sum c_k^2 and the\n"
                  "information exponent (the first k >= 1 with |c_k| > "
@@ -33,7 +34,7 @@ int RunHermiteCommand(const Args& args) {
     for (const std::string& l : KnownLinks()) std::cout << "  " << l << "\n";
     return kExitOk;
   }
-  if (!vm.count("link")) throw InputError("missing --link NAME (see moeflow hermite --help)");
+  if (!vm.count("link")) throw InputError("missing LINK: moeflow hermite LINK, e.g. moeflow hermite relu (see moeflow hermite --help)");
   const std::string format = vm["format"].as<std::string>();
   if (format != "table" && format != "csv") {
     ThrowBadValue("--format", format, "is not one of: table, csv" + detail::DidYouMean(format, {"table", "csv"}));

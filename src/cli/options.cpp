@@ -27,7 +27,8 @@ boost::program_options::variables_map ParseArguments(const Args& args,
   all.add(visible);
   po::positional_options_description positionals;
   if (positional != nullptr) {
-    all.add_options()(positional, po::value<std::string>());
+    // A hidden option, unless a visible one has the name (hermite: LINK or --link LINK).
+    if (visible.find_nothrow(positional, false) == nullptr) all.add_options()(positional, po::value<std::string>());
     positionals.add(positional, 1);
   }
   po::variables_map vm;
