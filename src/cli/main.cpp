@@ -68,8 +68,8 @@ int main(int argc, char** argv) {
     } catch (const std::bad_alloc&) {
       std::cerr << "moeflow " << name
                 << ": error: out of memory: the run needs more memory than this machine gives it (the usual "
-                   "causes: a large sgd.samples times d, output.every_step on a long run, or a sweep's -j "
-                   "times the memory of one point); the output file was not written\n";
+                   "causes: a large sgd.samples times d, output.every_step on a long run, or many runs in "
+                   "parallel: fewer --threads); the output file was not written\n";
       return kExitError;
     } catch (const std::exception& e) {
       std::cerr << "moeflow " << name << ": error: " << e.what() << "\n";

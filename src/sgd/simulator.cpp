@@ -416,6 +416,10 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
   const int p = model.students(), n = model.vectors();
   options.Validate(n);
   SgdRun run;
+  const Recorder recorder(model, options);
+  run.trajectory.observables = recorder.observables();
+  detail::CheckTrajectoryFitsInMemory(integrator.output_times.size(),
+                                      static_cast<std::size_t>(ObservableValueCount(run.trajectory.observables)));
   run.seed = seed;
   run.initial_gram = initial_gram;
   Rng rng(StreamSeed(seed, 0)), test_rng(StreamSeed(seed, 1));
@@ -464,10 +468,6 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
     std::iota(train.order.begin(), train.order.end(), 0);
   }
 
-  const Recorder recorder(model, options);
-  run.trajectory.observables = recorder.observables();
-  detail::CheckTrajectoryFitsInMemory(integrator.output_times.size(),
-                              static_cast<std::size_t>(ObservableValueCount(run.trajectory.observables)));
   std::vector<ObservableSelector> selectors;
   for (const EventSpec& e : events) selectors.emplace_back(e.observable, run.trajectory.observables, "event." + e.name);
   run.summary.events.resize(events.size());
