@@ -12,6 +12,7 @@
 
 #include "common/text.hpp"
 #include "moeflow/error.hpp"
+#include "moeflow/io/record.hpp"
 
 namespace moeflow::io {
 
@@ -64,7 +65,7 @@ ModelFile ModelFile::Parse(const std::string& text, const std::string& origin) {
   // The INI rules of Boost.Program_options' config files (a test checks that both read every
   // shipped model alike), with the line of every syntax error: `#` starts a comment anywhere;
   // `[name]` prefixes the keys below it with `name.`; other lines are `key = value`, both trimmed.
-  if (text.rfind("\x89HDF", 0) == 0) {
+  if (text.rfind(kHdf5Signature, 0) == 0) {
     throw InputError("model file '" + origin + "': is an HDF5 file (a result: moeflow inspect reads it), not a model "
                      "file (INI text)");
   }
