@@ -241,7 +241,7 @@ TEST(SgdOptions, BadValuesAreRejectedByName) {
             "key 'd': value '1000000000000000' for 6 vectors of d values (the model's and a batch's) needs 4.47e+07 GiB"}}) {
     try {
       const FlowSetup setup = testing::BuildFromFile("committee_erf_k2m2.ini", c.overrides);
-      setup.sgd.Validate(setup.system->vectors());
+      ValidateSgd(setup);
       ADD_FAILURE() << "accepted " << c.overrides.front();
     } catch (const InputError& e) {
       EXPECT_NE(std::string(e.what()).find(c.expected), std::string::npos) << e.what();
@@ -250,7 +250,7 @@ TEST(SgdOptions, BadValuesAreRejectedByName) {
   // A gradient-flow model without [sgd] lr has no learning rate for SGD.
   const FlowSetup moe = testing::BuildFromFile("soft_routed_moe.ini", {});
   try {
-    moe.sgd.Validate(moe.system->vectors());
+    ValidateSgd(moe);
     ADD_FAILURE() << "a gradient-flow model without sgd.lr was accepted for SGD";
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("sgd.lr"), std::string::npos) << e.what();

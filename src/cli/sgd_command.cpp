@@ -67,7 +67,7 @@ int RunSgd(const Args& args) {
   const std::string model_path = vm["model"].as<std::string>();
   if (vm.count("dry-run")) {
     const FlowSetup setup = BuildFlow(model);
-    setup.sgd.Validate(setup.system->vectors());
+    ValidateSgd(setup);
     PrintResolvedModel("sgd", model_path, model, setup);
     return kExitOk;
   }

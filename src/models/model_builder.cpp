@@ -660,8 +660,10 @@ Eigen::MatrixXd MakeInitialGram(const InitialOverlaps& init, std::uint64_t seed)
   return WithStudentNorm(gram, p, init.norm);
 }
 
+void ValidateSgd(const FlowSetup& setup) { setup.sgd.Validate(setup.system->vectors()); }
+
 std::vector<SgdRun> SimulateModelSgd(const FlowSetup& setup, int seeds, int threads, const SgdControl& control) {
-  setup.sgd.Validate(setup.system->vectors());
+  ValidateSgd(setup);
   std::vector<std::uint64_t> list;
   for (int i = 0; i < seeds; ++i) list.push_back(setup.seed + static_cast<std::uint64_t>(i));
   return SimulateSgdSeeds(

@@ -78,8 +78,7 @@ OdeSgdComparison CompareOdeSgd(const io::ModelFile& model, const CompareOptions&
   // at once, not after the runs at the d before it.
   for (long long d : options.dimensions) {
     try {
-      const FlowSetup setup = BuildFlow(model_at(d));
-      setup.sgd.Validate(setup.system->vectors());
+      ValidateSgd(BuildFlow(model_at(d)));
     } catch (const InputError& e) {
       throw InputError("at d = " + std::to_string(d) + ": " + e.what());
     }

@@ -89,7 +89,7 @@ std::optional<SweepPointResult> RunPoint(const io::ModelFile& base, const SweepP
     for (const auto& [key, value] : point.assignments) model.Set(key + "=" + value);
     const FlowSetup setup = BuildFlow(model);
     if (options.dry_run) {
-      if (options.run != SweepRun::kFlow) setup.sgd.Validate(setup.system->vectors());
+      if (options.run != SweepRun::kFlow) ValidateSgd(setup);
       return result;
     }
     if (options.run != SweepRun::kSgd) {

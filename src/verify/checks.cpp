@@ -148,7 +148,7 @@ VerificationPlan PlanVerification(const io::ModelFile& model, const VerifyOption
     for (const std::vector<std::string>& list : lists) {
       try {
         const FlowSetup setup = BuildFlow(Assigned(model, list));
-        if (c.sgd && options.sgd) setup.sgd.Validate(setup.system->vectors());
+        if (c.sgd && options.sgd) ValidateSgd(setup);
       } catch (const InputError& e) {
         throw InputError("check '" + c.name + "' (run " + detail::Join(list, ", ") + "): " + e.what());
       }

@@ -59,6 +59,11 @@ struct FlowSetup {
 // Reads and validates every key; rejects keys the model does not use. Throws InputError.
 FlowSetup BuildFlow(const io::ModelFile& model);
 
+// Throws InputError if SGD cannot run this model: its [sgd] options, d against the model's
+// vectors, the memory of the d-dimensional arrays (SgdOptions::Validate). The check of every
+// command that runs SGD, before it runs.
+void ValidateSgd(const FlowSetup& setup);
+
 // The model's SGD for `seeds` seeds (seed, seed + 1, ...), each started from its own initial
 // overlaps, on `threads` threads: what `sgd`, `compare`, `sweep` and `verify` run. Validates the
 // [sgd] options first (InputError).
