@@ -50,8 +50,8 @@ void BM_CommitteeErfDrift(benchmark::State& state) {
 }
 BENCHMARK(BM_CommitteeErfDrift)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMicrosecond);
 
-// The same with trained second-layer weights (student.weights_lr = 1): the weights' drift costs
-// 2K risk evaluations on model copies (∂R/∂a_i as the exact central difference of a quadratic).
+// The same with trained second-layer weights (student.weights_lr = 1): the weights' drift
+// ∂R/∂a_i = Σ_v E[φ_i φ_v] s_v adds one pass over the unit pairs' output moments.
 void BM_CommitteeErfDriftTrainedWeights(benchmark::State& state) {
   moeflow::io::ModelFile model = moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/committee_erf_k2m2.ini");
   const int k = static_cast<int>(state.range(0));

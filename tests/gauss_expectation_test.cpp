@@ -196,6 +196,34 @@ TEST(GaussExpectation, ClosedFormsAgreeWithHermiteAndQuadrature) {
             ExpectationBackend::kClosedForm);
 }
 
+// The closed form a model finds once (FindCentredClosedForm) is the one Expect uses: the same
+// value bit for bit at zero means, for every form of the table, and none for factors without one
+// (other links, another order, another count). The forms' values are checked against the Hermite
+// series and the quadrature above.
+TEST(GaussExpectation, FoundClosedFormsGiveExpectsValue) {
+  const LinkPtr g = MakeLink("erf_sqrt2"), relu = MakeLink("relu"), identity = MakeLink("identity");
+  const LinkPtr dg = DerivativeOf(g);
+  std::mt19937_64 rng(15);
+  for (const std::vector<LinkPtr>& f : std::vector<std::vector<LinkPtr>>{
+           {g, g}, {dg, dg}, {dg, identity, g}, {dg, dg, g, g}, {relu, relu}, {relu, relu, relu}}) {
+    const CentredClosedForm form = FindCentredClosedForm(f);
+    ASSERT_NE(form, nullptr) << f.size() << "-point " << f[0]->Spec();
+    for (int c = 0; c < 5; ++c) {
+      const Gaussian s = RandomGaussian(static_cast<int>(f.size()), rng, 0.95, false, true, c);
+      double value = 0.0;
+      ASSERT_TRUE(form(s.cov, &value));
+      EXPECT_EQ(value, Expect(f, s.mean, s.cov, ExpectationBackend::kClosedForm).value) << f[0]->Spec() << " case " << c;
+    }
+  }
+  for (const std::vector<LinkPtr>& f : std::vector<std::vector<LinkPtr>>{
+           {g, relu}, Links({"sigmoid", "sigmoid"}), {g, dg}, {dg, dg, g}, {g, identity, dg}, {dg, dg, g, relu}, {g}}) {
+    EXPECT_EQ(FindCentredClosedForm(f), nullptr) << f.size() << "-point " << f[0]->Spec();
+  }
+  // Where a form does not apply at this covariance it says so (relu: a zero variance).
+  double value = 0.0;
+  EXPECT_FALSE(FindCentredClosedForm({relu, relu})(Eigen::Matrix2d{{0.0, 0.0}, {0.0, 1.0}}, &value));
+}
+
 TEST(GaussExpectation, MonteCarloLiesWithinFiveStandardErrors) {
   std::mt19937_64 rng(10);
   const std::vector<std::vector<std::string>> cases = {

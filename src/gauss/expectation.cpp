@@ -479,8 +479,6 @@ ExpectationResult HermiteSeries(const std::vector<LinkPtr>& f, const Eigen::Vect
 // ---------------------------------------------------------------------------------------------
 // Closed forms, zero means (theory.md §2). g = erf_sqrt2.
 
-bool IsSpec(const LinkPtr& f, const char* spec) { return f->Spec() == spec; }
-
 // E[relu(u) relu(v)] for a zero-mean pair with variances a, b and covariance c (Cho & Saul's
 // arc-cosine kernel; 0 when a variance vanishes).
 double ReluPair(double a, double b, double c) {
@@ -523,41 +521,77 @@ double ReluTriple(const Eigen::Matrix3d& S) {
   return euler * 2.0 / 3.0;
 }
 
+// Each closed form as a function of the covariance; false where it does not apply at this S.
+using CovarianceRef = Eigen::Ref<const Eigen::MatrixXd>;
+
+bool ErfPair(const CovarianceRef& S, double* v) {
+  *v = 2 / M_PI * std::asin(std::clamp(S(0, 1) / std::sqrt((1 + S(0, 0)) * (1 + S(1, 1))), -1.0, 1.0));
+  return true;
+}
+
+bool ErfDerivativePair(const CovarianceRef& S, double* v) {
+  *v = 2 / M_PI / std::sqrt(std::max(1e-300, (1 + S(0, 0)) * (1 + S(1, 1)) - S(0, 1) * S(0, 1)));
+  return true;
+}
+
+bool ErfThreePoint(const CovarianceRef& S, double* v) {  // E[g'(a) b g(c)]
+  const double lambda3 = (1 + S(0, 0)) * (1 + S(2, 2)) - S(0, 2) * S(0, 2);
+  *v = 2 / M_PI * (S(1, 2) * (1 + S(0, 0)) - S(0, 1) * S(0, 2)) / ((1 + S(0, 0)) * std::sqrt(std::max(1e-300, lambda3)));
+  return true;
+}
+
+bool ErfFourPoint(const CovarianceRef& S, double* v) {
+  // Saad & Solla's I4 (Goldt et al. 2019, eq. for E[g'(a) g'(b) g(c) g(d)]).
+  const double a4 = (1 + S(0, 0)) * (1 + S(1, 1)) - S(0, 1) * S(0, 1);
+  const double a0 = a4 * S(2, 3) - S(1, 2) * S(1, 3) * (1 + S(0, 0)) - S(0, 2) * S(0, 3) * (1 + S(1, 1)) +
+                    S(0, 1) * S(0, 2) * S(1, 3) + S(0, 1) * S(0, 3) * S(1, 2);
+  const double a1 = a4 * (1 + S(2, 2)) - S(1, 2) * S(1, 2) * (1 + S(0, 0)) - S(0, 2) * S(0, 2) * (1 + S(1, 1)) +
+                    2 * S(0, 1) * S(0, 2) * S(1, 2);
+  const double a2 = a4 * (1 + S(3, 3)) - S(1, 3) * S(1, 3) * (1 + S(0, 0)) - S(0, 3) * S(0, 3) * (1 + S(1, 1)) +
+                    2 * S(0, 1) * S(0, 3) * S(1, 3);
+  *v = 4 / (M_PI * M_PI) / std::sqrt(a4) * std::asin(std::clamp(a0 / std::sqrt(std::max(1e-300, a1 * a2)), -1.0, 1.0));
+  return true;
+}
+
+bool ReluPairForm(const CovarianceRef& S, double* v) {
+  if (S(0, 0) <= 0 || S(1, 1) <= 0) return false;
+  *v = ReluPair(S(0, 0), S(1, 1), S(0, 1));
+  return true;
+}
+
+bool ReluTripleForm(const CovarianceRef& S, double* v) {
+  // Positive definite only (the conditional variances divide): singular S go to the other backends.
+  const Eigen::Matrix3d s = S.topLeftCorner<3, 3>();
+  const Eigen::SelfAdjointEigenSolver<Eigen::Matrix3d> eig(s);
+  if (!(eig.eigenvalues()[0] > 1e-10 * eig.eigenvalues()[2])) return false;
+  *v = ReluTriple(s);
+  return true;
+}
+
+// The table of closed forms: the factors' specs in order, and the form.
+struct ClosedFormEntry {
+  std::vector<const char*> specs;
+  CentredClosedForm form;
+};
+
+const std::vector<ClosedFormEntry>& ClosedForms() {
+  static const std::vector<ClosedFormEntry> table = {
+      {{"erf_sqrt2", "erf_sqrt2"}, ErfPair},
+      {{"d(erf_sqrt2)", "d(erf_sqrt2)"}, ErfDerivativePair},
+      {{"d(erf_sqrt2)", "identity", "erf_sqrt2"}, ErfThreePoint},
+      {{"d(erf_sqrt2)", "d(erf_sqrt2)", "erf_sqrt2", "erf_sqrt2"}, ErfFourPoint},
+      {{"relu", "relu"}, ReluPairForm},
+      {{"relu", "relu", "relu"}, ReluTripleForm},
+  };
+  return table;
+}
+
 bool ClosedForm(const std::vector<LinkPtr>& f, const Eigen::VectorXd& m, const Eigen::MatrixXd& S,
                 ExpectationResult* out) {
   if (m.cwiseAbs().maxCoeff() != 0.0) return false;
-  const std::size_t n = f.size();
+  const CentredClosedForm form = FindCentredClosedForm(f);
   double v = 0;
-  if (n == 2 && IsSpec(f[0], "erf_sqrt2") && IsSpec(f[1], "erf_sqrt2")) {
-    v = 2 / M_PI * std::asin(std::clamp(S(0, 1) / std::sqrt((1 + S(0, 0)) * (1 + S(1, 1))), -1.0, 1.0));
-  } else if (n == 2 && IsSpec(f[0], "d(erf_sqrt2)") && IsSpec(f[1], "d(erf_sqrt2)")) {
-    v = 2 / M_PI / std::sqrt(std::max(1e-300, (1 + S(0, 0)) * (1 + S(1, 1)) - S(0, 1) * S(0, 1)));
-  } else if (n == 3 && IsSpec(f[0], "d(erf_sqrt2)") && IsSpec(f[1], "identity") && IsSpec(f[2], "erf_sqrt2")) {
-    const double lambda3 = (1 + S(0, 0)) * (1 + S(2, 2)) - S(0, 2) * S(0, 2);
-    v = 2 / M_PI * (S(1, 2) * (1 + S(0, 0)) - S(0, 1) * S(0, 2)) / ((1 + S(0, 0)) * std::sqrt(std::max(1e-300, lambda3)));
-  } else if (n == 4 && IsSpec(f[0], "d(erf_sqrt2)") && IsSpec(f[1], "d(erf_sqrt2)") && IsSpec(f[2], "erf_sqrt2") &&
-             IsSpec(f[3], "erf_sqrt2")) {
-    // Saad & Solla's I4 (Goldt et al. 2019, eq. for E[g'(a) g'(b) g(c) g(d)]).
-    const double a4 = (1 + S(0, 0)) * (1 + S(1, 1)) - S(0, 1) * S(0, 1);
-    const double a0 = a4 * S(2, 3) - S(1, 2) * S(1, 3) * (1 + S(0, 0)) - S(0, 2) * S(0, 3) * (1 + S(1, 1)) +
-                      S(0, 1) * S(0, 2) * S(1, 3) + S(0, 1) * S(0, 3) * S(1, 2);
-    const double a1 = a4 * (1 + S(2, 2)) - S(1, 2) * S(1, 2) * (1 + S(0, 0)) - S(0, 2) * S(0, 2) * (1 + S(1, 1)) +
-                      2 * S(0, 1) * S(0, 2) * S(1, 2);
-    const double a2 = a4 * (1 + S(3, 3)) - S(1, 3) * S(1, 3) * (1 + S(0, 0)) - S(0, 3) * S(0, 3) * (1 + S(1, 1)) +
-                      2 * S(0, 1) * S(0, 3) * S(1, 3);
-    v = 4 / (M_PI * M_PI) / std::sqrt(a4) *
-        std::asin(std::clamp(a0 / std::sqrt(std::max(1e-300, a1 * a2)), -1.0, 1.0));
-  } else if (n == 2 && IsSpec(f[0], "relu") && IsSpec(f[1], "relu")) {
-    if (S(0, 0) <= 0 || S(1, 1) <= 0) return false;
-    v = ReluPair(S(0, 0), S(1, 1), S(0, 1));
-  } else if (n == 3 && IsSpec(f[0], "relu") && IsSpec(f[1], "relu") && IsSpec(f[2], "relu")) {
-    // Positive definite only (the conditional variances divide): singular S go to the other backends.
-    const Eigen::SelfAdjointEigenSolver<Eigen::Matrix3d> eig(S.topLeftCorner<3, 3>());
-    if (!(eig.eigenvalues()[0] > 1e-10 * eig.eigenvalues()[2])) return false;
-    v = ReluTriple(S.topLeftCorner<3, 3>());
-  } else {
-    return false;
-  }
+  if (form == nullptr || !form(S, &v)) return false;
   out->value = v;
   out->error_estimate = 1e-15 * std::max(1.0, std::abs(v));
   out->backend = ExpectationBackend::kClosedForm;
@@ -600,6 +634,16 @@ const char* ToString(ExpectationBackend backend) {
     case ExpectationBackend::kWhitened: return "whitened";
   }
   return "?";
+}
+
+CentredClosedForm FindCentredClosedForm(const std::vector<LinkPtr>& factors) {
+  for (const ClosedFormEntry& entry : ClosedForms()) {
+    if (entry.specs.size() != factors.size()) continue;
+    bool match = true;
+    for (std::size_t i = 0; i < factors.size() && match; ++i) match = factors[i]->Spec() == entry.specs[i];
+    if (match) return entry.form;
+  }
+  return nullptr;
 }
 
 LinkPtr DerivativeOf(const LinkPtr& link) {

@@ -230,6 +230,14 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     link_id_.push_back(static_cast<int>(found - distinct_links_.begin()));
     if (found == distinct_links_.end()) distinct_links_.push_back(u.sigma);
   }
+  for (const LinkPtr& v : distinct_links_) {
+    three_point_forms_.push_back(FindCentredClosedForm({student_derivative_, identity_, v}));
+    for (const LinkPtr& w : distinct_links_) {
+      pair_forms_.push_back(FindCentredClosedForm({v, w}));
+      four_point_forms_.push_back(FindCentredClosedForm({student_derivative_, student_derivative_, v, w}));
+    }
+  }
+  noise_form_ = FindCentredClosedForm({student_derivative_, student_derivative_});
   if (!gated_ && !point_backend_ && c_ == 0 && spec_.constraint == VectorConstraint::kSpherical) {
     const int links = static_cast<int>(distinct_links_.size());
     for (int i = 0; i < links; ++i) {
@@ -383,9 +391,13 @@ std::vector<Eigen::MatrixXd> TwoLayerFlow::OutputMoments(const Eigen::MatrixXd& 
           e = a == b ? Kernel(a, a).AtOne() : Kernel(a, b).Value(gram(a, b));
         } else {
           const Eigen::Matrix2d cov{{gram(a, a), gram(a, b)}, {gram(a, b), gram(b, b)}};
-          e = Expect({units_[a].sigma, units_[b].sigma}, Eigen::Vector2d(mu[a], mu[b]), cov, ExpectationBackend::kAuto,
-                     StateExpectations())
-                  .value;
+          const CentredClosedForm form =
+              pair_forms_[static_cast<std::size_t>(link_id_[a] * static_cast<int>(distinct_links_.size()) + link_id_[b])];
+          if (form == nullptr || mu[a] != 0.0 || mu[b] != 0.0 || !form(cov, &e)) {
+            e = Expect({units_[a].sigma, units_[b].sigma}, Eigen::Vector2d(mu[a], mu[b]), cov, ExpectationBackend::kAuto,
+                       StateExpectations())
+                    .value;
+          }
         }
         m(a, b) = m(b, a) = e;
       }
@@ -905,9 +917,14 @@ Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) cons
           for (int r = 0; r < 3; ++r) {
             for (int q = 0; q < 3; ++q) cov(r, q) = gram(i[r], i[q]);
           }
-          sum += Sign(v, c) * Expect({student_derivative_, identity_, units_[v].sigma}, Eigen::Vector3d(mu[a], mu[b], mu[v]),
-                                     cov, ExpectationBackend::kAuto, StateExpectations())
-                                  .value;
+          const CentredClosedForm form = three_point_forms_[static_cast<std::size_t>(link_id_[v])];
+          double term = 0.0;
+          if (form == nullptr || mu[a] != 0.0 || mu[b] != 0.0 || mu[v] != 0.0 || !form(cov, &term)) {
+            term = Expect({student_derivative_, identity_, units_[v].sigma}, Eigen::Vector3d(mu[a], mu[b], mu[v]), cov,
+                          ExpectationBackend::kAuto, StateExpectations())
+                       .value;
+          }
+          sum += Sign(v, c) * term;
         }
         d(a, b) += units_[a].sign * sum / ClusterPasses();
       }
@@ -922,31 +939,39 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
   Eigen::MatrixXd e = Eigen::MatrixXd::Zero(p_, p_);
   Eigen::Matrix4d cov4;
   Eigen::Matrix2d cov2;
-  const int units = static_cast<int>(units_.size());
+  const int units = static_cast<int>(units_.size()), links = static_cast<int>(distinct_links_.size());
   for (int c = 0; c < ClusterPasses(); ++c) {
     const Eigen::VectorXd mu = Means(gram, c);
     for (int a = 0; a < p_; ++a) {
       for (int b = a; b < p_; ++b) {
         double sum = 0;
         for (int v = 0; v < units; ++v) {
-          for (int w = 0; w < units; ++w) {
+          for (int w = v; w < units; ++w) {  // the (v, w) and (w, v) terms are equal
             const int i[4] = {a, b, v, w};
             for (int r = 0; r < 4; ++r) {
               for (int q = 0; q < 4; ++q) cov4(r, q) = gram(i[r], i[q]);
             }
-            sum += Sign(v, c) * Sign(w, c) *
-                   Expect({student_derivative_, student_derivative_, units_[v].sigma, units_[w].sigma},
-                          Eigen::Vector4d(mu[a], mu[b], mu[v], mu[w]), cov4, ExpectationBackend::kAuto,
-                          StateExpectations())
-                       .value;
+            const CentredClosedForm form =
+                four_point_forms_[static_cast<std::size_t>(link_id_[v] * links + link_id_[w])];
+            double term = 0.0;
+            if (form == nullptr || mu[a] != 0.0 || mu[b] != 0.0 || mu[v] != 0.0 || mu[w] != 0.0 || !form(cov4, &term)) {
+              term = Expect({student_derivative_, student_derivative_, units_[v].sigma, units_[w].sigma},
+                            Eigen::Vector4d(mu[a], mu[b], mu[v], mu[w]), cov4, ExpectationBackend::kAuto,
+                            StateExpectations())
+                         .value;
+            }
+            sum += (w == v ? 1.0 : 2.0) * Sign(v, c) * Sign(w, c) * term;
           }
         }
         if (spec_.noise_variance > 0) {
           cov2 << gram(a, a), gram(a, b), gram(a, b), gram(b, b);
-          sum += spec_.noise_variance *
-                 Expect({student_derivative_, student_derivative_}, Eigen::Vector2d(mu[a], mu[b]), cov2,
-                        ExpectationBackend::kAuto, StateExpectations())
-                     .value;
+          double term = 0.0;
+          if (noise_form_ == nullptr || mu[a] != 0.0 || mu[b] != 0.0 || !noise_form_(cov2, &term)) {
+            term = Expect({student_derivative_, student_derivative_}, Eigen::Vector2d(mu[a], mu[b]), cov2,
+                          ExpectationBackend::kAuto, StateExpectations())
+                       .value;
+          }
+          sum += spec_.noise_variance * term;
         }
         e(a, b) += units_[a].sign * units_[b].sign * sum / ClusterPasses();
         e(b, a) = e(a, b);

@@ -83,6 +83,17 @@ ExpectationResult Expect(const std::vector<LinkPtr>& factors, const Eigen::Vecto
                          ExpectationBackend backend = ExpectationBackend::kAuto,
                          const ExpectationOptions& options = {});
 
+// A closed form of E[Π f_i(h_i)] for zero means, h ~ N(0, S), as a function of S (n×n for n
+// factors). It returns false, leaving *value, where the form does not apply at this S (relu:
+// a zero variance, a singular triple); the caller then asks Expect.
+using CentredClosedForm = bool (*)(const Eigen::Ref<const Eigen::MatrixXd>& cov, double* value);
+
+// The closed form kAuto and kClosedForm use for these factors at zero means, or nullptr if
+// there is none. Found once, it lets a model that evaluates the same factors at every step of an
+// integration skip Expect's dispatch by link names and its allocations; the value is Expect's,
+// bit for bit.
+CentredClosedForm FindCentredClosedForm(const std::vector<LinkPtr>& factors);
+
 struct ExpectationGradient {
   ExpectationResult value;
   Eigen::VectorXd d_mean;  // ∂E/∂m_i

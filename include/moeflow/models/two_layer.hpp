@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "moeflow/gauss/expectation.hpp"
 #include "moeflow/gauss/gated_pair.hpp"
 #include "moeflow/integrate/flow_system.hpp"
 #include "moeflow/links/hermite.hpp"
@@ -318,6 +319,13 @@ class TwoLayerFlow final : public FlowSystem {
   std::vector<int> link_id_;  // per unit
   std::vector<MehlerKernel> kernels_;
   LinkPtr student_derivative_, identity_;
+  // The engine's closed forms (zero means) of the terms of OutputMoments, GradientOverlaps and
+  // GradientCovariance, found once per distinct link (FindCentredClosedForm): E[σ_a(h_a) σ_b(h_b)]
+  // by link_id_[a] * links + link_id_[b], E[σ'(h_a) h_b σ_v(h_v)] by link_id_[v],
+  // E[σ'(h_a) σ'(h_b) σ_v(h_v) σ_w(h_w)] by link_id_[v] * links + link_id_[w], E[σ'(h_a) σ'(h_b)]
+  // (label noise); nullptr where there is none.
+  std::vector<CentredClosedForm> pair_forms_, three_point_forms_, four_point_forms_;
+  CentredClosedForm noise_form_ = nullptr;
   std::vector<ObservableInfo> observables_;
   int routing_observable_ = -1;  // the index of `routing` in observables_ (HasRouting())
   Eigen::MatrixXd teacher_gram_;
