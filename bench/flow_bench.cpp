@@ -1,6 +1,9 @@
 // Population-flow benchmarks: whole integrations of shipped models.
 #include <benchmark/benchmark.h>
 
+#include <string>
+#include <vector>
+
 #include "moeflow/integrate/integrator.hpp"
 #include "moeflow/io/model_file.hpp"
 #include "moeflow/models/model_builder.hpp"
@@ -29,49 +32,55 @@ BENCHMARK(BM_SingleIndexHe3Escape)->Arg(1024)->Arg(1 << 20)->Unit(benchmark::kMi
 
 namespace {
 
-moeflow::FlowSetup CommitteeSetup(int k, double t_end) {
+// models/committee_erf_k2m2.ini (online-SGD limit, η̃ = 0.5) with K students, M teachers and
+// further overrides.
+moeflow::FlowSetup CommitteeSetup(int students, int teachers, double t_end, const std::vector<std::string>& more = {}) {
   moeflow::io::ModelFile model = moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/committee_erf_k2m2.ini");
-  model.Set("student.units=" + std::to_string(k));
-  model.Set("teacher.units=" + std::to_string(k));
+  model.Set("student.units=" + std::to_string(students));
+  model.Set("teacher.units=" + std::to_string(teachers));
   model.Set("integrate.t_end=" + std::to_string(t_end));
+  for (const std::string& s : more) model.Set(s);
   return moeflow::BuildFlow(model);
 }
 
-// One right-hand-side evaluation of the erf committee (K = M) in the online-SGD limit
-// (gradient-flow drift + the η̃ E[g g] term). Peer figures (peers.md, nn2pp, per RHS + Euler
-// update): 1.2 µs (2,2), 12.3 µs (4,4), 166 µs (8,8).
-void BM_CommitteeErfDrift(benchmark::State& state) {
-  const moeflow::FlowSetup setup = CommitteeSetup(static_cast<int>(state.range(0)), 100);
+void MeasureDrift(benchmark::State& state, const moeflow::FlowSetup& setup) {
   Eigen::VectorXd dxdt(setup.initial_state.size());
   for (auto _ : state) {
     setup.system->Drift(setup.initial_state, dxdt);
     benchmark::DoNotOptimize(dxdt.data());
   }
 }
-BENCHMARK(BM_CommitteeErfDrift)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMicrosecond);
+
+// One right-hand-side evaluation of the erf committee (K, M) in the online-SGD limit
+// (gradient-flow drift + the η̃ E[g g] term). Peer figures (peers.md, per RHS + Euler update):
+// nn2pp 1.2 µs (2,2), 12.3 µs (4,4), 86 µs (8,4), 166 µs (8,8); phdiag 44.5 µs (8,4).
+void BM_CommitteeErfDrift(benchmark::State& state) {
+  MeasureDrift(state, CommitteeSetup(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)), 100));
+}
+BENCHMARK(BM_CommitteeErfDrift)->Args({2, 2})->Args({4, 4})->Args({8, 4})->Args({8, 8})->Unit(benchmark::kMicrosecond);
 
 // The same with trained second-layer weights (student.weights_lr = 1): the weights' drift
 // ∂R/∂a_i = Σ_v E[φ_i φ_v] s_v adds one pass over the unit pairs' output moments.
 void BM_CommitteeErfDriftTrainedWeights(benchmark::State& state) {
-  moeflow::io::ModelFile model = moeflow::io::ModelFile::Load(MOEFLOW_MODELS_DIR "/committee_erf_k2m2.ini");
   const int k = static_cast<int>(state.range(0));
-  for (const std::string& s : {"student.units=" + std::to_string(k), "teacher.units=" + std::to_string(k),
-                               std::string("student.weights_lr=1"), std::string("student.weight=0.5")}) {
-    model.Set(s);
-  }
-  const moeflow::FlowSetup setup = moeflow::BuildFlow(model);
-  Eigen::VectorXd dxdt(setup.initial_state.size());
-  for (auto _ : state) {
-    setup.system->Drift(setup.initial_state, dxdt);
-    benchmark::DoNotOptimize(dxdt.data());
-  }
+  MeasureDrift(state, CommitteeSetup(k, k, 100, {"student.weights_lr=1", "student.weight=0.5"}));
 }
 BENCHMARK(BM_CommitteeErfDriftTrainedWeights)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMicrosecond);
 
+// The He3 committee (student and teacher link He_3, free vectors, online-SGD limit): no closed
+// form, the engine's exact Hermite diagrams. Peer figures (peers.md, per RHS + Euler update):
+// committee_learning 9.2 µs (1,1), 19.9 µs (4,1); giant-learning 85 µs, 6389 µs.
+void BM_CommitteeHe3Drift(benchmark::State& state) {
+  MeasureDrift(state, CommitteeSetup(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)), 100,
+                                     {"student.link=he(3)", "teacher.link=he(3)"}));
+}
+BENCHMARK(BM_CommitteeHe3Drift)->Args({1, 1})->Args({4, 1})->Unit(benchmark::kMicrosecond);
+
 // The span nn2pp covers to its t = 1000 at lr 0.5 (its time is steps/d, ours η·steps = 0.5·1000),
-// dopri5 at rel_tol 1e-8. Peer: 0.19 s (Euler, dt = 0.01).
-void BM_CommitteeErfK2M2ToNn2ppSpan(benchmark::State& state) {
-  moeflow::FlowSetup setup = CommitteeSetup(2, 500);
+// K = M, dopri5 at rel_tol 1e-8. Peer (Euler, dt = 0.01): 0.19 s (2), 1.23 s (4), 16.6 s (8).
+void BM_CommitteeErfToNn2ppSpan(benchmark::State& state) {
+  const int k = static_cast<int>(state.range(0));
+  moeflow::FlowSetup setup = CommitteeSetup(k, k, 500);
   setup.options.rel_tol = 1e-8;
   setup.options.abs_tol = 1e-10;
   long long steps = 0;
@@ -81,7 +90,7 @@ void BM_CommitteeErfK2M2ToNn2ppSpan(benchmark::State& state) {
   }
   state.counters["accepted_steps"] = static_cast<double>(steps);
 }
-BENCHMARK(BM_CommitteeErfK2M2ToNn2ppSpan)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CommitteeErfToNn2ppSpan)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

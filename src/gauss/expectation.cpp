@@ -9,6 +9,7 @@
 
 #include "common/text.hpp"
 #include "gauss/rules.hpp"
+#include "links/factorial.hpp"
 #include "moeflow/error.hpp"
 #include "moeflow/links/hermite.hpp"
 #include "moeflow/links/polynomial.hpp"
@@ -362,6 +363,10 @@ class Diagram {
     k_.assign(n_, 0);
     max_order_.resize(n_);
     for (int i = 0; i < n_; ++i) max_order_[i] = static_cast<int>(c_[i].size()) - 1;
+    // Each leaf multiplies c_i[k_i] √(k_i!): the products once here, not exp(lgamma) per leaf.
+    for (std::vector<double>& ci : c_) {
+      for (std::size_t k = 0; k < ci.size(); ++k) ci[k] = ci[k] * std::exp(0.5 * detail::LogFactorial(static_cast<int>(k)));
+    }
   }
   double Sum() {
     total_ = 0;
@@ -374,9 +379,9 @@ class Diagram {
     if (p == pairs_.size()) {
       double term = weight;
       for (int i = 0; i < n_; ++i) {
-        const double c = c_[i][k_[i]];
+        const double c = c_[i][k_[i]];  // c_i[k_i] √(k_i!)
         if (c == 0.0) return;
-        term *= c * std::exp(0.5 * std::lgamma(k_[i] + 1.0));
+        term *= c;
       }
       total_ += term;
       return;
@@ -395,7 +400,7 @@ class Diagram {
     }
   }
 
-  std::vector<std::vector<double>> c_;
+  std::vector<std::vector<double>> c_;  // c_i[k] √(k!)
   Eigen::MatrixXd rho_;
   int n_;
   std::vector<std::pair<int, int>> pairs_;

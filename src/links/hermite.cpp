@@ -6,6 +6,7 @@
 
 #include "moeflow/error.hpp"
 #include "gauss/rules.hpp"
+#include "links/factorial.hpp"
 #include "moeflow/links/polynomial.hpp"
 
 namespace moeflow {
@@ -124,7 +125,7 @@ HermiteExpansion ExpandHermiteByQuadrature(const Link& f, int max_order, double 
 std::vector<double> ScaleShiftHermiteCoefficients(const std::vector<double>& c, double scale, double shift) {
   if (scale == 1.0 && shift == 0.0) return c;  // the identity map, exactly
   const int degree = static_cast<int>(c.size()) - 1;
-  auto log_factorial = [](int n) { return std::lgamma(n + 1.0); };
+  auto log_factorial = [](int n) { return detail::LogFactorial(n); };
   // To the He basis: α_n = c_n / √n!.
   std::vector<double> scaled(c.size(), 0.0);  // He coefficients of p(a u), u = z + b/a
   const double g = scale, g2m1 = scale * scale - 1;
@@ -158,8 +159,8 @@ std::vector<double> MonomialToHermite(const std::vector<double>& monomial) {
     if (monomial[n] == 0) continue;
     for (int j = 0; 2 * j <= n; ++j) {
       const int m = n - 2 * j;
-      c[m] += monomial[n] * std::exp(std::lgamma(n + 1.0) - std::lgamma(j + 1.0) - std::lgamma(m + 1.0) -
-                                     j * std::log(2.0) + 0.5 * std::lgamma(m + 1.0));
+      c[m] += monomial[n] * std::exp(detail::LogFactorial(n) - detail::LogFactorial(j) - detail::LogFactorial(m) -
+                                     j * std::log(2.0) + 0.5 * detail::LogFactorial(m));
     }
   }
   return c;
