@@ -3,7 +3,12 @@
 #include <Eigen/Cholesky>
 #include <Eigen/Eigenvalues>
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
 #include <random>
 #include <sstream>
 
@@ -573,6 +578,8 @@ bool ReluTripleForm(const CovarianceRef& S, double* v) {
   return true;
 }
 
+using CentredClosedForm = bool (*)(const CovarianceRef& cov, double* value);
+
 // The table of closed forms: the factors' specs in order, and the form.
 struct ClosedFormEntry {
   std::vector<const char*> specs;
@@ -591,10 +598,21 @@ const std::vector<ClosedFormEntry>& ClosedForms() {
   return table;
 }
 
+// The closed form of these factors (zero means), or nullptr.
+CentredClosedForm FindClosedForm(const std::vector<LinkPtr>& factors) {
+  for (const ClosedFormEntry& entry : ClosedForms()) {
+    if (entry.specs.size() != factors.size()) continue;
+    bool match = true;
+    for (std::size_t i = 0; i < factors.size() && match; ++i) match = factors[i]->Spec() == entry.specs[i];
+    if (match) return entry.form;
+  }
+  return nullptr;
+}
+
 bool ClosedForm(const std::vector<LinkPtr>& f, const Eigen::VectorXd& m, const Eigen::MatrixXd& S,
                 ExpectationResult* out) {
   if (m.cwiseAbs().maxCoeff() != 0.0) return false;
-  const CentredClosedForm form = FindCentredClosedForm(f);
+  const CentredClosedForm form = FindClosedForm(f);
   double v = 0;
   if (form == nullptr || !form(S, &v)) return false;
   out->value = v;
@@ -629,6 +647,175 @@ ExpectationResult MonteCarlo(const std::vector<LinkPtr>& f, const Eigen::VectorX
 
 }  // namespace
 
+namespace detail {
+
+// E[Π p_i(h_i)], h ~ N(0, S), for polynomial factors p_i(h) = Σ_n a_in h^n, as a polynomial in
+// the entries of S, enumerated once. By Isserlis' theorem
+//   E[Π h_i^(n_i)] = Σ Π_i n_i! / (Π_i l_i! 2^(l_i) Π_(i<j) m_ij!) · Π_i S_ii^(l_i) Π_(i<j) S_ij^(m_ij)
+// over the multigraphs with l_i loops at i and m_ij edges between i and j (n_i = 2 l_i + Σ_j m_ij:
+// the pairings of the n_i copies of h_i), so E is a fixed list of monomials in S; evaluating it
+// costs one product per monomial.
+class PolynomialMoments {
+ public:
+  static constexpr int kMaxFactors = 6, kMaxDegree = 8;
+  static constexpr std::size_t kMaxTerms = 4096;
+
+  // From each factor's monomial coefficients (degree ≤ kMaxDegree, at most kMaxFactors factors);
+  // nullptr if the expectation has more than kMaxTerms monomials.
+  static std::shared_ptr<const PolynomialMoments> Build(const std::vector<std::vector<double>>& monomial) {
+    auto m = std::make_shared<PolynomialMoments>();
+    const int r = static_cast<int>(monomial.size());
+    for (int i = 0; i < r; ++i) {
+      for (int j = i; j < r; ++j) m->entries_.push_back({i, j});
+    }
+    // A monomial's key: the exponents (each ≤ kMaxDegree < 16) as 4-bit digits, 16 per word.
+    using Key = std::array<std::uint64_t, 2>;
+    static_assert(kMaxFactors * (kMaxFactors + 1) / 2 <= 32 && kMaxDegree < 16);
+    auto key = [](const std::vector<std::uint8_t>& exponents) {
+      Key k{0, 0};
+      for (std::size_t e = 0; e < exponents.size(); ++e) k[e / 16] |= static_cast<std::uint64_t>(exponents[e]) << (4 * (e % 16));
+      return k;
+    };
+    std::map<Key, double> terms;
+    std::vector<int> rest(static_cast<std::size_t>(r), 0);
+    std::vector<std::uint8_t> exponents(m->entries_.size(), 0);
+    bool too_many = false;
+    // Graphs with `rest` edge-ends left per vertex, entries from e on; weight so far w.
+    std::function<void(std::size_t, double)> graphs = [&](std::size_t e, double w) {
+      if (too_many) return;
+      if (e == m->entries_.size()) {
+        terms[key(exponents)] += w;
+        too_many = terms.size() > kMaxTerms;
+        return;
+      }
+      const auto [i, j] = m->entries_[e];
+      const bool closes_row = j == r - 1;  // vertex i has no entry after this one
+      if (i == j) {
+        double wl = w;
+        for (int l = 0; 2 * l <= rest[i]; ++l) {
+          if (l > 0) wl /= 2.0 * l;  // 1/(l! 2^l)
+          if (closes_row && rest[i] != 2 * l) continue;
+          rest[i] -= 2 * l;
+          exponents[e] = static_cast<std::uint8_t>(l);
+          graphs(e + 1, wl);
+          rest[i] += 2 * l;
+        }
+      } else {
+        double wm = w;
+        for (int k = 0; k <= std::min(rest[i], rest[j]); ++k) {
+          if (k > 0) wm /= k;  // 1/m_ij!
+          if (closes_row && rest[i] != k) continue;
+          rest[i] -= k;
+          rest[j] -= k;
+          exponents[e] = static_cast<std::uint8_t>(k);
+          graphs(e + 1, wm);
+          rest[i] += k;
+          rest[j] += k;
+        }
+      }
+      exponents[e] = 0;
+    };
+    // Every choice of one monomial per factor: coefficient Π a_(i n_i) · Π n_i!.
+    std::function<void(int, double)> powers = [&](int i, double w) {
+      if (too_many) return;
+      if (i == r) {
+        graphs(0, w);
+        return;
+      }
+      const std::vector<double>& a = monomial[static_cast<std::size_t>(i)];
+      for (std::size_t n = 0; n < a.size(); ++n) {
+        if (a[n] == 0.0) continue;
+        rest[i] = static_cast<int>(n);
+        m->max_power_ = std::max(m->max_power_, static_cast<int>(n));
+        double factorial = 1.0;
+        for (std::size_t k = 2; k <= n; ++k) factorial *= static_cast<double>(k);
+        powers(i + 1, w * a[n] * factorial);
+      }
+      rest[i] = 0;
+    };
+    powers(0, 1.0);
+    if (too_many) return nullptr;
+    for (const auto& [k, c] : terms) {
+      if (c == 0.0) continue;
+      m->coefficients_.push_back(c);
+      for (std::size_t e = 0; e < m->entries_.size(); ++e) {
+        m->exponents_.push_back(static_cast<std::uint8_t>((k[e / 16] >> (4 * (e % 16))) & 0xF));
+      }
+    }
+    return m;
+  }
+
+  double Value(const Eigen::Ref<const Eigen::MatrixXd>& cov) const {
+    constexpr int kEntries = kMaxFactors * (kMaxFactors + 1) / 2;
+    std::array<std::array<double, kMaxDegree + 1>, kEntries> power;
+    const std::size_t entries = entries_.size();
+    for (std::size_t e = 0; e < entries; ++e) {
+      power[e][0] = 1.0;
+      const double x = cov(entries_[e].first, entries_[e].second);
+      for (int k = 1; k <= max_power_; ++k) power[e][static_cast<std::size_t>(k)] = power[e][static_cast<std::size_t>(k) - 1] * x;
+    }
+    double sum = 0.0;
+    for (std::size_t t = 0; t < coefficients_.size(); ++t) {
+      double term = coefficients_[t];
+      const std::uint8_t* x = exponents_.data() + t * entries;
+      for (std::size_t e = 0; e < entries; ++e) term *= power[e][x[e]];
+      sum += term;
+    }
+    return sum;
+  }
+
+  std::size_t Terms() const { return coefficients_.size(); }
+
+ private:
+  std::vector<std::pair<int, int>> entries_;  // (i, j), i ≤ j, row by row
+  int max_power_ = 0;
+  std::vector<double> coefficients_;
+  std::vector<std::uint8_t> exponents_;  // per monomial, the power of each entry
+};
+
+}  // namespace detail
+
+namespace {
+
+// Monomial coefficients of Σ_k c_k h_k: h_k = He_k/√k!, He_k(z) = Σ_j (−1)^j k!/(j!(k−2j)! 2^j) z^(k−2j).
+std::vector<double> HermiteToMonomial(const std::vector<double>& c) {
+  std::vector<double> a(c.size(), 0.0);
+  for (int k = 0; k < static_cast<int>(c.size()); ++k) {
+    if (c[k] == 0.0) continue;
+    for (int j = 0; 2 * j <= k; ++j) {
+      const double he = std::exp(detail::LogFactorial(k) - detail::LogFactorial(j) - detail::LogFactorial(k - 2 * j) -
+                                 j * std::log(2.0) - 0.5 * detail::LogFactorial(k));
+      a[k - 2 * j] += (j % 2 == 0 ? 1.0 : -1.0) * he * c[k];
+    }
+  }
+  return a;
+}
+
+}  // namespace
+
+bool CentredForm::operator()(const Eigen::Ref<const Eigen::MatrixXd>& cov, double* value) const {
+  if (closed_ != nullptr) return closed_(cov, value);
+  if (polynomial_ == nullptr) return false;
+  *value = polynomial_->Value(cov);
+  return true;
+}
+
+std::size_t CentredForm::PolynomialTerms() const { return polynomial_ == nullptr ? 0 : polynomial_->Terms(); }
+
+CentredForm FindCentredForm(const std::vector<LinkPtr>& factors) {
+  CentredForm form;
+  form.closed_ = FindClosedForm(factors);
+  if (form.closed_ != nullptr || factors.empty() || factors.size() > detail::PolynomialMoments::kMaxFactors) return form;
+  std::vector<std::vector<double>> monomial;
+  for (const LinkPtr& f : factors) {
+    const int degree = f->PolynomialDegree();
+    if (degree < 0 || degree > detail::PolynomialMoments::kMaxDegree) return form;
+    monomial.push_back(HermiteToMonomial(f->HermiteCoefficients(degree)));
+  }
+  form.polynomial_ = detail::PolynomialMoments::Build(monomial);
+  return form;
+}
+
 const char* ToString(ExpectationBackend backend) {
   switch (backend) {
     case ExpectationBackend::kAuto: return "auto";
@@ -639,16 +826,6 @@ const char* ToString(ExpectationBackend backend) {
     case ExpectationBackend::kWhitened: return "whitened";
   }
   return "?";
-}
-
-CentredClosedForm FindCentredClosedForm(const std::vector<LinkPtr>& factors) {
-  for (const ClosedFormEntry& entry : ClosedForms()) {
-    if (entry.specs.size() != factors.size()) continue;
-    bool match = true;
-    for (std::size_t i = 0; i < factors.size() && match; ++i) match = factors[i]->Spec() == entry.specs[i];
-    if (match) return entry.form;
-  }
-  return nullptr;
 }
 
 LinkPtr DerivativeOf(const LinkPtr& link) {

@@ -231,13 +231,13 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     if (found == distinct_links_.end()) distinct_links_.push_back(u.sigma);
   }
   for (const LinkPtr& v : distinct_links_) {
-    three_point_forms_.push_back(FindCentredClosedForm({student_derivative_, identity_, v}));
+    three_point_forms_.push_back(FindCentredForm({student_derivative_, identity_, v}));
     for (const LinkPtr& w : distinct_links_) {
-      pair_forms_.push_back(FindCentredClosedForm({v, w}));
-      four_point_forms_.push_back(FindCentredClosedForm({student_derivative_, student_derivative_, v, w}));
+      pair_forms_.push_back(FindCentredForm({v, w}));
+      four_point_forms_.push_back(FindCentredForm({student_derivative_, student_derivative_, v, w}));
     }
   }
-  noise_form_ = FindCentredClosedForm({student_derivative_, student_derivative_});
+  noise_form_ = FindCentredForm({student_derivative_, student_derivative_});
   if (!gated_ && !point_backend_ && c_ == 0 && spec_.constraint == VectorConstraint::kSpherical) {
     const int links = static_cast<int>(distinct_links_.size());
     for (int i = 0; i < links; ++i) {
@@ -391,9 +391,9 @@ std::vector<Eigen::MatrixXd> TwoLayerFlow::OutputMoments(const Eigen::MatrixXd& 
           e = a == b ? Kernel(a, a).AtOne() : Kernel(a, b).Value(gram(a, b));
         } else {
           const Eigen::Matrix2d cov{{gram(a, a), gram(a, b)}, {gram(a, b), gram(b, b)}};
-          const CentredClosedForm form =
+          const CentredForm& form =
               pair_forms_[static_cast<std::size_t>(link_id_[a] * static_cast<int>(distinct_links_.size()) + link_id_[b])];
-          if (form == nullptr || mu[a] != 0.0 || mu[b] != 0.0 || !form(cov, &e)) {
+          if (!form || mu[a] != 0.0 || mu[b] != 0.0 || !form(cov, &e)) {
             e = Expect({units_[a].sigma, units_[b].sigma}, Eigen::Vector2d(mu[a], mu[b]), cov, ExpectationBackend::kAuto,
                        StateExpectations())
                     .value;
@@ -917,9 +917,9 @@ Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) cons
           for (int r = 0; r < 3; ++r) {
             for (int q = 0; q < 3; ++q) cov(r, q) = gram(i[r], i[q]);
           }
-          const CentredClosedForm form = three_point_forms_[static_cast<std::size_t>(link_id_[v])];
+          const CentredForm& form = three_point_forms_[static_cast<std::size_t>(link_id_[v])];
           double term = 0.0;
-          if (form == nullptr || mu[a] != 0.0 || mu[b] != 0.0 || mu[v] != 0.0 || !form(cov, &term)) {
+          if (!form || mu[a] != 0.0 || mu[b] != 0.0 || mu[v] != 0.0 || !form(cov, &term)) {
             term = Expect({student_derivative_, identity_, units_[v].sigma}, Eigen::Vector3d(mu[a], mu[b], mu[v]), cov,
                           ExpectationBackend::kAuto, StateExpectations())
                        .value;
@@ -951,10 +951,10 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
             for (int r = 0; r < 4; ++r) {
               for (int q = 0; q < 4; ++q) cov4(r, q) = gram(i[r], i[q]);
             }
-            const CentredClosedForm form =
+            const CentredForm& form =
                 four_point_forms_[static_cast<std::size_t>(link_id_[v] * links + link_id_[w])];
             double term = 0.0;
-            if (form == nullptr || mu[a] != 0.0 || mu[b] != 0.0 || mu[v] != 0.0 || mu[w] != 0.0 || !form(cov4, &term)) {
+            if (!form || mu[a] != 0.0 || mu[b] != 0.0 || mu[v] != 0.0 || mu[w] != 0.0 || !form(cov4, &term)) {
               term = Expect({student_derivative_, student_derivative_, units_[v].sigma, units_[w].sigma},
                             Eigen::Vector4d(mu[a], mu[b], mu[v], mu[w]), cov4, ExpectationBackend::kAuto,
                             StateExpectations())
@@ -966,7 +966,7 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
         if (spec_.noise_variance > 0) {
           cov2 << gram(a, a), gram(a, b), gram(a, b), gram(b, b);
           double term = 0.0;
-          if (noise_form_ == nullptr || mu[a] != 0.0 || mu[b] != 0.0 || !noise_form_(cov2, &term)) {
+          if (!noise_form_ || mu[a] != 0.0 || mu[b] != 0.0 || !noise_form_(cov2, &term)) {
             term = Expect({student_derivative_, student_derivative_}, Eigen::Vector2d(mu[a], mu[b]), cov2,
                           ExpectationBackend::kAuto, StateExpectations())
                        .value;

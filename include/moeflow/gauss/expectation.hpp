@@ -27,7 +27,9 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "moeflow/links/link.hpp"
@@ -83,16 +85,36 @@ ExpectationResult Expect(const std::vector<LinkPtr>& factors, const Eigen::Vecto
                          ExpectationBackend backend = ExpectationBackend::kAuto,
                          const ExpectationOptions& options = {});
 
-// A closed form of E[Π f_i(h_i)] for zero means, h ~ N(0, S), as a function of S (n×n for n
-// factors). It returns false, leaving *value, where the form does not apply at this S (relu:
-// a zero variance, a singular triple); the caller then asks Expect.
-using CentredClosedForm = bool (*)(const Eigen::Ref<const Eigen::MatrixXd>& cov, double* value);
+namespace detail {
+class PolynomialMoments;
+}
 
-// The closed form kAuto and kClosedForm use for these factors at zero means, or nullptr if
-// there is none. Found once, it lets a model that evaluates the same factors at every step of an
-// integration skip Expect's dispatch by link names and its allocations; the value is Expect's,
-// bit for bit.
-CentredClosedForm FindCentredClosedForm(const std::vector<LinkPtr>& factors);
+// E[Π f_i(h_i)] for zero means, h ~ N(0, S), prepared once for a list of factors as a function of
+// S alone, for a caller that evaluates the same factors at many covariances (a model's right-hand
+// side: it skips Expect's dispatch by link names, its allocations and, for polynomials, the
+// Hermite re-expansion at every call). Two kinds:
+//   closed forms  those Expect uses (erf_sqrt2, relu; the list above): Expect's value bit for bit;
+//   polynomials   every factor a polynomial of degree ≤ 8, at most 6 factors: Isserlis' theorem
+//                 enumerated once into a polynomial in the entries of S (at most 4096 monomials),
+//                 equal to the Hermite series up to round-off.
+// Empty (false) for other factors; the caller then asks Expect.
+class CentredForm {
+ public:
+  CentredForm() = default;
+  explicit operator bool() const { return closed_ != nullptr || polynomial_ != nullptr; }
+  // The expectation at covariance `cov` (n×n); false, leaving *value, where the form does not
+  // apply at this cov (relu: a zero variance, a singular triple) or is empty.
+  bool operator()(const Eigen::Ref<const Eigen::MatrixXd>& cov, double* value) const;
+  // The number of monomials of a polynomial form (0 for a closed form).
+  std::size_t PolynomialTerms() const;
+
+ private:
+  friend CentredForm FindCentredForm(const std::vector<LinkPtr>& factors);
+  bool (*closed_)(const Eigen::Ref<const Eigen::MatrixXd>&, double*) = nullptr;
+  std::shared_ptr<const detail::PolynomialMoments> polynomial_;
+};
+
+CentredForm FindCentredForm(const std::vector<LinkPtr>& factors);
 
 struct ExpectationGradient {
   ExpectationResult value;

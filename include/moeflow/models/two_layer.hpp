@@ -17,7 +17,9 @@
 //   (η̃/2B) Λ² E[g_a²] Ω_al with a teacher l, from the renormalisation of every SGD step).
 // With unit-variance projections (spherical) the pair expectations are Mehler series and
 // D = 2 G Ω with G = ∂R/∂Ω, a fast path of the same quantity; otherwise the Gaussian
-// expectation engine (closed forms for erf) computes them.
+// expectation engine computes them, through the forms it prepares once per term at zero means
+// (FindCentredForm: closed forms for erf and relu, Isserlis' theorem compiled for polynomial
+// links) and through Expect elsewhere.
 //
 // Gated units π(v·x) σ(w·x) (soft routing, theory.md §3.3) add a router vector per unit. Their
 // gradient overlaps come from Stein's lemma, D_ab = Σ_c A_ac Ω_cb with
@@ -319,13 +321,14 @@ class TwoLayerFlow final : public FlowSystem {
   std::vector<int> link_id_;  // per unit
   std::vector<MehlerKernel> kernels_;
   LinkPtr student_derivative_, identity_;
-  // The engine's closed forms (zero means) of the terms of OutputMoments, GradientOverlaps and
-  // GradientCovariance, found once per distinct link (FindCentredClosedForm): E[σ_a(h_a) σ_b(h_b)]
+  // The engine's prepared forms (zero means: closed forms, compiled polynomial moments) of the
+  // terms of OutputMoments, GradientOverlaps and GradientCovariance, found once per distinct link
+  // (FindCentredForm): E[σ_a(h_a) σ_b(h_b)]
   // by link_id_[a] * links + link_id_[b], E[σ'(h_a) h_b σ_v(h_v)] by link_id_[v],
   // E[σ'(h_a) σ'(h_b) σ_v(h_v) σ_w(h_w)] by link_id_[v] * links + link_id_[w], E[σ'(h_a) σ'(h_b)]
-  // (label noise); nullptr where there is none.
-  std::vector<CentredClosedForm> pair_forms_, three_point_forms_, four_point_forms_;
-  CentredClosedForm noise_form_ = nullptr;
+  // (label noise); empty where there is none.
+  std::vector<CentredForm> pair_forms_, three_point_forms_, four_point_forms_;
+  CentredForm noise_form_;
   std::vector<ObservableInfo> observables_;
   int routing_observable_ = -1;  // the index of `routing` in observables_ (HasRouting())
   Eigen::MatrixXd teacher_gram_;
