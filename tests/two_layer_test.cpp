@@ -5,7 +5,11 @@
 #include <Eigen/Eigenvalues>
 #include <Eigen/LU>
 #include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include "moeflow/gauss/expectation.hpp"
 #include "moeflow/links/link.hpp"
 #include "moeflow/models/model_builder.hpp"
 #include "moeflow/models/two_layer.hpp"
@@ -181,6 +185,58 @@ TEST(TwoLayerFlow, FreeVectorGradientFlowDecreasesRiskAtMinusTheSquaredGradient)
     EXPECT_GT(squared, 0.0) << link;
     // tanh goes through the quadrature backend (error ~1e-10 per expectation).
     EXPECT_NEAR(fd, -0.7 * squared, 1e-6 * std::max(1.0, squared)) << link;
+  }
+}
+
+// The model's prepared terms (FindCentredForm, found once at construction) against the formula
+// summed term by term with Expect's exact backends (the Hermite diagram series for polynomial
+// links, the closed forms for erf): the gradient overlaps D_ab = a Σ_v s_v E[σ'(h_a) h_b σ_v(h_v)]
+// and the online-SGD covariance E[g_a g_b] = a² Σ_(v,w) s_v s_w E[σ'σ' σ_v σ_w] + a² σ² E[σ'σ'],
+// free vectors with unequal norms, label noise, mixed student and teacher links. Tolerance 1e-11
+// relative to the largest entry (the two sums differ by round-off only).
+TEST(TwoLayerFlow, PreparedTermsMatchTheEngineTermByTerm) {
+  for (const auto& [student_link, teacher_link] : std::vector<std::pair<std::string, std::string>>{
+           {"he(3)", "he(3)"}, {"hermite(0.1, 0.5, 0.3, 0.4)", "hermite(0, 1, 0.2, -0.6)"}, {"erf_sqrt2", "erf_sqrt2"}}) {
+    TwoLayerSpec spec;
+    const double a = 0.9, a_star = 1.1, noise = 0.3;
+    spec.student = testing::Block(3, MakeLink(student_link), a, nullptr);
+    spec.teacher = testing::Block(2, MakeLink(teacher_link), a_star, nullptr);
+    spec.constraint = VectorConstraint::kFree;
+    spec.noise_variance = noise;
+    const TwoLayerFlow flow(spec);
+    Eigen::MatrixXd gram = SampleInitialGram(3, 2, 30, 11);
+    gram.topRows(3) *= 0.8;
+    gram.leftCols(3) *= 0.8;
+    const std::vector<LinkPtr> sigma = {spec.student.link, spec.student.link, spec.student.link, spec.teacher.link,
+                                        spec.teacher.link};
+    const double sign[5] = {a, a, a, -a_star, -a_star};
+    const LinkPtr derivative = DerivativeOf(spec.student.link), identity = MakeLink("identity");
+    auto expect = [&](const std::vector<LinkPtr>& f, const std::vector<int>& index) {
+      const int n = static_cast<int>(index.size());
+      Eigen::MatrixXd cov(n, n);
+      for (int r = 0; r < n; ++r) {
+        for (int q = 0; q < n; ++q) cov(r, q) = gram(index[r], index[q]);
+      }
+      return Expect(f, Eigen::VectorXd::Zero(n), cov).value;
+    };
+    Eigen::MatrixXd d = Eigen::MatrixXd::Zero(5, 5), e = Eigen::MatrixXd::Zero(3, 3);
+    for (int i = 0; i < 3; ++i) {
+      for (int b = 0; b < 5; ++b) {
+        for (int v = 0; v < 5; ++v) d(i, b) += a * sign[v] * expect({derivative, identity, sigma[v]}, {i, b, v});
+      }
+      for (int j = 0; j < 3; ++j) {
+        for (int v = 0; v < 5; ++v) {
+          for (int w = 0; w < 5; ++w) {
+            e(i, j) += a * a * sign[v] * sign[w] * expect({derivative, derivative, sigma[v], sigma[w]}, {i, j, v, w});
+          }
+        }
+        e(i, j) += a * a * noise * expect({derivative, derivative}, {i, j});
+      }
+    }
+    const Eigen::MatrixXd model_d = flow.GradientOverlaps(gram), model_e = flow.GradientCovariance(gram);
+    EXPECT_LT((model_d - d).cwiseAbs().maxCoeff(), 1e-11 * d.cwiseAbs().maxCoeff()) << student_link << "\n" << model_d - d;
+    EXPECT_LT((model_e - e).cwiseAbs().maxCoeff(), 1e-11 * e.cwiseAbs().maxCoeff()) << student_link << "\n" << model_e - e;
+    EXPECT_GT(e.cwiseAbs().maxCoeff(), 1e-2) << student_link;
   }
 }
 

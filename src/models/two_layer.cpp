@@ -230,14 +230,16 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     link_id_.push_back(static_cast<int>(found - distinct_links_.begin()));
     if (found == distinct_links_.end()) distinct_links_.push_back(u.sigma);
   }
-  for (const LinkPtr& v : distinct_links_) {
-    three_point_forms_.push_back(FindCentredForm({student_derivative_, identity_, v}));
-    for (const LinkPtr& w : distinct_links_) {
-      pair_forms_.push_back(FindCentredForm({v, w}));
-      four_point_forms_.push_back(FindCentredForm({student_derivative_, student_derivative_, v, w}));
+  if (!gated_ && !point_backend_) {  // the units whose terms go through the expectation engine
+    for (const LinkPtr& v : distinct_links_) {
+      three_point_forms_.push_back(FindCentredForm({student_derivative_, identity_, v}));
+      for (const LinkPtr& w : distinct_links_) {
+        pair_forms_.push_back(FindCentredForm({v, w}));
+        four_point_forms_.push_back(FindCentredForm({student_derivative_, student_derivative_, v, w}));
+      }
     }
+    noise_form_ = FindCentredForm({student_derivative_, student_derivative_});
   }
-  noise_form_ = FindCentredForm({student_derivative_, student_derivative_});
   if (!gated_ && !point_backend_ && c_ == 0 && spec_.constraint == VectorConstraint::kSpherical) {
     const int links = static_cast<int>(distinct_links_.size());
     for (int i = 0; i < links; ++i) {
