@@ -31,6 +31,17 @@ const ExpectationOptions& StateExpectations() {
   return options;
 }
 
+// A term E[Π f_i(h_i)] of the drift: through its prepared form (FindCentredForm, found when the
+// model is built) where every mean is zero and the form applies, else through Expect. `factors`
+// makes the list of links only when Expect needs it.
+template <int N, class Factors>
+double PreparedOrExpect(const CentredForm& form, const Eigen::Matrix<double, N, 1>& mean,
+                        const Eigen::Matrix<double, N, N>& cov, Factors factors) {
+  double value = 0.0;
+  if (form && (mean.array() == 0.0).all() && form(cov, &value)) return value;
+  return Expect(factors(), mean, cov, ExpectationBackend::kAuto, StateExpectations()).value;
+}
+
 int SeriesOrder(const Link& a, const Link& b) {
   const int da = a.PolynomialDegree(), db = b.PolynomialDegree();
   if (da >= 0 && db >= 0) return std::min(da, db);
@@ -393,13 +404,8 @@ std::vector<Eigen::MatrixXd> TwoLayerFlow::OutputMoments(const Eigen::MatrixXd& 
           e = a == b ? Kernel(a, a).AtOne() : Kernel(a, b).Value(gram(a, b));
         } else {
           const Eigen::Matrix2d cov{{gram(a, a), gram(a, b)}, {gram(a, b), gram(b, b)}};
-          const CentredForm& form =
-              pair_forms_[static_cast<std::size_t>(link_id_[a] * static_cast<int>(distinct_links_.size()) + link_id_[b])];
-          if (!form || mu[a] != 0.0 || mu[b] != 0.0 || !form(cov, &e)) {
-            e = Expect({units_[a].sigma, units_[b].sigma}, Eigen::Vector2d(mu[a], mu[b]), cov, ExpectationBackend::kAuto,
-                       StateExpectations())
-                    .value;
-          }
+          e = PreparedOrExpect(pair_forms_[LinkPair(a, b)], Eigen::Vector2d(mu[a], mu[b]), cov,
+                               [&] { return std::vector<LinkPtr>{units_[a].sigma, units_[b].sigma}; });
         }
         m(a, b) = m(b, a) = e;
       }
@@ -467,9 +473,11 @@ Eigen::MatrixXd TwoLayerFlow::Unpack(const Eigen::VectorXd& x) const {
   return gram;
 }
 
-const MehlerKernel& TwoLayerFlow::Kernel(int a, int b) const {
-  return kernels_[static_cast<std::size_t>(link_id_[a] * static_cast<int>(distinct_links_.size()) + link_id_[b])];
+std::size_t TwoLayerFlow::LinkPair(int u, int v) const {
+  return static_cast<std::size_t>(link_id_[u] * static_cast<int>(distinct_links_.size()) + link_id_[v]);
 }
+
+const MehlerKernel& TwoLayerFlow::Kernel(int a, int b) const { return kernels_[LinkPair(a, b)]; }
 
 double TwoLayerFlow::Sign(int u, int c) const {
   const int students = spec_.student.units;
@@ -919,14 +927,10 @@ Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) cons
           for (int r = 0; r < 3; ++r) {
             for (int q = 0; q < 3; ++q) cov(r, q) = gram(i[r], i[q]);
           }
-          const CentredForm& form = three_point_forms_[static_cast<std::size_t>(link_id_[v])];
-          double term = 0.0;
-          if (!form || mu[a] != 0.0 || mu[b] != 0.0 || mu[v] != 0.0 || !form(cov, &term)) {
-            term = Expect({student_derivative_, identity_, units_[v].sigma}, Eigen::Vector3d(mu[a], mu[b], mu[v]), cov,
-                          ExpectationBackend::kAuto, StateExpectations())
-                       .value;
-          }
-          sum += Sign(v, c) * term;
+          sum += Sign(v, c) * PreparedOrExpect(three_point_forms_[static_cast<std::size_t>(link_id_[v])],
+                                               Eigen::Vector3d(mu[a], mu[b], mu[v]), cov, [&] {
+                                                 return std::vector<LinkPtr>{student_derivative_, identity_, units_[v].sigma};
+                                               });
         }
         d(a, b) += units_[a].sign * sum / ClusterPasses();
       }
@@ -941,7 +945,7 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
   Eigen::MatrixXd e = Eigen::MatrixXd::Zero(p_, p_);
   Eigen::Matrix4d cov4;
   Eigen::Matrix2d cov2;
-  const int units = static_cast<int>(units_.size()), links = static_cast<int>(distinct_links_.size());
+  const int units = static_cast<int>(units_.size());
   for (int c = 0; c < ClusterPasses(); ++c) {
     const Eigen::VectorXd mu = Means(gram, c);
     for (int a = 0; a < p_; ++a) {
@@ -953,27 +957,18 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
             for (int r = 0; r < 4; ++r) {
               for (int q = 0; q < 4; ++q) cov4(r, q) = gram(i[r], i[q]);
             }
-            const CentredForm& form =
-                four_point_forms_[static_cast<std::size_t>(link_id_[v] * links + link_id_[w])];
-            double term = 0.0;
-            if (!form || mu[a] != 0.0 || mu[b] != 0.0 || mu[v] != 0.0 || mu[w] != 0.0 || !form(cov4, &term)) {
-              term = Expect({student_derivative_, student_derivative_, units_[v].sigma, units_[w].sigma},
-                            Eigen::Vector4d(mu[a], mu[b], mu[v], mu[w]), cov4, ExpectationBackend::kAuto,
-                            StateExpectations())
-                         .value;
-            }
+            const double term = PreparedOrExpect(
+                four_point_forms_[LinkPair(v, w)], Eigen::Vector4d(mu[a], mu[b], mu[v], mu[w]), cov4, [&] {
+                  return std::vector<LinkPtr>{student_derivative_, student_derivative_, units_[v].sigma, units_[w].sigma};
+                });
             sum += (w == v ? 1.0 : 2.0) * Sign(v, c) * Sign(w, c) * term;
           }
         }
         if (spec_.noise_variance > 0) {
           cov2 << gram(a, a), gram(a, b), gram(a, b), gram(b, b);
-          double term = 0.0;
-          if (!noise_form_ || mu[a] != 0.0 || mu[b] != 0.0 || !noise_form_(cov2, &term)) {
-            term = Expect({student_derivative_, student_derivative_}, Eigen::Vector2d(mu[a], mu[b]), cov2,
-                          ExpectationBackend::kAuto, StateExpectations())
-                       .value;
-          }
-          sum += spec_.noise_variance * term;
+          sum += spec_.noise_variance *
+                 PreparedOrExpect(noise_form_, Eigen::Vector2d(mu[a], mu[b]), cov2,
+                                  [&] { return std::vector<LinkPtr>{student_derivative_, student_derivative_}; });
         }
         e(a, b) += units_[a].sign * units_[b].sign * sum / ClusterPasses();
         e(b, a) = e(a, b);

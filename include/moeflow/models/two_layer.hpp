@@ -298,6 +298,8 @@ class TwoLayerFlow final : public FlowSystem {
   static GatedPairKernel::Correlations UnitCorrelations(const Unit& u, const Unit& v, const Eigen::MatrixXd& gram);
   const GatedPairKernel& GatedKernel(int u, int v) const;  // by unit indices
   Eigen::MatrixXd GatedGradientOverlaps(const Eigen::MatrixXd& gram) const;
+  // The index of the pair of units (u, v)'s links in kernels_, pair_forms_, four_point_forms_.
+  std::size_t LinkPair(int u, int v) const;
   const MehlerKernel& Kernel(int a, int b) const;
   bool UsesMehler() const { return spec_.constraint == VectorConstraint::kSpherical && !gated_; }
   double Multiplier(int a) const;  // Λ of student vector a (Λ/‖w‖² when normalised)
@@ -316,16 +318,15 @@ class TwoLayerFlow final : public FlowSystem {
   std::vector<int> active_rows_;
   std::vector<Unit> units_;  // students first, then teachers (ungated: unit index = vector index)
   std::shared_ptr<const GatedPairKernel> gated_ss_, gated_st_, gated_tt_;
-  // Mehler kernels for every pair of distinct links: kernels_[link_id_[a] * links + link_id_[b]].
+  // Mehler kernels for every pair of distinct links: kernels_[LinkPair(a, b)].
   std::vector<LinkPtr> distinct_links_;
   std::vector<int> link_id_;  // per unit
   std::vector<MehlerKernel> kernels_;
   LinkPtr student_derivative_, identity_;
   // The engine's prepared forms (zero means: closed forms, compiled polynomial moments) of the
   // terms of OutputMoments, GradientOverlaps and GradientCovariance, found once per distinct link
-  // (FindCentredForm): E[σ_a(h_a) σ_b(h_b)]
-  // by link_id_[a] * links + link_id_[b], E[σ'(h_a) h_b σ_v(h_v)] by link_id_[v],
-  // E[σ'(h_a) σ'(h_b) σ_v(h_v) σ_w(h_w)] by link_id_[v] * links + link_id_[w], E[σ'(h_a) σ'(h_b)]
+  // (FindCentredForm): E[σ_a(h_a) σ_b(h_b)] by LinkPair(a, b), E[σ'(h_a) h_b σ_v(h_v)] by
+  // link_id_[v], E[σ'(h_a) σ'(h_b) σ_v(h_v) σ_w(h_w)] by LinkPair(v, w), E[σ'(h_a) σ'(h_b)]
   // (label noise); empty where there is none.
   std::vector<CentredForm> pair_forms_, three_point_forms_, four_point_forms_;
   CentredForm noise_form_;
