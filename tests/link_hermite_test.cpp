@@ -2,7 +2,9 @@
 // against quadrature (two independent methods), derivatives against finite differences.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "moeflow/error.hpp"
 #include "moeflow/links/hermite.hpp"
@@ -102,6 +104,28 @@ TEST(HermiteCoefficients, MonomialPolynomialsEvaluateLikeTheirFormula) {
     EXPECT_NEAR(p->Value(z), 1 - 2 * z + 0.5 * z * z + 0.25 * z * z * z, 1e-12);
     EXPECT_NEAR(p->Derivative(z), -2 + z + 0.75 * z * z, 1e-12);
   }
+}
+
+// HermiteToMonomial (the polynomial expectations' monomial basis): He_3 = z³ − 3z exactly as the
+// formula gives it, the monomial sum evaluates like the link, and MonomialToHermite inverts it
+// (degrees 0..8, to 1e-12).
+TEST(HermiteCoefficients, HermiteToMonomialInvertsMonomialToHermite) {
+  const std::vector<double> he3 = HermiteToMonomial(MakeLink("he(3)")->HermiteCoefficients(3));
+  ASSERT_EQ(he3.size(), 4u);
+  EXPECT_NEAR(he3[0], 0.0, 1e-15);
+  EXPECT_NEAR(he3[1], -3.0, 1e-14);
+  EXPECT_NEAR(he3[2], 0.0, 1e-15);
+  EXPECT_NEAR(he3[3], 1.0, 1e-14);
+  const LinkPtr link = MakeLink("hermite(0.3, -0.2, 0.5, 0.1, -0.4, 0.05, 0.2, -0.1, 0.3)");
+  const std::vector<double> c = link->HermiteCoefficients(8), a = HermiteToMonomial(c);
+  for (double z : {-2.0, -0.3, 0.0, 1.1, 2.5}) {
+    double v = 0.0;
+    for (std::size_t n = a.size(); n-- > 0;) v = v * z + a[n];
+    EXPECT_NEAR(v, link->Value(z), 1e-11 * std::max(1.0, std::abs(v))) << "z = " << z;
+  }
+  const std::vector<double> back = MonomialToHermite(a);
+  ASSERT_EQ(back.size(), c.size());
+  for (std::size_t k = 0; k < c.size(); ++k) EXPECT_NEAR(back[k], c[k], 1e-12) << "k = " << k;
 }
 
 TEST(Links, DerivativesMatchCentralDifferences) {

@@ -775,24 +775,6 @@ class PolynomialMoments {
 
 }  // namespace detail
 
-namespace {
-
-// Monomial coefficients of Σ_k c_k h_k: h_k = He_k/√k!, He_k(z) = Σ_j (−1)^j k!/(j!(k−2j)! 2^j) z^(k−2j).
-std::vector<double> HermiteToMonomial(const std::vector<double>& c) {
-  std::vector<double> a(c.size(), 0.0);
-  for (int k = 0; k < static_cast<int>(c.size()); ++k) {
-    if (c[k] == 0.0) continue;
-    for (int j = 0; 2 * j <= k; ++j) {
-      const double he = std::exp(detail::LogFactorial(k) - detail::LogFactorial(j) - detail::LogFactorial(k - 2 * j) -
-                                 j * std::log(2.0) - 0.5 * detail::LogFactorial(k));
-      a[k - 2 * j] += (j % 2 == 0 ? 1.0 : -1.0) * he * c[k];
-    }
-  }
-  return a;
-}
-
-}  // namespace
-
 bool CentredForm::operator()(const Eigen::Ref<const Eigen::MatrixXd>& cov, double* value) const {
   if (closed_ != nullptr) return closed_(cov, value);
   if (polynomial_ == nullptr) return false;

@@ -125,16 +125,15 @@ HermiteExpansion ExpandHermiteByQuadrature(const Link& f, int max_order, double 
 std::vector<double> ScaleShiftHermiteCoefficients(const std::vector<double>& c, double scale, double shift) {
   if (scale == 1.0 && shift == 0.0) return c;  // the identity map, exactly
   const int degree = static_cast<int>(c.size()) - 1;
-  auto log_factorial = [](int n) { return detail::LogFactorial(n); };
   // To the He basis: α_n = c_n / √n!.
   std::vector<double> scaled(c.size(), 0.0);  // He coefficients of p(a u), u = z + b/a
   const double g = scale, g2m1 = scale * scale - 1;
   for (int n = 0; n <= degree; ++n) {
     if (c[n] == 0) continue;
-    const double alpha = c[n] * std::exp(-0.5 * log_factorial(n));
+    const double alpha = c[n] * std::exp(-0.5 * detail::LogFactorial(n));
     for (int j = 0; 2 * j <= n; ++j) {
       if (j > 0 && g2m1 == 0) break;
-      const double t = std::exp(log_factorial(n) - log_factorial(j) - log_factorial(n - 2 * j) - j * std::log(2.0));
+      const double t = std::exp(detail::LogFactorial(n) - detail::LogFactorial(j) - detail::LogFactorial(n - 2 * j) - j * std::log(2.0));
       scaled[n - 2 * j] += alpha * t * std::pow(g, n - 2 * j) * std::pow(g2m1, j);
     }
   }
@@ -143,11 +142,11 @@ std::vector<double> ScaleShiftHermiteCoefficients(const std::vector<double>& c, 
   for (int m = 0; m <= degree; ++m) {
     if (scaled[m] == 0) continue;
     for (int r = 0; r <= m; ++r) {
-      const double binomial = std::exp(log_factorial(m) - log_factorial(r) - log_factorial(m - r));
+      const double binomial = std::exp(detail::LogFactorial(m) - detail::LogFactorial(r) - detail::LogFactorial(m - r));
       shifted[r] += scaled[m] * binomial * std::pow(s, m - r);
     }
   }
-  for (int r = 0; r <= degree; ++r) shifted[r] *= std::exp(0.5 * log_factorial(r));
+  for (int r = 0; r <= degree; ++r) shifted[r] *= std::exp(0.5 * detail::LogFactorial(r));
   return shifted;
 }
 
@@ -164,6 +163,20 @@ std::vector<double> MonomialToHermite(const std::vector<double>& monomial) {
     }
   }
   return c;
+}
+
+std::vector<double> HermiteToMonomial(const std::vector<double>& c) {
+  // h_k = He_k/√k!, He_k(z) = Σ_j (−1)^j k!/(j!(k−2j)! 2^j) z^(k−2j).
+  std::vector<double> a(c.size(), 0.0);
+  for (int k = 0; k < static_cast<int>(c.size()); ++k) {
+    if (c[k] == 0.0) continue;
+    for (int j = 0; 2 * j <= k; ++j) {
+      const double he = std::exp(detail::LogFactorial(k) - detail::LogFactorial(j) - detail::LogFactorial(k - 2 * j) -
+                                 j * std::log(2.0) - 0.5 * detail::LogFactorial(k));
+      a[k - 2 * j] += (j % 2 == 0 ? 1.0 : -1.0) * he * c[k];
+    }
+  }
+  return a;
 }
 
 HermiteExpansion ExpandHermite(const Link& f, int max_order, double scale, double shift) {

@@ -43,5 +43,7 @@ std::vector<double> ScaleShiftHermiteCoefficients(const std::vector<double>& c, 
 
 // Normalised Hermite coefficients of the monomial-basis polynomial Σ_n a_n z^n.
 std::vector<double> MonomialToHermite(const std::vector<double>& monomial);
+// Its inverse: the monomial coefficients a_n of Σ_k c_k h_k.
+std::vector<double> HermiteToMonomial(const std::vector<double>& c);
 
 }  // namespace moeflow
