@@ -654,7 +654,7 @@ namespace detail {
 //   E[Π h_i^(n_i)] = Σ Π_i n_i! / (Π_i l_i! 2^(l_i) Π_(i<j) m_ij!) · Π_i S_ii^(l_i) Π_(i<j) S_ij^(m_ij)
 // over the multigraphs with l_i loops at i and m_ij edges between i and j (n_i = 2 l_i + Σ_j m_ij:
 // the pairings of the n_i copies of h_i), so E is a fixed list of monomials in S; evaluating it
-// costs one product per monomial.
+// costs one product per monomial, over the entries that monomial contains.
 class PolynomialMoments {
  public:
   static constexpr int kMaxFactors = 6, kMaxDegree = 8;
@@ -735,33 +735,45 @@ class PolynomialMoments {
     };
     powers(0, 1.0);
     if (too_many) return nullptr;
+    // Each monomial as the indices of its factors S_e^p (p ≥ 1) in the table of powers Value
+    // fills, entry by entry, padded to a common width with index 0, where the table holds 1.
+    std::vector<std::vector<std::uint16_t>> factors;
     for (const auto& [k, c] : terms) {
       if (c == 0.0) continue;
       m->coefficients_.push_back(c);
+      std::vector<std::uint16_t>& f = factors.emplace_back();
       for (std::size_t e = 0; e < m->entries_.size(); ++e) {
-        m->exponents_.push_back(static_cast<std::uint8_t>((k[e / 16] >> (4 * (e % 16))) & 0xF));
+        const auto p = static_cast<std::size_t>((k[e / 16] >> (4 * (e % 16))) & 0xF);
+        if (p > 0) f.push_back(static_cast<std::uint16_t>(e * (kMaxDegree + 1) + p));
       }
+      m->width_ = std::max(m->width_, f.size());
+    }
+    for (std::vector<std::uint16_t>& f : factors) {
+      f.resize(m->width_, 0);
+      m->factors_.insert(m->factors_.end(), f.begin(), f.end());
     }
     return m;
   }
 
   double Value(const Eigen::Ref<const Eigen::MatrixXd>& cov) const {
     constexpr int kEntries = kMaxFactors * (kMaxFactors + 1) / 2;
-    std::array<std::array<double, kMaxDegree + 1>, kEntries> power;
-    const std::size_t entries = entries_.size();
-    for (std::size_t e = 0; e < entries; ++e) {
-      power[e][0] = 1.0;
+    std::array<double, kEntries*(kMaxDegree + 1)> power;
+    for (std::size_t e = 0; e < entries_.size(); ++e) {
+      double* p = power.data() + e * (kMaxDegree + 1);
+      p[0] = 1.0;
       const double x = cov(entries_[e].first, entries_[e].second);
-      for (int k = 1; k <= max_power_; ++k) power[e][static_cast<std::size_t>(k)] = power[e][static_cast<std::size_t>(k) - 1] * x;
+      for (int k = 1; k <= max_power_; ++k) p[k] = p[k - 1] * x;
     }
-    double sum = 0.0;
-    for (std::size_t t = 0; t < coefficients_.size(); ++t) {
-      double term = coefficients_[t];
-      const std::uint8_t* x = exponents_.data() + t * entries;
-      for (std::size_t e = 0; e < entries; ++e) term *= power[e][x[e]];
-      sum += term;
+    // The common widths with a fixed trip count, which the compiler unrolls.
+    switch (width_) {
+      case 1: return Sum<1>(power.data());
+      case 2: return Sum<2>(power.data());
+      case 3: return Sum<3>(power.data());
+      case 4: return Sum<4>(power.data());
+      case 5: return Sum<5>(power.data());
+      case 6: return Sum<6>(power.data());
+      default: return Sum<0>(power.data());
     }
-    return sum;
   }
 
   std::size_t Terms() const { return coefficients_.size(); }
@@ -769,8 +781,23 @@ class PolynomialMoments {
  private:
   std::vector<std::pair<int, int>> entries_;  // (i, j), i ≤ j, row by row
   int max_power_ = 0;
+  // Σ_t coefficient_t · Π_s power[factor_ts]; kWidth = width_, or 0 for any width.
+  template <std::size_t kWidth>
+  double Sum(const double* power) const {
+    const std::size_t width = kWidth > 0 ? kWidth : width_;
+    double sum = 0.0;
+    const std::uint16_t* f = factors_.data();
+    for (std::size_t t = 0; t < coefficients_.size(); ++t, f += width) {
+      double term = coefficients_[t];
+      for (std::size_t s = 0; s < width; ++s) term *= power[f[s]];
+      sum += term;
+    }
+    return sum;
+  }
+
   std::vector<double> coefficients_;
-  std::vector<std::uint8_t> exponents_;  // per monomial, the power of each entry
+  std::size_t width_ = 0;               // the most entries with a non-zero power in one monomial
+  std::vector<std::uint16_t> factors_;  // per monomial, width_ indices into Value's power table
 };
 
 }  // namespace detail
