@@ -236,6 +236,11 @@ TEST(BadInput, AMisspeltNameIsAnsweredWithTheNearestRightOne) {
   ExpectMessageHas(BuildError({"integrate.stepper=dorpi5"}), "is not a known stepper; did you mean 'dopri5'? (known:");
   ExpectMessageHas(BuildError({"student.link=sigmiod"}),
                    "unknown link name 'sigmiod'; did you mean 'sigmoid'? (known:");
+  // A parameterised link's argument run on to its name: the call it was meant to be.
+  ExpectMessageHas(BuildError({"student.link=he3"}), "unknown link name 'he3'; did you mean 'he(3)'? (known:");
+  ExpectMessageHas(BuildError({"student.link=h12"}), "unknown link name 'h12'; did you mean 'h(12)'? (known:");
+  // Not for a link without arguments ('relu6' is no relu(6)): the nearest name as before.
+  ExpectMessageHas(BuildError({"student.link=relu6"}), "unknown link name 'relu6'; did you mean 'relu'? (known:");
   ExpectMessageHas(BuildError({"event.escape.observable=m_ab"}), "names no observable 'm_ab'; did you mean 'm_abs'?");
   ExpectMessageHas(BuildError({"output.grid=lgo"}), "is not one of: log, linear; did you mean 'log'?");
   // Far from every name: the message stays as it was, with no guess.

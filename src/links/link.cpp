@@ -231,7 +231,16 @@ LinkPtr MakeLink(std::string_view spec) {
       known += (known.empty() ? "" : ", ") + entry.pattern;
       names.push_back(name);
     }
-    ThrowBadLink(spec, "unknown link name '" + p.name + "'" + DidYouMean(p.name, names) + " (known: " + known + ")");
+    // "he3" for "he(3)": a parameterised link with its argument run on to its name.
+    std::string hint = DidYouMean(p.name, names);
+    const std::size_t cut = p.name.find_last_not_of("0123456789.") + 1;
+    if (p.args.empty() && cut > 0 && cut < p.name.size()) {
+      const auto stem = registry.find(p.name.substr(0, cut));
+      if (stem != registry.end() && stem->second.pattern.find('(') != std::string::npos) {
+        hint = "; did you mean '" + p.name.substr(0, cut) + "(" + p.name.substr(cut) + ")'?";
+      }
+    }
+    ThrowBadLink(spec, "unknown link name '" + p.name + "'" + hint + " (known: " + known + ")");
   }
   return it->second.make(spec, p);
 }
