@@ -757,7 +757,7 @@ class PolynomialMoments {
 
   double Value(const Eigen::Ref<const Eigen::MatrixXd>& cov) const {
     constexpr int kEntries = kMaxFactors * (kMaxFactors + 1) / 2;
-    std::array<double, kEntries*(kMaxDegree + 1)> power;
+    std::array<double, kEntries * (kMaxDegree + 1)> power;
     for (std::size_t e = 0; e < entries_.size(); ++e) {
       double* p = power.data() + e * (kMaxDegree + 1);
       p[0] = 1.0;
