@@ -76,11 +76,8 @@ void BM_CommitteeHe3Drift(benchmark::State& state) {
 }
 BENCHMARK(BM_CommitteeHe3Drift)->Args({1, 1})->Args({4, 1})->Unit(benchmark::kMicrosecond);
 
-// The span nn2pp covers to its t = 1000 at lr 0.5 (its time is steps/d, ours η·steps = 0.5·1000),
-// K = M, dopri5 at rel_tol 1e-8. Peer (Euler, dt = 0.01): 0.19 s (2), 1.23 s (4), 16.6 s (8).
-void BM_CommitteeErfToNn2ppSpan(benchmark::State& state) {
-  const int k = static_cast<int>(state.range(0));
-  moeflow::FlowSetup setup = CommitteeSetup(k, k, 500);
+// Whole integrations of the committee, dopri5 at rel_tol 1e-8, abs_tol 1e-10, without events.
+void MeasureIntegration(benchmark::State& state, moeflow::FlowSetup setup) {
   setup.options.rel_tol = 1e-8;
   setup.options.abs_tol = 1e-10;
   long long steps = 0;
@@ -89,23 +86,20 @@ void BM_CommitteeErfToNn2ppSpan(benchmark::State& state) {
     steps = moeflow::Integrate(*setup.system, setup.initial_state, setup.options, {}, &trajectory).accepted_steps;
   }
   state.counters["accepted_steps"] = static_cast<double>(steps);
+}
+
+// The span nn2pp covers to its t = 1000 at lr 0.5 (its time is steps/d, ours η·steps = 0.5·1000),
+// K = M, dopri5 at rel_tol 1e-8. Peer (Euler, dt = 0.01): 0.19 s (2), 1.23 s (4), 16.6 s (8).
+void BM_CommitteeErfToNn2ppSpan(benchmark::State& state) {
+  const int k = static_cast<int>(state.range(0));
+  MeasureIntegration(state, CommitteeSetup(k, k, 500));
 }
 BENCHMARK(BM_CommitteeErfToNn2ppSpan)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond);
 
 // erf K = 8 students, M = 4 teachers to t = 10^4 at η̃ = 0.5, dopri5 at rel_tol 1e-8: the span
 // phdiag_sgd needs ~40 min for (peers.md). Its time unit is not stated there; ours, η·steps,
 // covers at least as many steps per unit as steps/d whenever η̃ ≤ 1.
-void BM_CommitteeErf84ToPhdiagSpan(benchmark::State& state) {
-  moeflow::FlowSetup setup = CommitteeSetup(8, 4, 1e4);
-  setup.options.rel_tol = 1e-8;
-  setup.options.abs_tol = 1e-10;
-  long long steps = 0;
-  for (auto _ : state) {
-    moeflow::Trajectory trajectory;
-    steps = moeflow::Integrate(*setup.system, setup.initial_state, setup.options, {}, &trajectory).accepted_steps;
-  }
-  state.counters["accepted_steps"] = static_cast<double>(steps);
-}
+void BM_CommitteeErf84ToPhdiagSpan(benchmark::State& state) { MeasureIntegration(state, CommitteeSetup(8, 4, 1e4)); }
 BENCHMARK(BM_CommitteeErf84ToPhdiagSpan)->Unit(benchmark::kSecond)->Iterations(1);
 
 }  // namespace
