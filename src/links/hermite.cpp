@@ -15,6 +15,12 @@ namespace {
 constexpr int kLegendrePoints = 20;
 constexpr double kPanelWidth = 0.25;  // in z, for scale a <= 1; divided by a above
 
+// log(n!/(j! (n−2j)! 2^j)), the number of ways to pick j disjoint pairs among n: the coefficient
+// of z^(n−2j) in He_n(z) up to the sign (−1)^j, and of He_(n−2j)(z) in z^n.
+double LogPairings(int n, int j) {
+  return detail::LogFactorial(n) - detail::LogFactorial(j) - detail::LogFactorial(n - 2 * j) - j * std::log(2.0);
+}
+
 // Half-width of the integration interval: beyond L, φ(z)·|h_K(z)|·(1 + |a z| + |b|) < 1e-18.
 double HalfWidth(int max_order, double scale, double shift) {
   double L = 8.0;
@@ -133,7 +139,7 @@ std::vector<double> ScaleShiftHermiteCoefficients(const std::vector<double>& c, 
     const double alpha = c[n] * std::exp(-0.5 * detail::LogFactorial(n));
     for (int j = 0; 2 * j <= n; ++j) {
       if (j > 0 && g2m1 == 0) break;
-      const double t = std::exp(detail::LogFactorial(n) - detail::LogFactorial(j) - detail::LogFactorial(n - 2 * j) - j * std::log(2.0));
+      const double t = std::exp(LogPairings(n, j));
       scaled[n - 2 * j] += alpha * t * std::pow(g, n - 2 * j) * std::pow(g2m1, j);
     }
   }
@@ -158,8 +164,7 @@ std::vector<double> MonomialToHermite(const std::vector<double>& monomial) {
     if (monomial[n] == 0) continue;
     for (int j = 0; 2 * j <= n; ++j) {
       const int m = n - 2 * j;
-      c[m] += monomial[n] * std::exp(detail::LogFactorial(n) - detail::LogFactorial(j) - detail::LogFactorial(m) -
-                                     j * std::log(2.0) + 0.5 * detail::LogFactorial(m));
+      c[m] += monomial[n] * std::exp(LogPairings(n, j) + 0.5 * detail::LogFactorial(m));
     }
   }
   return c;
@@ -171,8 +176,7 @@ std::vector<double> HermiteToMonomial(const std::vector<double>& c) {
   for (int k = 0; k < static_cast<int>(c.size()); ++k) {
     if (c[k] == 0.0) continue;
     for (int j = 0; 2 * j <= k; ++j) {
-      const double he = std::exp(detail::LogFactorial(k) - detail::LogFactorial(j) - detail::LogFactorial(k - 2 * j) -
-                                 j * std::log(2.0) - 0.5 * detail::LogFactorial(k));
+      const double he = std::exp(LogPairings(k, j) - 0.5 * detail::LogFactorial(k));
       a[k - 2 * j] += (j % 2 == 0 ? 1.0 : -1.0) * he * c[k];
     }
   }
