@@ -227,6 +227,57 @@ TEST(GaussExpectation, FoundClosedFormsGiveExpectsValue) {
   }
 }
 
+// CentredForm::FourPoint, the form at many tuples (a, b, v, w) of one Gram matrix, against the form
+// at each tuple's 4×4 submatrix, over every a ≤ b and every pair v ≤ w of 7 vectors (repeated
+// indices, near-parallel and linearly dependent vectors included). Erf shares its (a, b) and
+// (a, b, v) parts across the pairs, so it differs by rounding: within 1e-13 absolute (values
+// ≤ 2/π; a few ulps in the asin argument, whose derivative stays below 1/√(1 − x²) ≈ 3 here).
+// Polynomial forms have no shared parts: the same arithmetic, equal bit for bit.
+TEST(GaussExpectation, FourPointBlocksMatchTheFormTupleByTuple) {
+  constexpr double kErfTolerance = 1e-13;
+  const LinkPtr g = MakeLink("erf_sqrt2"), he3 = MakeLink("he(3)");
+  const std::vector<std::vector<LinkPtr>> cases = {{DerivativeOf(g), DerivativeOf(g), g, g},
+                                                   {DerivativeOf(he3), DerivativeOf(he3), he3, MakeLink("h(1)")}};
+  std::mt19937_64 rng(21);
+  for (std::size_t f = 0; f < cases.size(); ++f) {
+    const CentredForm form = FindCentredForm(cases[f]);
+    ASSERT_TRUE(form);
+    for (int c = 0; c < 6; ++c) {
+      const int n = 7;
+      const Eigen::MatrixXd gram = RandomGaussian(n, rng, 0.95, true, true, c).cov;
+      std::vector<std::pair<int, int>> pairs;
+      for (int v = 0; v < n; ++v) {
+        for (int w = v; w < n; ++w) pairs.emplace_back(v, w);
+      }
+      std::vector<double> out(pairs.size());
+      for (int a = 0; a < n; ++a) {
+        for (int b = a; b < n; ++b) {
+          ASSERT_TRUE(form.FourPoint(gram, a, b, pairs, out.data()));
+          for (std::size_t k = 0; k < pairs.size(); ++k) {
+            const int i[4] = {a, b, pairs[k].first, pairs[k].second};
+            Eigen::Matrix4d cov;
+            for (int r = 0; r < 4; ++r) {
+              for (int q = 0; q < 4; ++q) cov(r, q) = gram(i[r], i[q]);
+            }
+            double value = 0.0;
+            ASSERT_TRUE(form(cov, &value));
+            if (f == 0) {
+              EXPECT_NEAR(out[k], value, kErfTolerance) << "erf, case " << c << ", tuple " << a << b << i[2] << i[3];
+            } else {
+              EXPECT_EQ(out[k], value) << "he(3), case " << c << ", tuple " << a << b << i[2] << i[3];
+            }
+          }
+        }
+      }
+    }
+  }
+  // Forms of other than four factors, and no form, decline.
+  const std::pair<int, int> pair{0, 1};
+  double value = 0.0;
+  EXPECT_FALSE(FindCentredForm({g, g}).FourPoint(Eigen::Matrix2d::Identity(), 0, 1, {&pair, 1}, &value));
+  EXPECT_FALSE(CentredForm().FourPoint(Eigen::Matrix2d::Identity(), 0, 1, {&pair, 1}, &value));
+}
+
 // Polynomial factors: Isserlis' theorem compiled once (FindCentredForm) against the Hermite
 // diagram series (Expect's exact backend for polynomials) at random zero-mean covariances with
 // unequal variances, including singular ones. Tolerance 1e-12 times Π_i √E[f_i²] (the

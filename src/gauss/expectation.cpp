@@ -563,6 +563,29 @@ bool ErfFourPoint(const CovarianceRef& S, double* v) {
   return true;
 }
 
+// ErfFourPoint at (a, b, v_k, w_k) for every pair k: a4 and the prefactor depend on (a, b) alone,
+// a1 and a2 on (a, b, v) and (a, b, w), so a1^(-1/2) is taken once per index of gram.
+bool ErfFourPointBlock(const Eigen::MatrixXd& gram, int a, int b, std::span<const std::pair<int, int>> vw,
+                       double* out) {
+  const double qa = 1 + gram(a, a), qb = 1 + gram(b, b), qab = gram(a, b);
+  const double a4 = qa * qb - qab * qab;
+  const double scale = 4 / (M_PI * M_PI) / std::sqrt(a4);
+  const int n = static_cast<int>(gram.rows());
+  Eigen::VectorXd r(n);  // a1(u)^(-1/2): the a1 of ErfFourPoint with u in the third place
+  for (int u = 0; u < n; ++u) {
+    const double au = gram(a, u), bu = gram(b, u);
+    const double a1 = a4 * (1 + gram(u, u)) - bu * bu * qa - au * au * qb + 2 * qab * au * bu;
+    r[u] = 1 / std::sqrt(std::max(1e-300, a1));
+  }
+  for (std::size_t k = 0; k < vw.size(); ++k) {
+    const auto [v, w] = vw[k];
+    const double av = gram(a, v), bv = gram(b, v), aw = gram(a, w), bw = gram(b, w);
+    const double a0 = a4 * gram(v, w) - bv * bw * qa - av * aw * qb + qab * (av * bw + aw * bv);
+    out[k] = scale * std::asin(std::clamp(a0 * r[v] * r[w], -1.0, 1.0));
+  }
+  return true;
+}
+
 bool ReluPairForm(const CovarianceRef& S, double* v) {
   if (S(0, 0) <= 0 || S(1, 1) <= 0) return false;
   *v = ReluPair(S(0, 0), S(1, 1), S(0, 1));
@@ -579,11 +602,15 @@ bool ReluTripleForm(const CovarianceRef& S, double* v) {
 }
 
 using CentredClosedForm = bool (*)(const CovarianceRef& cov, double* value);
+using FourPointBlockForm = bool (*)(const Eigen::MatrixXd& gram, int a, int b,
+                                    std::span<const std::pair<int, int>> vw, double* out);
 
-// The table of closed forms: the factors' specs in order, and the form.
+// The table of closed forms: the factors' specs in order, the form, and for some four-point forms
+// one that evaluates many pairs (v, w) at once (CentredForm::FourPoint).
 struct ClosedFormEntry {
   std::vector<const char*> specs;
   CentredClosedForm form;
+  FourPointBlockForm four_point = nullptr;
 };
 
 const std::vector<ClosedFormEntry>& ClosedForms() {
@@ -591,7 +618,7 @@ const std::vector<ClosedFormEntry>& ClosedForms() {
       {{"erf_sqrt2", "erf_sqrt2"}, ErfPair},
       {{"d(erf_sqrt2)", "d(erf_sqrt2)"}, ErfDerivativePair},
       {{"d(erf_sqrt2)", "identity", "erf_sqrt2"}, ErfThreePoint},
-      {{"d(erf_sqrt2)", "d(erf_sqrt2)", "erf_sqrt2", "erf_sqrt2"}, ErfFourPoint},
+      {{"d(erf_sqrt2)", "d(erf_sqrt2)", "erf_sqrt2", "erf_sqrt2"}, ErfFourPoint, ErfFourPointBlock},
       {{"relu", "relu"}, ReluPairForm},
       {{"relu", "relu", "relu"}, ReluTripleForm},
   };
@@ -599,12 +626,12 @@ const std::vector<ClosedFormEntry>& ClosedForms() {
 }
 
 // The closed form of these factors (zero means), or nullptr.
-CentredClosedForm FindClosedForm(const std::vector<LinkPtr>& factors) {
+const ClosedFormEntry* FindClosedForm(const std::vector<LinkPtr>& factors) {
   for (const ClosedFormEntry& entry : ClosedForms()) {
     if (entry.specs.size() != factors.size()) continue;
     bool match = true;
     for (std::size_t i = 0; i < factors.size() && match; ++i) match = factors[i]->Spec() == entry.specs[i];
-    if (match) return entry.form;
+    if (match) return &entry;
   }
   return nullptr;
 }
@@ -612,9 +639,9 @@ CentredClosedForm FindClosedForm(const std::vector<LinkPtr>& factors) {
 bool ClosedForm(const std::vector<LinkPtr>& f, const Eigen::VectorXd& m, const Eigen::MatrixXd& S,
                 ExpectationResult* out) {
   if (m.cwiseAbs().maxCoeff() != 0.0) return false;
-  const CentredClosedForm form = FindClosedForm(f);
+  const ClosedFormEntry* entry = FindClosedForm(f);
   double v = 0;
-  if (form == nullptr || !form(S, &v)) return false;
+  if (entry == nullptr || !entry->form(S, &v)) return false;
   out->value = v;
   out->error_estimate = 1e-15 * std::max(1.0, std::abs(v));
   out->backend = ExpectationBackend::kClosedForm;
@@ -809,11 +836,30 @@ bool CentredForm::operator()(const Eigen::Ref<const Eigen::MatrixXd>& cov, doubl
   return true;
 }
 
+bool CentredForm::FourPoint(const Eigen::MatrixXd& gram, int a, int b, std::span<const std::pair<int, int>> vw,
+                            double* out) const {
+  if (factors_ != 4 || !*this) return false;
+  if (four_point_ != nullptr) return four_point_(gram, a, b, vw, out);
+  Eigen::Matrix4d cov;
+  for (std::size_t k = 0; k < vw.size(); ++k) {
+    const int i[4] = {a, b, vw[k].first, vw[k].second};
+    for (int r = 0; r < 4; ++r) {
+      for (int q = 0; q < 4; ++q) cov(r, q) = gram(i[r], i[q]);
+    }
+    if (!(*this)(cov, &out[k])) return false;
+  }
+  return true;
+}
+
 std::size_t CentredForm::PolynomialTerms() const { return polynomial_ == nullptr ? 0 : polynomial_->Terms(); }
 
 CentredForm FindCentredForm(const std::vector<LinkPtr>& factors) {
   CentredForm form;
-  form.closed_ = FindClosedForm(factors);
+  form.factors_ = static_cast<int>(factors.size());
+  if (const ClosedFormEntry* entry = FindClosedForm(factors)) {
+    form.closed_ = entry->form;
+    form.four_point_ = entry->four_point;
+  }
   if (form.closed_ != nullptr || factors.empty() || factors.size() > detail::PolynomialMoments::kMaxFactors) return form;
   std::vector<std::vector<double>> monomial;
   for (const LinkPtr& f : factors) {

@@ -250,6 +250,16 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
       }
     }
     noise_form_ = FindCentredForm({student_derivative_, student_derivative_});
+    const int units = static_cast<int>(units_.size());
+    for (int v = 0; v < units; ++v) {
+      for (int w = v; w < units; ++w) {
+        const std::size_t form = LinkPair(v, w);
+        auto group = std::find_if(four_point_pairs_.begin(), four_point_pairs_.end(),
+                                  [&](const FourPointGroup& g) { return g.form == form; });
+        if (group == four_point_pairs_.end()) group = four_point_pairs_.insert(group, {form, {}});
+        group->pairs.emplace_back(v, w);
+      }
+    }
   }
   if (!gated_ && !point_backend_ && c_ == 0 && spec_.constraint == VectorConstraint::kSpherical) {
     const int links = static_cast<int>(distinct_links_.size());
@@ -945,23 +955,30 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
   Eigen::MatrixXd e = Eigen::MatrixXd::Zero(p_, p_);
   Eigen::Matrix4d cov4;
   Eigen::Matrix2d cov2;
-  const int units = static_cast<int>(units_.size());
+  std::vector<double> values;
+  for (const FourPointGroup& group : four_point_pairs_) values.resize(std::max(values.size(), group.pairs.size()));
   for (int c = 0; c < ClusterPasses(); ++c) {
     const Eigen::VectorXd mu = Means(gram, c);
+    const bool centred = (mu.array() == 0.0).all();
     for (int a = 0; a < p_; ++a) {
       for (int b = a; b < p_; ++b) {
         double sum = 0;
-        for (int v = 0; v < units; ++v) {
-          for (int w = v; w < units; ++w) {  // the (v, w) and (w, v) terms are equal
-            const int i[4] = {a, b, v, w};
-            for (int r = 0; r < 4; ++r) {
-              for (int q = 0; q < 4; ++q) cov4(r, q) = gram(i[r], i[q]);
+        for (const FourPointGroup& group : four_point_pairs_) {  // the pairs v ≤ w of units by their links' form
+          const CentredForm& form = four_point_forms_[group.form];
+          const bool all_at_once = centred && form.FourPoint(gram, a, b, group.pairs, values.data());
+          for (std::size_t k = 0; k < group.pairs.size(); ++k) {
+            const auto [v, w] = group.pairs[k];
+            double term = values[k];
+            if (!all_at_once) {
+              const int i[4] = {a, b, v, w};
+              for (int r = 0; r < 4; ++r) {
+                for (int q = 0; q < 4; ++q) cov4(r, q) = gram(i[r], i[q]);
+              }
+              term = PreparedOrExpect(form, Eigen::Vector4d(mu[a], mu[b], mu[v], mu[w]), cov4, [&] {
+                return std::vector<LinkPtr>{student_derivative_, student_derivative_, units_[v].sigma, units_[w].sigma};
+              });
             }
-            const double term = PreparedOrExpect(
-                four_point_forms_[LinkPair(v, w)], Eigen::Vector4d(mu[a], mu[b], mu[v], mu[w]), cov4, [&] {
-                  return std::vector<LinkPtr>{student_derivative_, student_derivative_, units_[v].sigma, units_[w].sigma};
-                });
-            sum += (w == v ? 1.0 : 2.0) * Sign(v, c) * Sign(w, c) * term;
+            sum += (w == v ? 1.0 : 2.0) * Sign(v, c) * Sign(w, c) * term;  // the (v, w) and (w, v) terms are equal
           }
         }
         if (spec_.noise_variance > 0) {
