@@ -3,9 +3,11 @@
 // central finite differences.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <functional>
 #include <random>
+#include <span>
 
 #include "moeflow/error.hpp"
 #include "moeflow/gauss/expectation.hpp"
@@ -227,55 +229,64 @@ TEST(GaussExpectation, FoundClosedFormsGiveExpectsValue) {
   }
 }
 
-// CentredForm::FourPoint, the form at many tuples (a, b, v, w) of one Gram matrix, against the form
-// at each tuple's 4×4 submatrix, over every a ≤ b and every pair v ≤ w of 7 vectors (repeated
-// indices, near-parallel and linearly dependent vectors included). Erf shares its (a, b) and
-// (a, b, v) parts across the pairs, so it differs by rounding: within 1e-13 absolute (values
-// ≤ 2/π; a few ulps in the asin argument, whose derivative stays below 1/√(1 − x²) ≈ 3 here).
-// Polynomial forms have no shared parts: the same arithmetic, equal bit for bit.
-TEST(GaussExpectation, FourPointBlocksMatchTheFormTupleByTuple) {
+// CentredForm::AtPairs, a form at many tuples (fixed..., v, w) of one Gram matrix, against the form at
+// each tuple's submatrix, over every fixed prefix (a or a ≤ b) and every pair of last indices
+// ((b, v) any, or v ≤ w) of 7 vectors (repeated indices, near-parallel and linearly dependent
+// vectors included). Erf shares the parts that do not depend on the pair, so it differs by
+// rounding: within 1e-13 absolute (values ≤ 2/π; a few ulps in the asin argument, whose derivative
+// stays below 1/√(1 − x²) ≈ 3 here). Polynomial forms share nothing: the same arithmetic, equal bit
+// for bit.
+TEST(GaussExpectation, FormsAtPairsMatchTheFormTupleByTuple) {
   constexpr double kErfTolerance = 1e-13;
-  const LinkPtr g = MakeLink("erf_sqrt2"), he3 = MakeLink("he(3)");
-  const std::vector<std::vector<LinkPtr>> cases = {{DerivativeOf(g), DerivativeOf(g), g, g},
+  const LinkPtr g = MakeLink("erf_sqrt2"), he3 = MakeLink("he(3)"), identity = MakeLink("identity");
+  const std::vector<std::vector<LinkPtr>> cases = {{DerivativeOf(g), identity, g},
+                                                   {DerivativeOf(g), DerivativeOf(g), g, g},
+                                                   {DerivativeOf(he3), identity, he3},
                                                    {DerivativeOf(he3), DerivativeOf(he3), he3, MakeLink("h(1)")}};
   std::mt19937_64 rng(21);
+  const int n = 7;
   for (std::size_t f = 0; f < cases.size(); ++f) {
     const CentredForm form = FindCentredForm(cases[f]);
     ASSERT_TRUE(form);
+    const bool erf = f < 2, four = cases[f].size() == 4;
     for (int c = 0; c < 6; ++c) {
-      const int n = 7;
       const Eigen::MatrixXd gram = RandomGaussian(n, rng, 0.95, true, true, c).cov;
       std::vector<std::pair<int, int>> pairs;
       for (int v = 0; v < n; ++v) {
-        for (int w = v; w < n; ++w) pairs.emplace_back(v, w);
+        for (int w = four ? v : 0; w < n; ++w) pairs.emplace_back(v, w);
       }
       std::vector<double> out(pairs.size());
       for (int a = 0; a < n; ++a) {
-        for (int b = a; b < n; ++b) {
-          ASSERT_TRUE(form.FourPoint(gram, a, b, pairs, out.data()));
+        for (int b = a; b < (four ? n : a + 1); ++b) {
+          const std::array<int, 2> fixed{a, b};
+          ASSERT_TRUE(form.AtPairs(gram, std::span<const int>(fixed).first(four ? 2 : 1), pairs, out.data()));
           for (std::size_t k = 0; k < pairs.size(); ++k) {
-            const int i[4] = {a, b, pairs[k].first, pairs[k].second};
-            Eigen::Matrix4d cov;
-            for (int r = 0; r < 4; ++r) {
-              for (int q = 0; q < 4; ++q) cov(r, q) = gram(i[r], i[q]);
+            const std::vector<int> i = four ? std::vector<int>{a, b, pairs[k].first, pairs[k].second}
+                                            : std::vector<int>{a, pairs[k].first, pairs[k].second};
+            const int m = static_cast<int>(i.size());
+            Eigen::MatrixXd cov(m, m);
+            for (int r = 0; r < m; ++r) {
+              for (int q = 0; q < m; ++q) cov(r, q) = gram(i[r], i[q]);
             }
             double value = 0.0;
             ASSERT_TRUE(form(cov, &value));
-            if (f == 0) {
-              EXPECT_NEAR(out[k], value, kErfTolerance) << "erf, case " << c << ", tuple " << a << b << i[2] << i[3];
+            if (erf) {
+              EXPECT_NEAR(out[k], value, kErfTolerance) << m << "-point erf, case " << c << ", tuple " << a << b << k;
             } else {
-              EXPECT_EQ(out[k], value) << "he(3), case " << c << ", tuple " << a << b << i[2] << i[3];
+              EXPECT_EQ(out[k], value) << m << "-point he(3), case " << c << ", tuple " << a << b << k;
             }
           }
         }
       }
     }
   }
-  // Forms of other than four factors, and no form, decline.
+  // A prefix that does not leave two factors, and no form, decline.
   const std::pair<int, int> pair{0, 1};
+  const std::array<int, 2> fixed{0, 1};
   double value = 0.0;
-  EXPECT_FALSE(FindCentredForm({g, g}).FourPoint(Eigen::Matrix2d::Identity(), 0, 1, {&pair, 1}, &value));
-  EXPECT_FALSE(CentredForm().FourPoint(Eigen::Matrix2d::Identity(), 0, 1, {&pair, 1}, &value));
+  EXPECT_FALSE(FindCentredForm({g, g}).AtPairs(Eigen::Matrix2d::Identity(), fixed, {&pair, 1}, &value));
+  EXPECT_FALSE(FindCentredForm(cases[0]).AtPairs(Eigen::Matrix2d::Identity(), fixed, {&pair, 1}, &value));
+  EXPECT_FALSE(CentredForm().AtPairs(Eigen::Matrix2d::Identity(), fixed, {&pair, 1}, &value));
 }
 
 // Polynomial factors: Isserlis' theorem compiled once (FindCentredForm) against the Hermite

@@ -563,10 +563,30 @@ bool ErfFourPoint(const CovarianceRef& S, double* v) {
   return true;
 }
 
+// ErfThreePoint at (a, b_k, v_k) for every pair k: λ3 depends on (a, v) alone, so its square root
+// is taken once per index of gram, and the value is linear in the entries of b.
+bool ErfThreePointAtPairs(const Eigen::MatrixXd& gram, std::span<const int> fixed,
+                          std::span<const std::pair<int, int>> bv, double* out) {
+  const int a = fixed[0];
+  const double qa = 1 + gram(a, a);
+  const int n = static_cast<int>(gram.rows());
+  Eigen::VectorXd s(n);  // 2/π / ((1 + S00) √λ3) with u in the third place
+  for (int u = 0; u < n; ++u) {
+    const double au = gram(a, u);
+    s[u] = 2 / M_PI / (qa * std::sqrt(std::max(1e-300, qa * (1 + gram(u, u)) - au * au)));
+  }
+  for (std::size_t k = 0; k < bv.size(); ++k) {
+    const auto [b, v] = bv[k];
+    out[k] = (gram(b, v) * qa - gram(a, b) * gram(a, v)) * s[v];
+  }
+  return true;
+}
+
 // ErfFourPoint at (a, b, v_k, w_k) for every pair k: a4 and the prefactor depend on (a, b) alone,
 // a1 and a2 on (a, b, v) and (a, b, w), so a1^(-1/2) is taken once per index of gram.
-bool ErfFourPointBlock(const Eigen::MatrixXd& gram, int a, int b, std::span<const std::pair<int, int>> vw,
-                       double* out) {
+bool ErfFourPointAtPairs(const Eigen::MatrixXd& gram, std::span<const int> fixed,
+                         std::span<const std::pair<int, int>> vw, double* out) {
+  const int a = fixed[0], b = fixed[1];
   const double qa = 1 + gram(a, a), qb = 1 + gram(b, b), qab = gram(a, b);
   const double a4 = qa * qb - qab * qab;
   const double scale = 4 / (M_PI * M_PI) / std::sqrt(a4);
@@ -602,23 +622,23 @@ bool ReluTripleForm(const CovarianceRef& S, double* v) {
 }
 
 using CentredClosedForm = bool (*)(const CovarianceRef& cov, double* value);
-using FourPointBlockForm = bool (*)(const Eigen::MatrixXd& gram, int a, int b,
-                                    std::span<const std::pair<int, int>> vw, double* out);
+using AtPairsForm = bool (*)(const Eigen::MatrixXd& gram, std::span<const int> fixed,
+                             std::span<const std::pair<int, int>> pairs, double* out);
 
-// The table of closed forms: the factors' specs in order, the form, and for some four-point forms
-// one that evaluates many pairs (v, w) at once (CentredForm::FourPoint).
+// The table of closed forms: the factors' specs in order, the form, and for some forms one that
+// evaluates many pairs of last indices at once (CentredForm::AtPairs).
 struct ClosedFormEntry {
   std::vector<const char*> specs;
   CentredClosedForm form;
-  FourPointBlockForm four_point = nullptr;
+  AtPairsForm at_pairs = nullptr;
 };
 
 const std::vector<ClosedFormEntry>& ClosedForms() {
   static const std::vector<ClosedFormEntry> table = {
       {{"erf_sqrt2", "erf_sqrt2"}, ErfPair},
       {{"d(erf_sqrt2)", "d(erf_sqrt2)"}, ErfDerivativePair},
-      {{"d(erf_sqrt2)", "identity", "erf_sqrt2"}, ErfThreePoint},
-      {{"d(erf_sqrt2)", "d(erf_sqrt2)", "erf_sqrt2", "erf_sqrt2"}, ErfFourPoint, ErfFourPointBlock},
+      {{"d(erf_sqrt2)", "identity", "erf_sqrt2"}, ErfThreePoint, ErfThreePointAtPairs},
+      {{"d(erf_sqrt2)", "d(erf_sqrt2)", "erf_sqrt2", "erf_sqrt2"}, ErfFourPoint, ErfFourPointAtPairs},
       {{"relu", "relu"}, ReluPairForm},
       {{"relu", "relu", "relu"}, ReluTripleForm},
   };
@@ -836,15 +856,18 @@ bool CentredForm::operator()(const Eigen::Ref<const Eigen::MatrixXd>& cov, doubl
   return true;
 }
 
-bool CentredForm::FourPoint(const Eigen::MatrixXd& gram, int a, int b, std::span<const std::pair<int, int>> vw,
-                            double* out) const {
-  if (factors_ != 4 || !*this) return false;
-  if (four_point_ != nullptr) return four_point_(gram, a, b, vw, out);
-  Eigen::Matrix4d cov;
+bool CentredForm::AtPairs(const Eigen::MatrixXd& gram, std::span<const int> fixed,
+                          std::span<const std::pair<int, int>> vw, double* out) const {
+  if (!*this || static_cast<int>(fixed.size()) + 2 != factors_) return false;
+  if (at_pairs_ != nullptr) return at_pairs_(gram, fixed, vw, out);
+  Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 8, 8> cov(factors_, factors_);
+  std::array<int, 8> i{};
+  std::copy(fixed.begin(), fixed.end(), i.begin());
   for (std::size_t k = 0; k < vw.size(); ++k) {
-    const int i[4] = {a, b, vw[k].first, vw[k].second};
-    for (int r = 0; r < 4; ++r) {
-      for (int q = 0; q < 4; ++q) cov(r, q) = gram(i[r], i[q]);
+    i[fixed.size()] = vw[k].first;
+    i[fixed.size() + 1] = vw[k].second;
+    for (int r = 0; r < factors_; ++r) {
+      for (int q = 0; q < factors_; ++q) cov(r, q) = gram(i[r], i[q]);
     }
     if (!(*this)(cov, &out[k])) return false;
   }
@@ -858,7 +881,7 @@ CentredForm FindCentredForm(const std::vector<LinkPtr>& factors) {
   form.factors_ = static_cast<int>(factors.size());
   if (const ClosedFormEntry* entry = FindClosedForm(factors)) {
     form.closed_ = entry->form;
-    form.four_point_ = entry->four_point;
+    form.at_pairs_ = entry->at_pairs;
   }
   if (form.closed_ != nullptr || factors.empty() || factors.size() > detail::PolynomialMoments::kMaxFactors) return form;
   std::vector<std::vector<double>> monomial;

@@ -250,15 +250,15 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
       }
     }
     noise_form_ = FindCentredForm({student_derivative_, student_derivative_});
+    const auto add = [](std::vector<PairGroup>& groups, std::size_t form, int i, int j) {
+      auto group = std::find_if(groups.begin(), groups.end(), [&](const PairGroup& g) { return g.form == form; });
+      if (group == groups.end()) group = groups.insert(group, {form, {}});
+      group->pairs.emplace_back(i, j);
+    };
     const int units = static_cast<int>(units_.size());
     for (int v = 0; v < units; ++v) {
-      for (int w = v; w < units; ++w) {
-        const std::size_t form = LinkPair(v, w);
-        auto group = std::find_if(four_point_pairs_.begin(), four_point_pairs_.end(),
-                                  [&](const FourPointGroup& g) { return g.form == form; });
-        if (group == four_point_pairs_.end()) group = four_point_pairs_.insert(group, {form, {}});
-        group->pairs.emplace_back(v, w);
-      }
+      for (int b = 0; b < vectors(); ++b) add(three_point_pairs_, static_cast<std::size_t>(link_id_[v]), b, v);
+      for (int w = v; w < units; ++w) add(four_point_pairs_, LinkPair(v, w), v, w);
     }
   }
   if (!gated_ && !point_backend_ && c_ == 0 && spec_.constraint == VectorConstraint::kSpherical) {
@@ -924,26 +924,36 @@ Eigen::MatrixXd TwoLayerFlow::GradientOverlaps(const Eigen::MatrixXd& gram) cons
   if (gated_) return GatedGradientOverlaps(gram);
   if (UsesMehler()) return 2.0 * RiskGradient(gram) * gram;
   // D_ab = E[g_a h_b] with h ~ N(μ_c, Ω) (the mean included in h_b), averaged over clusters.
-  const int n = vectors(), units = static_cast<int>(units_.size());
+  const int n = vectors();
   Eigen::MatrixXd d = Eigen::MatrixXd::Zero(n, n);
   Eigen::Matrix3d cov;
+  std::vector<double> values;
+  for (const PairGroup& group : three_point_pairs_) values.resize(std::max(values.size(), group.pairs.size()));
+  Eigen::VectorXd sum(n);
   for (int c = 0; c < ClusterPasses(); ++c) {
     const Eigen::VectorXd mu = Means(gram, c);
+    const bool centred = (mu.array() == 0.0).all();
     for (int a = 0; a < p_; ++a) {
-      for (int b = 0; b < n; ++b) {
-        double sum = 0;
-        for (int v = 0; v < units; ++v) {
-          const int i[3] = {a, b, v};  // E[σ'(h_a) h_b σ_v(h_v)]
-          for (int r = 0; r < 3; ++r) {
-            for (int q = 0; q < 3; ++q) cov(r, q) = gram(i[r], i[q]);
+      sum.setZero();
+      for (const PairGroup& group : three_point_pairs_) {  // (b, v) by the unit's link
+        const CentredForm& form = three_point_forms_[group.form];
+        const bool all_at_once = centred && form.AtPairs(gram, std::span<const int>(&a, 1), group.pairs, values.data());
+        for (std::size_t k = 0; k < group.pairs.size(); ++k) {
+          const auto [b, v] = group.pairs[k];
+          double term = values[k];
+          if (!all_at_once) {
+            const int i[3] = {a, b, v};  // E[σ'(h_a) h_b σ_v(h_v)]
+            for (int r = 0; r < 3; ++r) {
+              for (int q = 0; q < 3; ++q) cov(r, q) = gram(i[r], i[q]);
+            }
+            term = PreparedOrExpect(form, Eigen::Vector3d(mu[a], mu[b], mu[v]), cov, [&] {
+              return std::vector<LinkPtr>{student_derivative_, identity_, units_[v].sigma};
+            });
           }
-          sum += Sign(v, c) * PreparedOrExpect(three_point_forms_[static_cast<std::size_t>(link_id_[v])],
-                                               Eigen::Vector3d(mu[a], mu[b], mu[v]), cov, [&] {
-                                                 return std::vector<LinkPtr>{student_derivative_, identity_, units_[v].sigma};
-                                               });
+          sum[b] += Sign(v, c) * term;
         }
-        d(a, b) += units_[a].sign * sum / ClusterPasses();
       }
+      d.row(a) += units_[a].sign * sum.transpose() / ClusterPasses();
     }
   }
   return d;
@@ -956,16 +966,17 @@ Eigen::MatrixXd TwoLayerFlow::GradientCovariance(const Eigen::MatrixXd& gram) co
   Eigen::Matrix4d cov4;
   Eigen::Matrix2d cov2;
   std::vector<double> values;
-  for (const FourPointGroup& group : four_point_pairs_) values.resize(std::max(values.size(), group.pairs.size()));
+  for (const PairGroup& group : four_point_pairs_) values.resize(std::max(values.size(), group.pairs.size()));
   for (int c = 0; c < ClusterPasses(); ++c) {
     const Eigen::VectorXd mu = Means(gram, c);
     const bool centred = (mu.array() == 0.0).all();
     for (int a = 0; a < p_; ++a) {
       for (int b = a; b < p_; ++b) {
         double sum = 0;
-        for (const FourPointGroup& group : four_point_pairs_) {  // the pairs v ≤ w of units by their links' form
+        const int fixed[2] = {a, b};
+        for (const PairGroup& group : four_point_pairs_) {  // the pairs v ≤ w of units by their links' form
           const CentredForm& form = four_point_forms_[group.form];
-          const bool all_at_once = centred && form.FourPoint(gram, a, b, group.pairs, values.data());
+          const bool all_at_once = centred && form.AtPairs(gram, fixed, group.pairs, values.data());
           for (std::size_t k = 0; k < group.pairs.size(); ++k) {
             const auto [v, w] = group.pairs[k];
             double term = values[k];

@@ -107,20 +107,22 @@ class CentredForm {
   // The expectation at covariance `cov` (n×n); false, leaving *value, where the form does not
   // apply at this cov (relu: a zero variance, a singular triple) or is empty.
   bool operator()(const Eigen::Ref<const Eigen::MatrixXd>& cov, double* value) const;
-  // A four-factor form at the index tuples (a, b, v_k, w_k) of one covariance matrix `gram`:
-  // out[k] = E[f_0(h_a) f_1(h_b) f_2(h_v_k) f_3(h_w_k)], h ~ N(0, gram), for the pairs
-  // vw[k] = (v_k, w_k). The same values as the form at each tuple's 4×4 submatrix, up to rounding;
-  // closed forms compute their parts that depend on (a, b) or on (a, b, v) alone once for all
-  // pairs (erf: the normalisations and square roots). false, with out unspecified, where the form
-  // does not apply at some tuple, is empty or has not four factors.
-  bool FourPoint(const Eigen::MatrixXd& gram, int a, int b, std::span<const std::pair<int, int>> vw, double* out) const;
+  // The form at the index tuples (i_1, ..., i_m, v_k, w_k) of one covariance matrix `gram`, the
+  // first m = factors − 2 indices `fixed`, the last two the pairs vw[k] = (v_k, w_k):
+  // out[k] = E[f_1(h_i_1) ... f_m(h_i_m) f_(m+1)(h_v_k) f_(m+2)(h_w_k)], h ~ N(0, gram). The same
+  // values as the form at each tuple's submatrix, up to rounding; closed forms compute their parts
+  // that depend on the fixed indices, or on them and one of v, w, once for all pairs (erf: the
+  // normalisations and square roots). false, with out unspecified, where the form does not apply
+  // at some tuple, is empty, or `fixed` does not leave it two factors.
+  bool AtPairs(const Eigen::MatrixXd& gram, std::span<const int> fixed, std::span<const std::pair<int, int>> vw,
+               double* out) const;
   // The number of monomials of a polynomial form (0 for a closed form).
   std::size_t PolynomialTerms() const;
 
  private:
   friend CentredForm FindCentredForm(const std::vector<LinkPtr>& factors);
   bool (*closed_)(const Eigen::Ref<const Eigen::MatrixXd>&, double*) = nullptr;
-  bool (*four_point_)(const Eigen::MatrixXd&, int, int, std::span<const std::pair<int, int>>, double*) = nullptr;
+  bool (*at_pairs_)(const Eigen::MatrixXd&, std::span<const int>, std::span<const std::pair<int, int>>, double*) = nullptr;
   int factors_ = 0;
   std::shared_ptr<const detail::PolynomialMoments> polynomial_;
 };

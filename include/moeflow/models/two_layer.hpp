@@ -329,13 +329,14 @@ class TwoLayerFlow final : public FlowSystem {
   // link_id_[v], E[σ'(h_a) σ'(h_b) σ_v(h_v) σ_w(h_w)] by LinkPair(v, w), E[σ'(h_a) σ'(h_b)]
   // (label noise); empty where there is none.
   std::vector<CentredForm> pair_forms_, three_point_forms_, four_point_forms_;
-  // The pairs of units v ≤ w grouped by their four-point form (index into four_point_forms_), for
-  // CentredForm::FourPoint.
-  struct FourPointGroup {
+  // The last two indices of those terms grouped by form, for CentredForm::AtPairs: (b, v) for every
+  // vector b and unit v by three_point_forms_[link_id_[v]]; the units v ≤ w by
+  // four_point_forms_[LinkPair(v, w)].
+  struct PairGroup {
     std::size_t form;
     std::vector<std::pair<int, int>> pairs;
   };
-  std::vector<FourPointGroup> four_point_pairs_;
+  std::vector<PairGroup> three_point_pairs_, four_point_pairs_;
   CentredForm noise_form_;
   std::vector<ObservableInfo> observables_;
   int routing_observable_ = -1;  // the index of `routing` in observables_ (HasRouting())
