@@ -715,8 +715,6 @@ class PolynomialMoments {
     for (int i = 0; i < r; ++i) {
       for (int j = i; j < r; ++j) m->entries_.push_back({i, j});
     }
-    // A monomial's key: the exponents (each ≤ kMaxDegree < 16) as 4-bit digits, 16 per word.
-    using Key = std::array<std::uint64_t, 2>;
     static_assert(kMaxFactors * (kMaxFactors + 1) / 2 <= 32 && kMaxDegree < 16);
     auto key = [](const std::vector<std::uint8_t>& exponents) {
       Key k{0, 0};
@@ -790,61 +788,163 @@ class PolynomialMoments {
       m->coefficients_.push_back(c);
       std::vector<std::uint16_t>& f = factors.emplace_back();
       for (std::size_t e = 0; e < m->entries_.size(); ++e) {
-        const auto p = static_cast<std::size_t>((k[e / 16] >> (4 * (e % 16))) & 0xF);
-        if (p > 0) f.push_back(static_cast<std::uint16_t>(e * (kMaxDegree + 1) + p));
+        if (const std::size_t p = Exponent(k, e); p > 0) f.push_back(static_cast<std::uint16_t>(e * (kMaxDegree + 1) + p));
       }
-      m->width_ = std::max(m->width_, f.size());
     }
-    for (std::vector<std::uint16_t>& f : factors) {
-      f.resize(m->width_, 0);
-      m->factors_.insert(m->factors_.end(), f.begin(), f.end());
-    }
+    m->width_ = Pad(factors, &m->factors_);
+    if (r >= 2) m->BuildAtPairs(terms, r);
     return m;
   }
 
   double Value(const Eigen::Ref<const Eigen::MatrixXd>& cov) const {
-    constexpr int kEntries = kMaxFactors * (kMaxFactors + 1) / 2;
-    std::array<double, kEntries * (kMaxDegree + 1)> power;
-    for (std::size_t e = 0; e < entries_.size(); ++e) {
-      double* p = power.data() + e * (kMaxDegree + 1);
-      p[0] = 1.0;
-      const double x = cov(entries_[e].first, entries_[e].second);
-      for (int k = 1; k <= max_power_; ++k) p[k] = p[k - 1] * x;
-    }
-    // The common widths with a fixed trip count, which the compiler unrolls.
-    switch (width_) {
-      case 1: return Sum<1>(power.data());
-      case 2: return Sum<2>(power.data());
-      case 3: return Sum<3>(power.data());
-      case 4: return Sum<4>(power.data());
-      case 5: return Sum<5>(power.data());
-      case 6: return Sum<6>(power.data());
-      default: return Sum<0>(power.data());
+    PowerTable power;
+    for (std::size_t e = 0; e < entries_.size(); ++e) Powers(cov(entries_[e].first, entries_[e].second), e, &power);
+    return Sum(coefficients_.data(), coefficients_.size(), factors_.data(), width_, power.data());
+  }
+
+  // The expectation at the tuples (fixed..., v_k, w_k) of `gram` (CentredForm::AtPairs): the entries
+  // among the fixed indices are raised to their powers once, every monomial's product over them is
+  // taken once and added into the monomial of the remaining entries it multiplies; each pair then
+  // evaluates that shorter polynomial in the entries involving v or w alone.
+  void AtPairs(const Eigen::MatrixXd& gram, std::span<const int> fixed, std::span<const std::pair<int, int>> vw,
+               double* out) const {
+    std::array<int, kMaxFactors> index{};
+    std::copy(fixed.begin(), fixed.end(), index.begin());
+    PowerTable power;
+    for (std::size_t e = 0; e < entries_.size(); ++e) power[e * (kMaxDegree + 1)] = 1.0;
+    for (const std::size_t e : fixed_entries_) Powers(gram(index[entries_[e].first], index[entries_[e].second]), e, &power);
+    std::array<double, kMaxTerms> coefficients;  // on the stack: no allocation per call
+    std::size_t r = 0;
+    double sum = 0.0;
+    ForEachTerm(grouped_coefficients_.data(), grouped_coefficients_.size(), fixed_factors_.data(), fixed_width_,
+                power.data(), [&](std::size_t t, double term) {
+                  sum += term;
+                  if (t + 1 == group_end_[r]) {
+                    coefficients[r++] = sum;
+                    sum = 0.0;
+                  }
+                });
+    const std::size_t v = fixed.size();
+    for (std::size_t k = 0; k < vw.size(); ++k) {
+      index[v] = vw[k].first;
+      index[v + 1] = vw[k].second;
+      for (const std::size_t e : pair_entries_) Powers(gram(index[entries_[e].first], index[entries_[e].second]), e, &power);
+      out[k] = Sum(coefficients.data(), pair_terms_, pair_factors_.data(), pair_width_, power.data());
     }
   }
 
   std::size_t Terms() const { return coefficients_.size(); }
 
  private:
-  std::vector<std::pair<int, int>> entries_;  // (i, j), i ≤ j, row by row
-  int max_power_ = 0;
-  // Σ_t coefficient_t · Π_s power[factor_ts]; kWidth = width_, or 0 for any width.
-  template <std::size_t kWidth>
-  double Sum(const double* power) const {
-    const std::size_t width = kWidth > 0 ? kWidth : width_;
-    double sum = 0.0;
-    const std::uint16_t* f = factors_.data();
-    for (std::size_t t = 0; t < coefficients_.size(); ++t, f += width) {
-      double term = coefficients_[t];
-      for (std::size_t s = 0; s < width; ++s) term *= power[f[s]];
-      sum += term;
+  // A monomial's key: the exponents of the entries (each ≤ kMaxDegree < 16) as 4-bit digits, 16 per word.
+  using Key = std::array<std::uint64_t, 2>;
+  static std::size_t Exponent(const Key& k, std::size_t e) {
+    return static_cast<std::size_t>((k[e / 16] >> (4 * (e % 16))) & 0xF);
+  }
+
+  // Entry e's powers 0..max_power_ at e·(kMaxDegree + 1); a monomial's factor s = S_e^p is index
+  // e·(kMaxDegree + 1) + p, and index 0 (entry 0's power 0) is 1.
+  using PowerTable = std::array<double, kMaxFactors * (kMaxFactors + 1) / 2 * (kMaxDegree + 1)>;
+  void Powers(double x, std::size_t e, PowerTable* power) const {
+    double* p = power->data() + e * (kMaxDegree + 1);
+    p[0] = 1.0;
+    for (int k = 1; k <= max_power_; ++k) p[k] = p[k - 1] * x;
+  }
+
+  // Each list of factor indices padded with 0 (the table's 1) to the longest, appended to *out;
+  // returns that width.
+  static std::size_t Pad(std::vector<std::vector<std::uint16_t>>& factors, std::vector<std::uint16_t>* out) {
+    std::size_t width = 0;
+    for (const std::vector<std::uint16_t>& f : factors) width = std::max(width, f.size());
+    for (std::vector<std::uint16_t>& f : factors) {
+      f.resize(width, 0);
+      out->insert(out->end(), f.begin(), f.end());
     }
+    return width;
+  }
+
+  // AtPairs' split of the monomials, for the first r − 2 factors fixed: `terms` are Build's
+  // monomials by their exponents.
+  void BuildAtPairs(const std::map<Key, double>& terms, int r) {
+    const int m = r - 2;
+    for (std::size_t e = 0; e < entries_.size(); ++e) (entries_[e].second < m ? fixed_entries_ : pair_entries_).push_back(e);
+    // The monomials grouped by their exponents of the pair entries (the key with the fixed
+    // entries' digits cleared), each with its coefficient and its exponents of the fixed entries.
+    std::map<Key, std::vector<std::pair<double, Key>>> groups;
+    for (const auto& [k, c] : terms) {
+      if (c == 0.0) continue;
+      Key pair_key = k;
+      for (const std::size_t e : fixed_entries_) pair_key[e / 16] &= ~(std::uint64_t{0xF} << (4 * (e % 16)));
+      groups[pair_key].emplace_back(c, k);
+    }
+    const auto factors = [](const Key& k, const std::vector<std::size_t>& entries) {
+      std::vector<std::uint16_t> f;
+      for (const std::size_t e : entries) {
+        if (const std::size_t p = Exponent(k, e); p > 0) f.push_back(static_cast<std::uint16_t>(e * (kMaxDegree + 1) + p));
+      }
+      return f;
+    };
+    std::vector<std::vector<std::uint16_t>> fixed_factors, pair_factors;
+    for (const auto& [pair_key, members] : groups) {
+      pair_factors.push_back(factors(pair_key, pair_entries_));
+      for (const auto& [c, k] : members) {
+        grouped_coefficients_.push_back(c);
+        fixed_factors.push_back(factors(k, fixed_entries_));
+      }
+      group_end_.push_back(grouped_coefficients_.size());
+    }
+    pair_terms_ = pair_factors.size();
+    fixed_width_ = Pad(fixed_factors, &fixed_factors_);
+    pair_width_ = Pad(pair_factors, &pair_factors_);
+  }
+
+  // each(t, coefficient_t · Π_s power[factor_ts]) for the n monomials of `width` factors each; the
+  // common widths with a fixed trip count, which the compiler unrolls.
+  template <std::size_t kWidth, class Each>
+  static void EachTermOf(const double* coefficients, std::size_t n, const std::uint16_t* f, std::size_t width,
+                         const double* power, Each& each) {
+    if constexpr (kWidth > 0) width = kWidth;
+    for (std::size_t t = 0; t < n; ++t, f += width) {
+      double term = coefficients[t];
+      for (std::size_t s = 0; s < width; ++s) term *= power[f[s]];
+      each(t, term);
+    }
+  }
+  template <class Each>
+  static void ForEachTerm(const double* coefficients, std::size_t n, const std::uint16_t* f, std::size_t width,
+                          const double* power, Each each) {
+    switch (width) {
+      case 0: return EachTermOf<0>(coefficients, n, f, width, power, each);
+      case 1: return EachTermOf<1>(coefficients, n, f, width, power, each);
+      case 2: return EachTermOf<2>(coefficients, n, f, width, power, each);
+      case 3: return EachTermOf<3>(coefficients, n, f, width, power, each);
+      case 4: return EachTermOf<4>(coefficients, n, f, width, power, each);
+      case 5: return EachTermOf<5>(coefficients, n, f, width, power, each);
+      case 6: return EachTermOf<6>(coefficients, n, f, width, power, each);
+      default: return EachTermOf<0>(coefficients, n, f, width, power, each);
+    }
+  }
+  static double Sum(const double* coefficients, std::size_t n, const std::uint16_t* f, std::size_t width,
+                    const double* power) {
+    double sum = 0.0;
+    ForEachTerm(coefficients, n, f, width, power, [&sum](std::size_t, double term) { sum += term; });
     return sum;
   }
 
+  std::vector<std::pair<int, int>> entries_;  // (i, j), i ≤ j, row by row
+  int max_power_ = 0;
   std::vector<double> coefficients_;
   std::size_t width_ = 0;               // the most entries with a non-zero power in one monomial
-  std::vector<std::uint16_t> factors_;  // per monomial, width_ indices into Value's power table
+  std::vector<std::uint16_t> factors_;  // per monomial, width_ indices into the power table
+  // AtPairs: the entries among the fixed factors and the others; the pair_terms_ monomials over the
+  // other entries (pair_width_ factors each), the coefficient of the r-th the sum of the monomials
+  // group_end_[r − 1] ≤ t < group_end_[r] of grouped_coefficients_ and fixed_factors_ (the
+  // coefficients and the factors over the fixed entries, fixed_width_ each, in that order).
+  std::vector<std::size_t> fixed_entries_, pair_entries_;
+  std::vector<double> grouped_coefficients_;
+  std::vector<std::uint16_t> fixed_factors_, pair_factors_;
+  std::vector<std::size_t> group_end_;
+  std::size_t fixed_width_ = 0, pair_width_ = 0, pair_terms_ = 0;
 };
 
 }  // namespace detail
@@ -860,6 +960,10 @@ bool CentredForm::AtPairs(const Eigen::MatrixXd& gram, std::span<const int> fixe
                           std::span<const std::pair<int, int>> vw, double* out) const {
   if (!*this || static_cast<int>(fixed.size()) + 2 != factors_) return false;
   if (at_pairs_ != nullptr) return at_pairs_(gram, fixed, vw, out);
+  if (polynomial_ != nullptr) {
+    polynomial_->AtPairs(gram, fixed, vw, out);
+    return true;
+  }
   Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 8, 8> cov(factors_, factors_);
   std::array<int, 8> i{};
   std::copy(fixed.begin(), fixed.end(), i.begin());

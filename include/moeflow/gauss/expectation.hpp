@@ -110,10 +110,12 @@ class CentredForm {
   // The form at the index tuples (i_1, ..., i_m, v_k, w_k) of one covariance matrix `gram`, the
   // first m = factors − 2 indices `fixed`, the last two the pairs vw[k] = (v_k, w_k):
   // out[k] = E[f_1(h_i_1) ... f_m(h_i_m) f_(m+1)(h_v_k) f_(m+2)(h_w_k)], h ~ N(0, gram). The same
-  // values as the form at each tuple's submatrix, up to rounding; closed forms compute their parts
-  // that depend on the fixed indices, or on them and one of v, w, once for all pairs (erf: the
-  // normalisations and square roots). false, with out unspecified, where the form does not apply
-  // at some tuple, is empty, or `fixed` does not leave it two factors.
+  // values as the form at each tuple's submatrix, up to rounding. Each form computes once for all
+  // pairs what depends on the fixed indices alone, or on them and one of v, w: erf its
+  // normalisations and square roots; a polynomial the products of its monomials over the entries
+  // among the fixed indices, summed into the (fewer) monomials of the entries that involve v or w
+  // (the He3 four-point term: 48 per pair instead of 86). false, with out unspecified, where the
+  // form does not apply at some tuple, is empty, or `fixed` does not leave it two factors.
   bool AtPairs(const Eigen::MatrixXd& gram, std::span<const int> fixed, std::span<const std::pair<int, int>> vw,
                double* out) const;
   // The number of monomials of a polynomial form (0 for a closed form).
