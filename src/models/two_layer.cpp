@@ -236,8 +236,9 @@ TwoLayerFlow::TwoLayerFlow(TwoLayerSpec spec)
     units_.push_back({-spec_.teacher.weight, spec_.teacher.LinkOf(l), spec_.teacher.gate, p_ + l,
                       spec_.teacher.HasRouters() ? p_ + kt + l : -1});
   }
-  for (const Unit& u : units_) {
-    const auto found = std::find(distinct_links_.begin(), distinct_links_.end(), u.sigma);
+  for (const Unit& u : units_) {  // equal links (the same canonical spec) share their kernels and forms
+    const auto found = std::find_if(distinct_links_.begin(), distinct_links_.end(),
+                                    [&](const LinkPtr& l) { return l == u.sigma || l->Spec() == u.sigma->Spec(); });
     link_id_.push_back(static_cast<int>(found - distinct_links_.begin()));
     if (found == distinct_links_.end()) distinct_links_.push_back(u.sigma);
   }

@@ -318,7 +318,8 @@ class TwoLayerFlow final : public FlowSystem {
   std::vector<int> active_rows_;
   std::vector<Unit> units_;  // students first, then teachers (ungated: unit index = vector index)
   std::shared_ptr<const GatedPairKernel> gated_ss_, gated_st_, gated_tt_;
-  // Mehler kernels for every pair of distinct links: kernels_[LinkPair(a, b)].
+  // Mehler kernels for every pair of distinct links (by canonical spec: a student and a teacher
+  // both he(3) share one): kernels_[LinkPair(a, b)].
   std::vector<LinkPtr> distinct_links_;
   std::vector<int> link_id_;  // per unit
   std::vector<MehlerKernel> kernels_;
