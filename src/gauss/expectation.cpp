@@ -811,7 +811,6 @@ class PolynomialMoments {
     std::array<int, kMaxFactors> index{};
     std::copy(fixed.begin(), fixed.end(), index.begin());
     PowerTable power;
-    for (std::size_t e = 0; e < entries_.size(); ++e) power[e * (kMaxDegree + 1)] = 1.0;
     for (const std::size_t e : fixed_entries_) Powers(gram(index[entries_[e].first], index[entries_[e].second]), e, &power);
     std::array<double, kMaxTerms> coefficients;  // on the stack: no allocation per call
     std::size_t r = 0;
@@ -914,7 +913,6 @@ class PolynomialMoments {
   static void ForEachTerm(const double* coefficients, std::size_t n, const std::uint16_t* f, std::size_t width,
                           const double* power, Each each) {
     switch (width) {
-      case 0: return EachTermOf<0>(coefficients, n, f, width, power, each);
       case 1: return EachTermOf<1>(coefficients, n, f, width, power, each);
       case 2: return EachTermOf<2>(coefficients, n, f, width, power, each);
       case 3: return EachTermOf<3>(coefficients, n, f, width, power, each);
