@@ -233,12 +233,13 @@ TEST(GaussExpectation, FoundClosedFormsGiveExpectsValue) {
 // CentredForm::AtPairs, a form at many tuples (fixed..., v, w) of one Gram matrix, against the form at
 // each tuple's submatrix, over every non-decreasing fixed prefix (none, a, a ≤ b, a ≤ b ≤ c) and every
 // pair of last indices (v, w) of 7 vectors (repeated indices, near-parallel and linearly dependent
-// vectors included). Both compute once what does not depend on the pair, so they differ from the
-// form by rounding only:
+// vectors included), in runs of equal v and then shuffled (v changing at almost every pair). Both
+// compute once what does not depend on the pair (or on w), so they differ from the form by rounding
+// only:
 //   erf          within 1e-13 absolute (values ≤ 2/π; a few ulps in the asin argument, whose
 //                derivative stays below 1/√(1 − x²) ≈ 3 here);
-//   polynomials  the same monomials, their products over the fixed entries taken first and summed
-//                in another order: within 1e-13 times Π_i √E[f_i(h_i)²], the Cauchy–Schwarz scale of
+//   polynomials  the same monomials, their products over the fixed entries and then over the
+//                entries involving v alone taken first and summed in another order: within 1e-13 times Π_i √E[f_i(h_i)²], the Cauchy–Schwarz scale of
 //                the terms (as in PolynomialFormsAgreeWithTheHermiteSeries below).
 TEST(GaussExpectation, FormsAtPairsMatchTheFormTupleByTuple) {
   constexpr double kErfTolerance = 1e-13, kPolynomialTolerance = 1e-13;
@@ -273,6 +274,9 @@ TEST(GaussExpectation, FormsAtPairsMatchTheFormTupleByTuple) {
     for (int v = 0; v < n; ++v) {
       for (int w = 0; w < n; ++w) pairs.emplace_back(v, w);
     }
+    std::vector<std::pair<int, int>> shuffled = pairs;
+    std::shuffle(shuffled.begin(), shuffled.end(), rng);
+    pairs.insert(pairs.end(), shuffled.begin(), shuffled.end());
     std::vector<double> out(pairs.size());
     for (int c = 0; c < 6; ++c) {
       const Eigen::MatrixXd gram = RandomGaussian(n, rng, 0.95, true, true, c).cov;

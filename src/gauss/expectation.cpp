@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <random>
@@ -771,7 +772,6 @@ class PolynomialMoments {
       for (std::size_t n = 0; n < a.size(); ++n) {
         if (a[n] == 0.0) continue;
         rest[i] = static_cast<int>(n);
-        m->max_power_ = std::max(m->max_power_, static_cast<int>(n));
         double factorial = 1.0;
         for (std::size_t k = 2; k <= n; ++k) factorial *= static_cast<double>(k);
         powers(i + 1, w * a[n] * factorial);
@@ -783,12 +783,15 @@ class PolynomialMoments {
     // Each monomial as the indices of its factors S_e^p (p ≥ 1) in the table of powers Value
     // fills, entry by entry, padded to a common width with index 0, where the table holds 1.
     std::vector<std::vector<std::uint16_t>> factors;
+    m->max_power_.assign(m->entries_.size(), 0);
     for (const auto& [k, c] : terms) {
       if (c == 0.0) continue;
       m->coefficients_.push_back(c);
       std::vector<std::uint16_t>& f = factors.emplace_back();
       for (std::size_t e = 0; e < m->entries_.size(); ++e) {
-        if (const std::size_t p = Exponent(k, e); p > 0) f.push_back(static_cast<std::uint16_t>(e * (kMaxDegree + 1) + p));
+        const std::size_t p = Exponent(k, e);
+        if (p > 0) f.push_back(static_cast<std::uint16_t>(e * (kMaxDegree + 1) + p));
+        m->max_power_[e] = std::max(m->max_power_[e], static_cast<std::uint8_t>(p));
       }
     }
     m->width_ = Pad(factors, &m->factors_);
@@ -802,33 +805,35 @@ class PolynomialMoments {
     return Sum(coefficients_.data(), coefficients_.size(), factors_.data(), width_, power.data());
   }
 
-  // The expectation at the tuples (fixed..., v_k, w_k) of `gram` (CentredForm::AtPairs): the entries
-  // among the fixed indices are raised to their powers once, every monomial's product over them is
-  // taken once and added into the monomial of the remaining entries it multiplies; each pair then
-  // evaluates that shorter polynomial in the entries involving v or w alone.
+  // The expectation at the tuples (fixed..., v_k, w_k) of `gram` (CentredForm::AtPairs), in three
+  // levels: the entries among the fixed indices are raised to their powers once, every monomial's
+  // product over them is taken once and added into the monomial of the remaining entries it
+  // multiplies; likewise, once per run of equal v_k, the products over the entries involving v
+  // alone are added into the monomials of the entries involving w; each pair then evaluates that
+  // polynomial in its entries involving w.
   void AtPairs(const Eigen::MatrixXd& gram, std::span<const int> fixed, std::span<const std::pair<int, int>> vw,
                double* out) const {
     std::array<int, kMaxFactors> index{};
     std::copy(fixed.begin(), fixed.end(), index.begin());
     PowerTable power;
-    for (const std::size_t e : fixed_entries_) Powers(gram(index[entries_[e].first], index[entries_[e].second]), e, &power);
-    std::array<double, kMaxTerms> coefficients;  // on the stack: no allocation per call
-    std::size_t r = 0;
-    double sum = 0.0;
-    ForEachTerm(grouped_coefficients_.data(), grouped_coefficients_.size(), fixed_factors_.data(), fixed_width_,
-                power.data(), [&](std::size_t t, double term) {
-                  sum += term;
-                  if (t + 1 == group_end_[r]) {
-                    coefficients[r++] = sum;
-                    sum = 0.0;
-                  }
-                });
+    const auto powers = [&](const std::vector<std::size_t>& entries) {
+      for (const std::size_t e : entries) Powers(gram(index[entries_[e].first], index[entries_[e].second]), e, &power);
+    };
+    powers(fixed_entries_);
+    std::array<double, kMaxTerms> pair_coefficients, w_coefficients;  // on the stack: no allocation per call
+    SumGroups(grouped_coefficients_.data(), fixed_factors_.data(), fixed_width_, power.data(), group_end_.data(),
+              group_end_.size(), pair_coefficients.data());
     const std::size_t v = fixed.size();
     for (std::size_t k = 0; k < vw.size(); ++k) {
       index[v] = vw[k].first;
       index[v + 1] = vw[k].second;
-      for (const std::size_t e : pair_entries_) Powers(gram(index[entries_[e].first], index[entries_[e].second]), e, &power);
-      out[k] = Sum(coefficients.data(), pair_terms_, pair_factors_.data(), pair_width_, power.data());
+      if (k == 0 || vw[k].first != vw[k - 1].first) {
+        powers(v_entries_);
+        SumGroups(pair_coefficients.data(), v_factors_.data(), v_width_, power.data(), w_group_end_.data(), w_terms_,
+                  w_coefficients.data());
+      }
+      powers(w_entries_);
+      out[k] = Sum(w_coefficients.data(), w_terms_, w_factors_.data(), w_width_, power.data());
     }
   }
 
@@ -841,13 +846,13 @@ class PolynomialMoments {
     return static_cast<std::size_t>((k[e / 16] >> (4 * (e % 16))) & 0xF);
   }
 
-  // Entry e's powers 0..max_power_ at e·(kMaxDegree + 1); a monomial's factor s = S_e^p is index
+  // Entry e's powers 0..max_power_[e] at e·(kMaxDegree + 1); a monomial's factor s = S_e^p is index
   // e·(kMaxDegree + 1) + p, and index 0 (entry 0's power 0) is 1.
   using PowerTable = std::array<double, kMaxFactors * (kMaxFactors + 1) / 2 * (kMaxDegree + 1)>;
   void Powers(double x, std::size_t e, PowerTable* power) const {
     double* p = power->data() + e * (kMaxDegree + 1);
     p[0] = 1.0;
-    for (int k = 1; k <= max_power_; ++k) p[k] = p[k - 1] * x;
+    for (int k = 1; k <= max_power_[e]; ++k) p[k] = p[k - 1] * x;
   }
 
   // Each list of factor indices padded with 0 (the table's 1) to the longest, appended to *out;
@@ -866,15 +871,23 @@ class PolynomialMoments {
   // monomials by their exponents.
   void BuildAtPairs(const std::map<Key, double>& terms, int r) {
     const int m = r - 2;
-    for (std::size_t e = 0; e < entries_.size(); ++e) (entries_[e].second < m ? fixed_entries_ : pair_entries_).push_back(e);
-    // The monomials grouped by their exponents of the pair entries (the key with the fixed
-    // entries' digits cleared), each with its coefficient and its exponents of the fixed entries.
-    std::map<Key, std::vector<std::pair<double, Key>>> groups;
+    for (std::size_t e = 0; e < entries_.size(); ++e) {
+      if (max_power_[e] == 0 && e > 0) continue;  // in no monomial (entry 0 holds the padding's 1)
+      const int j = entries_[e].second;
+      (j < m ? fixed_entries_ : j == m ? v_entries_ : w_entries_).push_back(e);
+    }
+    const auto clear = [](Key k, const std::vector<std::size_t>& entries) {
+      for (const std::size_t e : entries) k[e / 16] &= ~(std::uint64_t{0xF} << (4 * (e % 16)));
+      return k;
+    };
+    // The monomials grouped by their exponents of the entries involving w and then v (the key with
+    // the fixed entries' digits cleared), each with its coefficient and its exponents of the fixed
+    // entries; so the groups with equal exponents of the w entries are adjacent.
+    std::map<std::pair<Key, Key>, std::vector<std::pair<double, Key>>> groups;
     for (const auto& [k, c] : terms) {
       if (c == 0.0) continue;
-      Key pair_key = k;
-      for (const std::size_t e : fixed_entries_) pair_key[e / 16] &= ~(std::uint64_t{0xF} << (4 * (e % 16)));
-      groups[pair_key].emplace_back(c, k);
+      const Key pair_key = clear(k, fixed_entries_);
+      groups[{clear(pair_key, v_entries_), pair_key}].emplace_back(c, k);
     }
     const auto factors = [](const Key& k, const std::vector<std::size_t>& entries) {
       std::vector<std::uint16_t> f;
@@ -883,66 +896,81 @@ class PolynomialMoments {
       }
       return f;
     };
-    std::vector<std::vector<std::uint16_t>> fixed_factors, pair_factors;
-    for (const auto& [pair_key, members] : groups) {
-      pair_factors.push_back(factors(pair_key, pair_entries_));
+    std::vector<std::vector<std::uint16_t>> fixed_factors, v_factors, w_factors;
+    for (auto group = groups.begin(); group != groups.end(); ++group) {
+      const auto& [keys, members] = *group;
+      const auto& [w_key, pair_key] = keys;
       for (const auto& [c, k] : members) {
         grouped_coefficients_.push_back(c);
         fixed_factors.push_back(factors(k, fixed_entries_));
       }
       group_end_.push_back(grouped_coefficients_.size());
+      v_factors.push_back(factors(pair_key, v_entries_));
+      if (const auto next = std::next(group); next == groups.end() || next->first.first != w_key) {
+        w_factors.push_back(factors(w_key, w_entries_));
+        w_group_end_.push_back(v_factors.size());
+      }
     }
-    pair_terms_ = pair_factors.size();
+    w_terms_ = w_factors.size();
     fixed_width_ = Pad(fixed_factors, &fixed_factors_);
-    pair_width_ = Pad(pair_factors, &pair_factors_);
+    v_width_ = Pad(v_factors, &v_factors_);
+    w_width_ = Pad(w_factors, &w_factors_);
   }
 
-  // each(t, coefficient_t · Π_s power[factor_ts]) for the n monomials of `width` factors each; the
-  // common widths with a fixed trip count, which the compiler unrolls.
-  template <std::size_t kWidth, class Each>
-  static void EachTermOf(const double* coefficients, std::size_t n, const std::uint16_t* f, std::size_t width,
-                         const double* power, Each& each) {
+  // out[g] = Σ coefficient_t · Π_s power[factor_ts] over the monomials group_end[g − 1] ≤ t <
+  // group_end[g] (group_end[−1] = 0), of `width` factors each, summed in order; the common widths
+  // with a fixed trip count, which the compiler unrolls.
+  template <std::size_t kWidth>
+  static void SumGroupsOf(const double* coefficients, const std::uint16_t* f, std::size_t width, const double* power,
+                          const std::size_t* group_end, std::size_t groups, double* out) {
     if constexpr (kWidth > 0) width = kWidth;
-    for (std::size_t t = 0; t < n; ++t, f += width) {
-      double term = coefficients[t];
-      for (std::size_t s = 0; s < width; ++s) term *= power[f[s]];
-      each(t, term);
+    std::size_t t = 0;
+    for (std::size_t g = 0; g < groups; ++g) {
+      double sum = 0.0;
+      for (; t < group_end[g]; ++t, f += width) {
+        double term = coefficients[t];
+        for (std::size_t s = 0; s < width; ++s) term *= power[f[s]];
+        sum += term;
+      }
+      out[g] = sum;
     }
   }
-  template <class Each>
-  static void ForEachTerm(const double* coefficients, std::size_t n, const std::uint16_t* f, std::size_t width,
-                          const double* power, Each each) {
+  static void SumGroups(const double* coefficients, const std::uint16_t* f, std::size_t width, const double* power,
+                        const std::size_t* group_end, std::size_t groups, double* out) {
     switch (width) {
-      case 1: return EachTermOf<1>(coefficients, n, f, width, power, each);
-      case 2: return EachTermOf<2>(coefficients, n, f, width, power, each);
-      case 3: return EachTermOf<3>(coefficients, n, f, width, power, each);
-      case 4: return EachTermOf<4>(coefficients, n, f, width, power, each);
-      case 5: return EachTermOf<5>(coefficients, n, f, width, power, each);
-      case 6: return EachTermOf<6>(coefficients, n, f, width, power, each);
-      default: return EachTermOf<0>(coefficients, n, f, width, power, each);
+      case 1: return SumGroupsOf<1>(coefficients, f, width, power, group_end, groups, out);
+      case 2: return SumGroupsOf<2>(coefficients, f, width, power, group_end, groups, out);
+      case 3: return SumGroupsOf<3>(coefficients, f, width, power, group_end, groups, out);
+      case 4: return SumGroupsOf<4>(coefficients, f, width, power, group_end, groups, out);
+      case 5: return SumGroupsOf<5>(coefficients, f, width, power, group_end, groups, out);
+      case 6: return SumGroupsOf<6>(coefficients, f, width, power, group_end, groups, out);
+      default: return SumGroupsOf<0>(coefficients, f, width, power, group_end, groups, out);
     }
   }
+  // The sum of the n monomials (one group).
   static double Sum(const double* coefficients, std::size_t n, const std::uint16_t* f, std::size_t width,
                     const double* power) {
     double sum = 0.0;
-    ForEachTerm(coefficients, n, f, width, power, [&sum](std::size_t, double term) { sum += term; });
+    SumGroups(coefficients, f, width, power, &n, 1, &sum);
     return sum;
   }
 
   std::vector<std::pair<int, int>> entries_;  // (i, j), i ≤ j, row by row
-  int max_power_ = 0;
+  std::vector<std::uint8_t> max_power_;  // per entry, its highest exponent in a monomial
   std::vector<double> coefficients_;
   std::size_t width_ = 0;               // the most entries with a non-zero power in one monomial
   std::vector<std::uint16_t> factors_;  // per monomial, width_ indices into the power table
-  // AtPairs: the entries among the fixed factors and the others; the pair_terms_ monomials over the
-  // other entries (pair_width_ factors each), the coefficient of the r-th the sum of the monomials
-  // group_end_[r − 1] ≤ t < group_end_[r] of grouped_coefficients_ and fixed_factors_ (the
-  // coefficients and the factors over the fixed entries, fixed_width_ each, in that order).
-  std::vector<std::size_t> fixed_entries_, pair_entries_;
+  // AtPairs: the entries among the fixed indices, those involving v (and not w) and those involving
+  // w. The grouped_coefficients_ (with fixed_factors_ over the fixed entries, fixed_width_ each)
+  // summed over the groups ending at group_end_ are the coefficients of the monomials
+  // over the other entries; those (with v_factors_ over the v entries, v_width_ each) summed over
+  // the groups ending at w_group_end_ are the coefficients of the w_terms_ monomials over the w
+  // entries (w_factors_, w_width_ each).
+  std::vector<std::size_t> fixed_entries_, v_entries_, w_entries_;
   std::vector<double> grouped_coefficients_;
-  std::vector<std::uint16_t> fixed_factors_, pair_factors_;
-  std::vector<std::size_t> group_end_;
-  std::size_t fixed_width_ = 0, pair_width_ = 0, pair_terms_ = 0;
+  std::vector<std::uint16_t> fixed_factors_, v_factors_, w_factors_;
+  std::vector<std::size_t> group_end_, w_group_end_;
+  std::size_t fixed_width_ = 0, v_width_ = 0, w_width_ = 0, w_terms_ = 0;
 };
 
 }  // namespace detail
