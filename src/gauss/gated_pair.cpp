@@ -86,6 +86,15 @@ std::vector<double> DerivativeMeans(const Link& expert) {
 
 double Factorial(int n) { return std::tgamma(n + 1.0); }
 
+// T_0(ρ), ..., T_(N−1)(ρ).
+Eigen::VectorXd ChebyshevBasis(double rho) {
+  Eigen::VectorXd t(kChebyshevNodes);
+  t[0] = 1.0;
+  t[1] = rho;
+  for (int n = 1; n + 1 < kChebyshevNodes; ++n) t[n + 1] = 2 * rho * t[n] - t[n - 1];
+  return t;
+}
+
 }  // namespace
 
 std::string GatedPairKernel::Unsupported(const Link* gate, const Link& expert) {
@@ -139,15 +148,31 @@ GatedPairKernel::GatedPairKernel(LinkPtr gate_u, LinkPtr expert_u, LinkPtr gate_
       }
     }
   }
+  // Only the kernels some term reads (He3 experts: 60 of the 81 K_pq), renumbered in order.
+  std::vector<int> row((max_p_ + 1) * (max_p_ + 1), -1);
+  for (const auto& by_v : terms_) {
+    for (const std::vector<Term>& terms : by_v) {
+      for (const Term& term : terms) row[term.kernel] = 0;
+    }
+  }
+  std::vector<int> used;
+  for (int k = 0; k < static_cast<int>(row.size()); ++k) {
+    if (row[k] == 0) {
+      row[k] = static_cast<int>(used.size());
+      used.push_back(k);
+    }
+  }
+  used_chebyshev_.resize(static_cast<Eigen::Index>(used.size()), chebyshev_->cols());
+  for (std::size_t k = 0; k < used.size(); ++k) used_chebyshev_.row(static_cast<Eigen::Index>(k)) = chebyshev_->row(used[k]);
+  for (auto& by_v : terms_) {
+    for (std::vector<Term>& terms : by_v) {
+      for (Term& term : terms) term.kernel = row[term.kernel];
+    }
+  }
 }
 
 void GatedPairKernel::Prepare(const Correlations& c, Prepared* prepared) const {
-  const double rho = std::clamp(c.ru_rv, -1.0, 1.0);
-  Eigen::VectorXd t(kChebyshevNodes);  // T_n(ρ)
-  t[0] = 1.0;
-  t[1] = rho;
-  for (int n = 1; n + 1 < kChebyshevNodes; ++n) t[n + 1] = 2 * rho * t[n] - t[n - 1];
-  prepared->kernels.noalias() = *chebyshev_ * t;
+  prepared->kernels.noalias() = used_chebyshev_ * ChebyshevBasis(std::clamp(c.ru_rv, -1.0, 1.0));
   const double edges[5] = {c.ru_hu, c.ru_hv, c.hu_rv, c.hu_hv, c.rv_hv};
   for (int e = 0; e < 5; ++e) {
     double power = 1.0;
@@ -175,11 +200,7 @@ double GatedPairKernel::Value(UnitVariant u, UnitVariant v, const Correlations& 
 }
 
 double GatedPairKernel::RouterKernel(int p, int q, double rho) const {
-  Correlations c;
-  c.ru_rv = rho;
-  Prepared prepared;
-  Prepare(c, &prepared);
-  return prepared.kernels[p * (max_p_ + 1) + q];
+  return chebyshev_->row(p * (max_p_ + 1) + q).dot(ChebyshevBasis(std::clamp(rho, -1.0, 1.0)));
 }
 
 }  // namespace moeflow

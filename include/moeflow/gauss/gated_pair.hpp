@@ -38,7 +38,7 @@ class GatedPairKernel {
   };
   // Per-pair scratch: the router-router kernels K_pq(ρ) and the powers of the other correlations.
   struct Prepared {
-    Eigen::VectorXd kernels;                  // K_pq at (p, q) → p·(P+1) + q
+    Eigen::VectorXd kernels;                  // the K_pq the terms read, at Term::kernel
     std::array<std::array<double, 16>, 5> powers;
   };
 
@@ -58,10 +58,11 @@ class GatedPairKernel {
   struct Term {
     double coefficient;
     std::array<int, 5> n;  // multiplicities of ru_hu, ru_hv, hu_rv, hu_hv, rv_hv
-    int kernel;            // index of K_pq
+    int kernel;            // index of K_pq among those the terms read (rows of used_chebyshev_)
   };
   int max_p_ = 0;  // K_pq tabulated for p, q ≤ max_p_
-  std::shared_ptr<const Eigen::MatrixXd> chebyshev_;  // ((P+1)², N): coefficients of each K_pq
+  std::shared_ptr<const Eigen::MatrixXd> chebyshev_;  // ((P+1)², N): coefficients of each K_pq, at p·(P+1) + q
+  Eigen::MatrixXd used_chebyshev_;                    // its rows of the K_pq some term reads
   std::array<std::array<std::vector<Term>, kUnitVariants>, kUnitVariants> terms_;
 };
 
