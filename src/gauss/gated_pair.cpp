@@ -86,9 +86,9 @@ std::vector<double> DerivativeMeans(const Link& expert) {
 
 double Factorial(int n) { return std::tgamma(n + 1.0); }
 
-// T_0(ρ), ..., T_(N−1)(ρ).
-Eigen::VectorXd ChebyshevBasis(double rho) {
-  Eigen::VectorXd t(kChebyshevNodes);
+// T_0(ρ), ..., T_(N−1)(ρ), on the stack.
+Eigen::Matrix<double, kChebyshevNodes, 1> ChebyshevBasis(double rho) {
+  Eigen::Matrix<double, kChebyshevNodes, 1> t;
   t[0] = 1.0;
   t[1] = rho;
   for (int n = 1; n + 1 < kChebyshevNodes; ++n) t[n + 1] = 2 * rho * t[n] - t[n - 1];
