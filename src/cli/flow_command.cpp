@@ -45,7 +45,7 @@ void PrintHelp() {
   for (const std::string& s : StepperNames()) std::cout << s << (s == StepperNames().back() ? "" : ", ");
   std::cout << "),\n  abs_tol, rel_tol, t_end, dt_initial, dt_min, max_steps, divergence.\n"
                "Output keys ([output]): grid (log|linear), points, t_first, every_step.\n"
-               "Events ([event.NAME]): observable, op (>=, >, <=, <), threshold, stop.\n\n"
+               "Events ([event.NAME]): observable, op (>=, >, <=, <), threshold, relative (threshold times the\n  observable at t = 0), stop.\n\n"
                "Links (student.link, teacher.link):\n";
   for (const std::string& l : KnownLinks()) std::cout << "  " << l << "\n";
   std::cout << "\nExit status: 0 done, 1 error, 2 bad input, 3 the run ended abnormally (diverged,\n"

@@ -56,6 +56,12 @@ bool EventConditionHolds(const EventSpec& spec, double value) {
   return false;
 }
 
+void FixRelativeThreshold(EventSpec* spec, double initial_value) {
+  if (!spec->IsRelative() || !std::isnan(spec->reference)) return;
+  spec->reference = initial_value;
+  spec->threshold = spec->relative * initial_value;
+}
+
 std::vector<bool> ObservablesPendingEventsRead(const std::vector<ObservableSelector>& selectors,
                                                const std::vector<EventRecord>& records, int observable_count) {
   std::vector<bool> wanted(static_cast<std::size_t>(observable_count), false);

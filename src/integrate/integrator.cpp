@@ -199,12 +199,14 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
     return summary;
   };
 
-  // t = 0: record, and events that already hold.
+  // t = 0: record, fix relative thresholds, and events that already hold. From here on the
+  // events' specs are those of summary.events.
   record(0.0, x0);
   bool stop_now = false;
   for (std::size_t e = 0; e < events.size(); ++e) {
     const double v = selectors[e].Evaluate(values);
-    if (EventConditionHolds(events[e], v)) {
+    FixRelativeThreshold(&summary.events[e].spec, v);
+    if (EventConditionHolds(summary.events[e].spec, v)) {
       summary.events[e].occurred = true;
       summary.events[e].time = 0.0;
       summary.events[e].value = v;
@@ -282,11 +284,11 @@ RunSummary Integrate(const FlowSystem& system, const Eigen::VectorXd& x0,
         have_values_at_hi = true;
       }
       double v = selectors[e].Evaluate(values);
-      if (!EventConditionHolds(events[e], v)) continue;
+      if (!EventConditionHolds(rec.spec, v)) continue;
       rec.occurred = true;
-      rec.time = locator.Locate(events[e], selectors[e], t0, t_hi, &v);
+      rec.time = locator.Locate(rec.spec, selectors[e], t0, t_hi, &v);
       rec.value = v;
-      if (events[e].stop) stop_time = std::min(stop_time, rec.time);
+      if (rec.spec.stop) stop_time = std::min(stop_time, rec.time);
     }
     for (EventRecord& rec : summary.events) {
       if (rec.occurred && rec.time > stop_time) rec = EventRecord{rec.spec};

@@ -72,6 +72,8 @@ Group EventsGroup(const std::vector<EventRecord>& events) {
                                {"observable", e.spec.observable},
                                {"op", std::string(ToString(e.spec.comparison))},
                                {"threshold", e.spec.threshold},
+                               {"relative", e.spec.relative},
+                               {"reference", e.spec.reference},
                                {"stop", std::int64_t{e.spec.stop}}}});
   }
   return group;

@@ -3,6 +3,7 @@
 #include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <sstream>
 
@@ -389,6 +390,10 @@ std::vector<EventSpec> ReadEvents(const io::ModelFile& model) {
     const std::string op = model.GetString(prefix + "op", ">=");
     if (!FromString(op, &e.comparison)) ThrowBadValue(prefix + "op", op, "is not one of: >=, >, <=, <");
     e.threshold = model.GetDouble(prefix + "threshold");
+    if (model.GetBool(prefix + "relative", false)) {
+      e.relative = e.threshold;  // a multiple of the observable's value at t = 0, fixed when a run starts
+      e.threshold = std::numeric_limits<double>::quiet_NaN();
+    }
     e.stop = model.GetBool(prefix + "stop", false);
     events.push_back(e);
   }
@@ -742,9 +747,18 @@ FlowSetup BuildFlow(const io::ModelFile& model) {
   setup.system = std::move(flow);
   setup.options = ReadIntegratorOptions(model);
   setup.events = ExpandEvents(ReadEvents(model), setup.system->Observables());
-  // Resolve every event's observable now, so a bad one fails before anything runs.
+  // Resolve every event's observable now, so a bad one fails before anything runs; a relative
+  // threshold needs a start where its observable is not 0 (checked on this seed's start).
+  Eigen::VectorXd initial(ObservableValueCount(setup.system->Observables()));
+  setup.system->Observe(setup.initial_state, &initial);
   for (const EventSpec& e : setup.events) {
-    ObservableSelector(e.observable, setup.system->Observables(), "event." + e.name + ".observable");
+    const ObservableSelector selector(e.observable, setup.system->Observables(), "event." + e.name + ".observable");
+    const double v0 = selector.Evaluate(initial);
+    if (e.IsRelative() && !(std::isfinite(v0) && v0 != 0.0)) {
+      ThrowBadValue("event." + e.name + ".relative", "true",
+                    "needs an observable that is finite and not 0 at t = 0, and " + e.observable + " = " + Num(v0) +
+                        " there (seed " + std::to_string(setup.seed) + "): give an absolute threshold");
+    }
   }
   setup.stages = ReadStages(model, spec, setup.events);
   setup.checks = ReadChecks(model, setup.events, setup.system->Observables());

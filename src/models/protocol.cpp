@@ -260,7 +260,15 @@ RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, cons
                        Trajectory* trajectory, std::vector<StageRecord>* records, const IntegrationControl& control) {
   RunSummary total;
   total.events.resize(events.size());
-  for (std::size_t e = 0; e < events.size(); ++e) total.events[e].spec = events[e];
+  // Relative thresholds come from the run's start, not from each stage's.
+  Eigen::VectorXd initial(ObservableValueCount(flow.Observables()));
+  flow.Observe(x0, &initial);
+  for (std::size_t e = 0; e < events.size(); ++e) {
+    total.events[e].spec = events[e];
+    FixRelativeThreshold(&total.events[e].spec,
+                         ObservableSelector(events[e].observable, flow.Observables(), "event." + events[e].name + ".observable")
+                             .Evaluate(initial));
+  }
   trajectory->observables = flow.Observables();
   records->clear();
   Eigen::VectorXd x = x0;
@@ -295,7 +303,7 @@ RunSummary RunProtocol(const TwoLayerFlow& flow, const Eigen::VectorXd& x0, cons
     std::vector<std::size_t> index;
     for (std::size_t e = 0; e < events.size(); ++e) {
       if (total.events[e].occurred) continue;
-      EventSpec spec = events[e];
+      EventSpec spec = total.events[e].spec;
       if (spec.name == stage.until) spec.stop = true;
       stage_events.push_back(spec);
       index.push_back(e);

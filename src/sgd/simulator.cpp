@@ -593,6 +593,11 @@ SgdRun SimulateSgd(const TwoLayerFlow& model, const Eigen::MatrixXd& initial_gra
       run.trajectory.values.push_back(values);
       run.steps.push_back(static_cast<double>(step));
     }
+    if (step == 0) {  // relative thresholds from this seed's own start
+      for (std::size_t i = 0; i < selectors.size(); ++i) {
+        FixRelativeThreshold(&run.summary.events[i].spec, selectors[i].Evaluate(values));
+      }
+    }
     for (std::size_t i = 0; i < selectors.size() && !finished; ++i) {
       EventRecord& e = run.summary.events[i];
       if (e.occurred) continue;

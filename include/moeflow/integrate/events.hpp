@@ -8,6 +8,7 @@
 //   max(name[i:j])  (and min, maxabs)    a reduction over the elements i, ..., j − 1 of a vector
 #pragma once
 
+#include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
@@ -26,9 +27,22 @@ struct EventSpec {
   std::string name;
   std::string observable;  // an expression as above
   Comparison comparison = Comparison::kGreaterEqual;
-  double threshold = 0.0;
-  bool stop = false;  // stop the run when the event happens
+  double threshold = 0.0;  // for a relative event: set when its run starts
+  bool stop = false;       // stop the run when the event happens
+  // A relative event (theory.md §4: "the risk below a fraction of its initial value", "an overlap
+  // above c times its initial value"): the threshold is `relative` times the observable's value at
+  // t = 0 of the run (of each SGD seed its own), which `reference` then holds. NaN: an absolute
+  // threshold.
+  double relative = std::numeric_limits<double>::quiet_NaN();
+  double reference = std::numeric_limits<double>::quiet_NaN();
+
+  bool IsRelative() const { return !std::isnan(relative); }
 };
+
+// Fixes a relative event's threshold from its observable's value at the run's t = 0:
+// threshold = relative · initial_value. Does nothing to an absolute event or to one already fixed
+// (a stage of a protocol keeps the threshold of the run's start).
+void FixRelativeThreshold(EventSpec* spec, double initial_value);
 
 // An observable expression resolved against a system's observables.
 class ObservableSelector {
